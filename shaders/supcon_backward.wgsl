@@ -1,0 +1,255 @@
+// SupCon loss, step 4 of 4: dL/dfeatures, recomputing the similarity tiles (no N x N storage).
+//
+// With s_ij = z_i . z_j / tau, lse_i = log sum_{a in A(i)} exp s_ia and the anchor weight w (1 /
+// number of anchors averaged over, from supcon_reduce.wgsl), anchor i contributes
+//   G_ij = w * (tau / tau_base) * (exp(s_ij - lse_i) - [j in P(i)] / |P(i)|)             (L_out)
+//   G_ij = w * (tau / tau_base) * (exp(s_ij - lse_i) - [j in P(i)] exp(s_ij - lse_P(i)))  (L_in)
+// for j in A(i) (0 when i has no positive). Because s is symmetric,
+//   dL/dz_r = (1 / tau) * sum_j (G_rj + G_jr) z_j,
+// so one pass over column tiles gives row r both its anchor part (G_rj) and its contrast part
+// (G_jr), with no float atomics and no second kernel. The L2 normalisation is differentiated in
+// place: dL/dx_r = (g_r - z_r (z_r . g_r)) / ||x_r||, and z_r . g_r = sum_j W_rj cos_rj is
+// accumulated from the same tiles, so each workgroup may own only a CHUNK_D slice of the output
+// columns. When status != 0 (non-finite input) the gradient is written as zeros.
+//
+// Workgroup: 16 x 16 threads, TILE_R output rows x CHUNK_D output columns. Per column tile of
+// TILE_C rows: thread (tx, ty) computes the 4 x 2 cosines of rows 4ty..4ty+3 and columns
+// 2tx, 2tx+1, turns them into weights in workgroup memory, then accumulates rows 4ty..4ty+3 at
+// columns tx, tx+16, ..., tx+112 of the chunk. Workgroup memory: 11.8 KiB.
+
+struct Params {
+    n_rows: u32,          // N = bsz * n_views
+    bsz: u32,
+    n_views: u32,
+    dim: u32,
+    n_anchors: u32,       // N (contrast_mode all) or bsz (contrast_mode one)
+    pos_mode: u32,        // 0: labels, 1: none (SimCLR), 2: bit-packed [bsz, bsz] mask
+    mask_words: u32,      // u32 words per mask row, ceil(bsz / 32)
+    variant: u32,         // 0: L_out, 1: L_in
+    reduction: u32,       // 0: mean over all anchors, 1: mean over anchors with a positive
+    inv_temperature: f32,
+    loss_scale: f32,      // temperature / base_temperature
+    pad: u32,
+}
+
+struct Output {
+    loss: f32,
+    weight: f32,
+    n_valid: u32,
+    status: u32,
+}
+
+const TILE_R: u32 = 64u;
+const TILE_C: u32 = 32u;
+const TILE_K: u32 = 8u;
+const CHUNK_D: u32 = 128u;
+const WG: u32 = 16u;
+const NORM_EPS: f32 = 1e-12;
+
+@group(0) @binding(0) var<storage, read_write> params: Params;
+@group(0) @binding(1) var<storage, read_write> features: array<f32>;
+@group(0) @binding(2) var<storage, read_write> positives: array<u32>;
+@group(0) @binding(3) var<storage, read_write> inv_norm: array<f32>;
+@group(0) @binding(4) var<storage, read_write> anchor_stats: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> output: Output;
+@group(0) @binding(6) var<storage, read_write> grad: array<f32>;
+
+var<workgroup> wp: Params;
+var<workgroup> tile_r: array<vec4<f32>, 128>;  // [k][row / 4], normalised values
+var<workgroup> tile_c: array<vec2<f32>, 128>;  // [k][column / 2]
+var<workgroup> base_r: array<u32, 64>;
+var<workgroup> base_c: array<u32, 32>;
+var<workgroup> scale_r: array<f32, 64>;
+var<workgroup> scale_c: array<f32, 32>;
+var<workgroup> weights: array<vec4<f32>, 512>; // [column][row / 4]: W_rj / ||x_j||
+
+fn memory_row(r: u32, p: Params) -> u32 {
+    return (r % p.bsz) * p.n_views + r / p.bsz;
+}
+
+fn row_key(r: u32, p: Params) -> u32 {
+    let sample = r % p.bsz;
+    if (p.pos_mode == 0u) {
+        return positives[sample];
+    }
+    return sample;
+}
+
+fn is_positive(key_i: u32, key_j: u32, p: Params) -> bool {
+    if (p.pos_mode == 2u) {
+        let word = positives[key_i * p.mask_words + key_j / 32u];
+        return ((word >> (key_j % 32u)) & 1u) == 1u;
+    }
+    return key_i == key_j;
+}
+
+// Anchor statistics of row r, or zeros (no contribution) when r is not an anchor.
+fn stats_of(r: u32, p: Params) -> vec4<f32> {
+    if (r < p.n_anchors) {
+        return anchor_stats[r];
+    }
+    return vec4<f32>(0.0);
+}
+
+// d loss_i / d s_ij for anchor i with statistics st (0 if i has no positive).
+fn anchor_grad(s: f32, st: vec4<f32>, positive: bool, p: Params) -> f32 {
+    if (st.z <= 0.0) {
+        return 0.0;
+    }
+    var g = exp(s - st.x);
+    if (positive) {
+        if (p.variant == 0u) {
+            g -= 1.0 / st.z;
+        } else {
+            g -= exp(s - st.y);
+        }
+    }
+    return g;
+}
+
+@compute @workgroup_size(16, 16, 1)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid3: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    if (lid == 0u) {
+        wp = params;
+    }
+    let p = workgroupUniformLoad(&wp);
+    let n_chunks = (p.dim + CHUNK_D - 1u) / CHUNK_D;
+    let group = wid.x + wid.y * nwg.x;
+    if (group >= ((p.n_rows + TILE_R - 1u) / TILE_R) * n_chunks) {
+        return;
+    }
+    let tx = lid3.x;
+    let ty = lid3.y;
+    let r0 = (group / n_chunks) * TILE_R;
+    let d0 = (group % n_chunks) * CHUNK_D;
+    let last = p.n_rows - 1u;
+    let coef = output.weight * p.loss_scale * p.inv_temperature;
+
+    if (lid < TILE_R) {
+        let r = min(r0 + lid, last);
+        base_r[lid] = memory_row(r, p) * p.dim;
+        scale_r[lid] = inv_norm[r];
+    }
+    var key_r: array<u32, 4>;
+    var stats_r: array<vec4<f32>, 4>;
+    for (var i = 0u; i < 4u; i += 1u) {
+        let r = r0 + ty * 4u + i;
+        key_r[i] = row_key(min(r, last), p);
+        stats_r[i] = stats_of(r, p);
+    }
+
+    var acc: array<vec4<f32>, 8>;  // acc[q][i]: row 4ty+i, column d0 + tx + 16q
+    var zg = vec4<f32>(0.0);       // sum_j W_rj cos_rj for rows 4ty..4ty+3
+    // Rows that are not anchors (contrast_mode one) only meet anchors' G_jr.
+    var col_end = p.n_rows;
+    if (r0 >= p.n_anchors) {
+        col_end = p.n_anchors;
+    }
+    for (var c0 = 0u; c0 < col_end; c0 += TILE_C) {
+        workgroupBarrier();  // the previous tile is done with base_c / scale_c / weights
+        if (lid < TILE_C) {
+            let r = min(c0 + lid, last);
+            base_c[lid] = memory_row(r, p) * p.dim;
+            scale_c[lid] = inv_norm[r];
+        }
+        var dots: array<vec4<f32>, 2>;  // dots[j][i]: row 4ty+i, column 2tx+j
+        for (var k0 = 0u; k0 < p.dim; k0 += TILE_K) {
+            workgroupBarrier();
+            for (var t = 0u; t < 2u; t += 1u) {
+                let e = lid + t * WG * WG;
+                let row = e / TILE_K;
+                let kk = e % TILE_K;
+                var v = 0.0;
+                if (k0 + kk < p.dim) {
+                    v = features[base_r[row] + k0 + kk] * scale_r[row];
+                }
+                tile_r[kk * WG + row / 4u][row % 4u] = v;
+            }
+            let col = lid / TILE_K;
+            let kc = lid % TILE_K;
+            var vc = 0.0;
+            if (k0 + kc < p.dim) {
+                vc = features[base_c[col] + k0 + kc] * scale_c[col];
+            }
+            tile_c[kc * WG + col / 2u][col % 2u] = vc;
+            workgroupBarrier();
+            for (var kk = 0u; kk < TILE_K; kk += 1u) {
+                let a = tile_r[kk * WG + ty];
+                let b = tile_c[kk * WG + tx];
+                dots[0] += a * b.x;
+                dots[1] += a * b.y;
+            }
+        }
+
+        for (var j = 0u; j < 2u; j += 1u) {
+            let c = c0 + tx * 2u + j;
+            let key_c = row_key(min(c, last), p);
+            let stats_c = stats_of(c, p);
+            var w = vec4<f32>(0.0);
+            for (var i = 0u; i < 4u; i += 1u) {
+                let r = r0 + ty * 4u + i;
+                if (c < p.n_rows && r < p.n_rows && c != r) {
+                    let s = dots[j][i] * p.inv_temperature;
+                    let positive = is_positive(key_r[i], key_c, p);
+                    w[i] = coef * (anchor_grad(s, stats_r[i], positive, p)
+                        + anchor_grad(s, stats_c, positive, p));
+                }
+            }
+            zg += w * dots[j];
+            weights[(tx * 2u + j) * WG + ty] = w * scale_c[tx * 2u + j];
+        }
+        workgroupBarrier();
+
+        for (var jj = 0u; jj < TILE_C; jj += 1u) {
+            let w = weights[jj * WG + ty];
+            let base = base_c[jj];
+            for (var q = 0u; q < CHUNK_D / WG; q += 1u) {
+                let d = d0 + tx + q * WG;
+                if (d < p.dim) {
+                    acc[q] += w * features[base + d];
+                }
+            }
+        }
+    }
+
+    // Sum z_r . g_r over the 16 threads of each row group (reusing the weights array).
+    workgroupBarrier();
+    weights[ty * WG + tx] = zg;
+    workgroupBarrier();
+    var zg_row = vec4<f32>(0.0);
+    for (var t = 0u; t < WG; t += 1u) {
+        zg_row += weights[ty * WG + t];
+    }
+
+    let ok = output.status == 0u;
+    for (var i = 0u; i < 4u; i += 1u) {
+        let r = r0 + ty * 4u + i;
+        if (r >= p.n_rows) {
+            continue;
+        }
+        let inv = scale_r[ty * 4u + i];
+        let base = base_r[ty * 4u + i];
+        // F.normalize divides by NORM_EPS when the norm is below it: no projection then.
+        let clamped = inv >= 1.0 / NORM_EPS;
+        for (var q = 0u; q < CHUNK_D / WG; q += 1u) {
+            let d = d0 + tx + q * WG;
+            if (d >= p.dim) {
+                continue;
+            }
+            var g = acc[q][i];
+            if (!clamped) {
+                g -= features[base + d] * inv * zg_row[i];
+            }
+            g *= inv;
+            if (!ok) {
+                g = 0.0;
+            }
+            grad[base + d] = g;
+        }
+    }
+}

@@ -1,0 +1,251 @@
+// SupCon loss, step 2 of 4: the streaming forward pass.
+//
+// Each workgroup owns TILE_A anchors and streams over every contrast row in tiles of TILE_C,
+// computing s_ij = z_i . z_j / tau for a TILE_A x TILE_C block through workgroup memory, then
+// folding the block into per-anchor running statistics (flash-attention style):
+//   m   running max of s_ia over a in A(i)        sa  sum of exp(s_ia - m) over A(i)
+//   mp  running max of s_ip over p in P(i)        sp  sum of exp(s_ip - mp) over P(i)
+//   pl  sum of s_ip over P(i)                     pc  |P(i)|
+// The N x N similarity or mask is never stored. Output per anchor i:
+//   anchor_stats[i] = (lse_A(i), lse_P(i), |P(i)|, loss_i)
+// with loss_i = -(tau / tau_base) * (pl / pc - lse_A)              (L_out, the paper's Eq. 2)
+//      loss_i = -(tau / tau_base) * (lse_P - log(pc) - lse_A)     (L_in, Eq. 3)
+// and loss_i = 0 for an anchor without a positive. supcon_backward.wgsl recomputes the blocks from
+// lse_A and lse_P.
+//
+// Thread (tx, ty) of the 16 x 16 workgroup holds the 4 x 4 block of anchors 4ty..4ty+3 and
+// contrast rows 4tx..4tx+3 of the current tile; the 16 partial statistics of an anchor are merged
+// through workgroup memory at the end. Workgroup memory: 13.0 KiB (WebGPU's default limit is 16).
+
+struct Params {
+    n_rows: u32,          // N = bsz * n_views
+    bsz: u32,
+    n_views: u32,
+    dim: u32,
+    n_anchors: u32,       // N (contrast_mode all) or bsz (contrast_mode one)
+    pos_mode: u32,        // 0: labels, 1: none (SimCLR), 2: bit-packed [bsz, bsz] mask
+    mask_words: u32,      // u32 words per mask row, ceil(bsz / 32)
+    variant: u32,         // 0: L_out, 1: L_in
+    reduction: u32,       // 0: mean over all anchors, 1: mean over anchors with a positive
+    inv_temperature: f32,
+    loss_scale: f32,      // temperature / base_temperature
+    pad: u32,
+}
+
+const TILE_A: u32 = 64u;
+const TILE_C: u32 = 64u;
+const TILE_K: u32 = 16u;
+const WG: u32 = 16u;
+const NEG_BIG: f32 = -3.0e38;
+
+@group(0) @binding(0) var<storage, read_write> params: Params;
+@group(0) @binding(1) var<storage, read_write> features: array<f32>;
+@group(0) @binding(2) var<storage, read_write> positives: array<u32>;
+@group(0) @binding(3) var<storage, read_write> inv_norm: array<f32>;
+@group(0) @binding(4) var<storage, read_write> anchor_stats: array<vec4<f32>>;
+
+var<workgroup> wp: Params;
+var<workgroup> tile_a: array<vec4<f32>, 256>;  // [k][anchor / 4], normalised values
+var<workgroup> tile_c: array<vec4<f32>, 256>;  // [k][contrast row / 4]
+var<workgroup> base_a: array<u32, 64>;         // offset of each anchor row in `features`
+var<workgroup> base_c: array<u32, 64>;
+var<workgroup> scale_a: array<f32, 64>;        // inverse norms
+var<workgroup> scale_c: array<f32, 64>;
+var<workgroup> red: array<f32, 1024>;          // [anchor][tx] for the final merge
+
+// Memory row of view-major row r in a [bsz, n_views, dim] buffer.
+fn memory_row(r: u32, p: Params) -> u32 {
+    return (r % p.bsz) * p.n_views + r / p.bsz;
+}
+
+// What decides positives: the label (labels), the sample index (SimCLR, mask).
+fn row_key(r: u32, p: Params) -> u32 {
+    let sample = r % p.bsz;
+    if (p.pos_mode == 0u) {
+        return positives[sample];
+    }
+    return sample;
+}
+
+fn is_positive(key_i: u32, key_j: u32, p: Params) -> bool {
+    if (p.pos_mode == 2u) {
+        let word = positives[key_i * p.mask_words + key_j / 32u];
+        return ((word >> (key_j % 32u)) & 1u) == 1u;
+    }
+    return key_i == key_j;
+}
+
+// Sum of v over the 16 threads (tx) that share anchors 4ty..4ty+3. Call in uniform control flow.
+fn row_sum(v: vec4<f32>, tx: u32, ty: u32) -> vec4<f32> {
+    for (var i = 0u; i < 4u; i += 1u) {
+        red[(ty * 4u + i) * WG + tx] = v[i];
+    }
+    workgroupBarrier();
+    var total = vec4<f32>(0.0);
+    for (var i = 0u; i < 4u; i += 1u) {
+        for (var t = 0u; t < WG; t += 1u) {
+            total[i] += red[(ty * 4u + i) * WG + t];
+        }
+    }
+    workgroupBarrier();
+    return total;
+}
+
+@compute @workgroup_size(16, 16, 1)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid3: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    if (lid == 0u) {
+        wp = params;
+    }
+    let p = workgroupUniformLoad(&wp);
+    let group = wid.x + wid.y * nwg.x;
+    if (group >= (p.n_anchors + TILE_A - 1u) / TILE_A) {
+        return;
+    }
+    let tx = lid3.x;
+    let ty = lid3.y;
+    let a0 = group * TILE_A;
+    let last = p.n_rows - 1u;
+
+    if (lid < TILE_A) {
+        let r = min(a0 + lid, last);
+        base_a[lid] = memory_row(r, p) * p.dim;
+        scale_a[lid] = inv_norm[r];
+    }
+    var key_a: array<u32, 4>;
+    for (var i = 0u; i < 4u; i += 1u) {
+        key_a[i] = row_key(min(a0 + ty * 4u + i, last), p);
+    }
+
+    var m = vec4<f32>(NEG_BIG);
+    var sa = vec4<f32>(0.0);
+    var mp = vec4<f32>(NEG_BIG);
+    var sp = vec4<f32>(0.0);
+    var pl = vec4<f32>(0.0);
+    var pc = vec4<f32>(0.0);
+
+    for (var c0 = 0u; c0 < p.n_rows; c0 += TILE_C) {
+        workgroupBarrier();  // the previous tile is done with base_c / scale_c
+        if (lid < TILE_C) {
+            let r = min(c0 + lid, last);
+            base_c[lid] = memory_row(r, p) * p.dim;
+            scale_c[lid] = inv_norm[r];
+        }
+        var key_c: array<u32, 4>;
+        for (var j = 0u; j < 4u; j += 1u) {
+            key_c[j] = row_key(min(c0 + tx * 4u + j, last), p);
+        }
+
+        var acc: array<vec4<f32>, 4>;  // acc[i][j]: anchor 4ty+i, contrast row 4tx+j
+        for (var k0 = 0u; k0 < p.dim; k0 += TILE_K) {
+            workgroupBarrier();
+            for (var t = 0u; t < 4u; t += 1u) {
+                let e = lid + t * WG * WG;
+                let row = e / TILE_K;
+                let kk = e % TILE_K;
+                var va = 0.0;
+                var vc = 0.0;
+                if (k0 + kk < p.dim) {
+                    va = features[base_a[row] + k0 + kk] * scale_a[row];
+                    vc = features[base_c[row] + k0 + kk] * scale_c[row];
+                }
+                tile_a[kk * WG + row / 4u][row % 4u] = va;
+                tile_c[kk * WG + row / 4u][row % 4u] = vc;
+            }
+            workgroupBarrier();
+            for (var kk = 0u; kk < TILE_K; kk += 1u) {
+                let a = tile_a[kk * WG + ty];
+                let c = tile_c[kk * WG + tx];
+                acc[0] += a.x * c;
+                acc[1] += a.y * c;
+                acc[2] += a.z * c;
+                acc[3] += a.w * c;
+            }
+        }
+
+        for (var i = 0u; i < 4u; i += 1u) {
+            let r = a0 + ty * 4u + i;
+            let s = acc[i] * p.inv_temperature;
+            var tile_max = NEG_BIG;
+            for (var j = 0u; j < 4u; j += 1u) {
+                let c = c0 + tx * 4u + j;
+                if (c < p.n_rows && c != r) {
+                    tile_max = max(tile_max, s[j]);
+                }
+            }
+            if (tile_max == NEG_BIG) {
+                continue;
+            }
+            let m_new = max(m[i], tile_max);
+            var sum_a = sa[i] * exp(m[i] - m_new);
+            for (var j = 0u; j < 4u; j += 1u) {
+                let c = c0 + tx * 4u + j;
+                if (c < p.n_rows && c != r) {
+                    sum_a += exp(s[j] - m_new);
+                    if (is_positive(key_a[i], key_c[j], p)) {
+                        let mp_new = max(mp[i], s[j]);
+                        sp[i] = sp[i] * exp(mp[i] - mp_new) + exp(s[j] - mp_new);
+                        mp[i] = mp_new;
+                        pl[i] += s[j];
+                        pc[i] += 1.0;
+                    }
+                }
+            }
+            m[i] = m_new;
+            sa[i] = sum_a;
+        }
+    }
+
+    // Merge the 16 partial states of each anchor.
+    for (var i = 0u; i < 4u; i += 1u) {
+        red[(ty * 4u + i) * WG + tx] = m[i];
+    }
+    workgroupBarrier();
+    var m_row = vec4<f32>(NEG_BIG);
+    for (var i = 0u; i < 4u; i += 1u) {
+        for (var t = 0u; t < WG; t += 1u) {
+            m_row[i] = max(m_row[i], red[(ty * 4u + i) * WG + t]);
+        }
+    }
+    workgroupBarrier();
+    for (var i = 0u; i < 4u; i += 1u) {
+        red[(ty * 4u + i) * WG + tx] = mp[i];
+    }
+    workgroupBarrier();
+    var mp_row = vec4<f32>(NEG_BIG);
+    for (var i = 0u; i < 4u; i += 1u) {
+        for (var t = 0u; t < WG; t += 1u) {
+            mp_row[i] = max(mp_row[i], red[(ty * 4u + i) * WG + t]);
+        }
+    }
+    workgroupBarrier();
+    let sa_row = row_sum(sa * exp(m - m_row), tx, ty);
+    let sp_row = row_sum(sp * exp(mp - mp_row), tx, ty);
+    let pl_row = row_sum(pl, tx, ty);
+    let pc_row = row_sum(pc, tx, ty);
+
+    if (tx == 0u) {
+        for (var i = 0u; i < 4u; i += 1u) {
+            let r = a0 + ty * 4u + i;
+            if (r >= p.n_anchors) {
+                continue;
+            }
+            let lse = m_row[i] + log(sa_row[i]);
+            var lse_pos = 0.0;
+            var loss = 0.0;
+            if (pc_row[i] > 0.0) {
+                lse_pos = mp_row[i] + log(sp_row[i]);
+                if (p.variant == 0u) {
+                    loss = -p.loss_scale * (pl_row[i] / pc_row[i] - lse);
+                } else {
+                    loss = -p.loss_scale * (lse_pos - log(pc_row[i]) - lse);
+                }
+            }
+            anchor_stats[r] = vec4<f32>(lse, lse_pos, pc_row[i], loss);
+        }
+    }
+}

@@ -1,0 +1,76 @@
+// SupCon loss, step 1 of 4: per-row inverse L2 norms and the non-finite input check.
+//
+// One invocation per row of the flattened, view-major feature matrix. Row r is sample r % bsz,
+// view r / bsz, stored at memory row (r % bsz) * n_views + r / bsz of the caller's
+// [bsz, n_views, dim] buffer. inv_norm[r] = 1 / max(||x_r||, NORM_EPS) (torch's F.normalize), or
+// NON_FINITE (a negative value, impossible for a real inverse norm) when the row holds a NaN or an
+// infinity; supcon_reduce.wgsl turns that into the status word.
+//
+// Every storage binding is read_write: Burn's kernel path pools tensors in shared buffers and a
+// read-only binding then fails validation. Params travel in a storage buffer for the same reason.
+
+struct Params {
+    n_rows: u32,          // N = bsz * n_views
+    bsz: u32,
+    n_views: u32,
+    dim: u32,
+    n_anchors: u32,       // N (contrast_mode all) or bsz (contrast_mode one)
+    pos_mode: u32,        // 0: labels, 1: none (SimCLR), 2: bit-packed [bsz, bsz] mask
+    mask_words: u32,      // u32 words per mask row, ceil(bsz / 32)
+    variant: u32,         // 0: L_out, 1: L_in
+    reduction: u32,       // 0: mean over all anchors, 1: mean over anchors with a positive
+    inv_temperature: f32,
+    loss_scale: f32,      // temperature / base_temperature
+    pad: u32,
+}
+
+const WORKGROUP: u32 = 256u;
+const NORM_EPS: f32 = 1e-12;
+const NON_FINITE: f32 = -1.0;
+const EXPONENT_MASK: u32 = 0x7f800000u;
+
+@group(0) @binding(0) var<storage, read_write> params: Params;
+@group(0) @binding(1) var<storage, read_write> features: array<f32>;
+@group(0) @binding(2) var<storage, read_write> inv_norm: array<f32>;
+
+@compute @workgroup_size(256, 1, 1)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    // Large N may need a 2-D grid (max_compute_workgroups_per_dimension); linearise it.
+    let r = (wid.x + wid.y * nwg.x) * WORKGROUP + lid;
+    if (r >= params.n_rows) {
+        return;
+    }
+    let base = ((r % params.bsz) * params.n_views + r / params.bsz) * params.dim;
+    // Two passes: the largest magnitude first, so the sum of squares cannot overflow for large
+    // but finite values.
+    var max_abs = 0.0;
+    var finite = true;
+    for (var k = 0u; k < params.dim; k += 1u) {
+        let v = features[base + k];
+        // WGSL has no isnan/isinf and may assume finite floats: test the exponent bits.
+        if ((bitcast<u32>(v) & EXPONENT_MASK) == EXPONENT_MASK) {
+            finite = false;
+        }
+        max_abs = max(max_abs, abs(v));
+    }
+    if (!finite) {
+        inv_norm[r] = NON_FINITE;
+        return;
+    }
+    if (max_abs * sqrt(f32(params.dim)) <= NORM_EPS) {
+        // The norm is at most NORM_EPS: F.normalize divides by NORM_EPS (a zero row stays zero).
+        inv_norm[r] = 1.0 / NORM_EPS;
+        return;
+    }
+    let scale = 1.0 / max_abs;
+    var sum_sq = 0.0;
+    for (var k = 0u; k < params.dim; k += 1u) {
+        let v = features[base + k] * scale;
+        sum_sq += v * v;
+    }
+    inv_norm[r] = 1.0 / max(sqrt(sum_sq) * max_abs, NORM_EPS);
+}

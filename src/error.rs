@@ -1,0 +1,77 @@
+//! The crate's error type: every bad argument at the library boundary is one of these.
+
+/// Everything that can go wrong at the library boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A shape argument is invalid (zero, too few rows, too large for 32-bit indexing, ...).
+    #[error("invalid shape: {0}")]
+    InvalidShape(String),
+    /// `temperature` is not a finite number greater than 0.
+    #[error("temperature must be a finite number > 0, got {0}")]
+    InvalidTemperature(f64),
+    /// `base_temperature` is not a finite number greater than 0.
+    #[error("base_temperature must be a finite number > 0, got {0}")]
+    InvalidBaseTemperature(f64),
+    /// A host slice has the wrong number of elements.
+    #[error("`{name}` has {got} elements, expected {expected}")]
+    LengthMismatch {
+        name: &'static str,
+        expected: usize,
+        got: usize,
+    },
+    /// A positives buffer was given that the chosen positive kind does not use, or none was given
+    /// where one is needed.
+    #[error("positives: {0}")]
+    Positives(String),
+    /// A caller's buffer is smaller than the problem needs.
+    #[error("buffer `{name}` is {got} bytes, the problem needs at least {needed}")]
+    BufferTooSmall {
+        name: &'static str,
+        needed: u64,
+        got: u64,
+    },
+    /// A caller's buffer lacks a usage flag the kernels need.
+    #[error("buffer `{name}` lacks the usage flag(s) {missing:?}")]
+    MissingUsage {
+        name: &'static str,
+        missing: wgpu::BufferUsages,
+    },
+    /// One storage binding would exceed the device's `max_storage_buffer_binding_size`.
+    #[error(
+        "`{name}` needs {needed} bytes in one storage binding, the device allows {limit} \
+         (max_storage_buffer_binding_size)"
+    )]
+    ExceedsBindingLimit {
+        name: &'static str,
+        needed: u64,
+        limit: u64,
+    },
+    /// The dispatch needs more workgroups than a 2-D grid of the device allows.
+    #[error("{what} needs {groups} workgroups, more than the device's 2-D grid allows ({limit}^2)")]
+    TooManyWorkgroups {
+        what: &'static str,
+        groups: u64,
+        limit: u32,
+    },
+    /// The device's limits are below what the kernels were written for.
+    #[error("device limit too low: {0}")]
+    DeviceLimit(String),
+    /// A feature row holds a NaN or an infinity (reported by the kernels' status word).
+    #[error("the features contain NaN or infinite values")]
+    NonFiniteFeatures,
+    /// No adapter could be found.
+    #[error("no GPU adapter found: {0}")]
+    NoAdapter(String),
+    /// The adapter refused the device request.
+    #[error("device request failed: {0}")]
+    RequestDevice(String),
+    /// wgpu reported a validation or out-of-memory error.
+    #[error("wgpu error: {0}")]
+    Wgpu(String),
+    /// Mapping a buffer for readback failed.
+    #[error("reading back a result failed: {0}")]
+    Readback(String),
+}
+
+/// `Result` with the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

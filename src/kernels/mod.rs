@@ -1,0 +1,297 @@
+//! The WGSL kernels on the caller's own `wgpu::Device`, `Queue`, buffers and `CommandEncoder`.
+//!
+//! - [`similarity`]: pairwise cosine similarity, [`CosineSimilarity`](similarity::CosineSimilarity).
+//! - [`supcon`]: the fused, streaming SupCon loss and its gradient,
+//!   [`SupConLoss`](supcon::SupConLoss).
+//!
+//! Each kernel family has its f64 CPU reference beside it ([`similarity::reference`],
+//! [`supcon::reference`]). The WGSL text lives in `shaders/` and is embedded here
+//! ([`shaders`]); it is the single source of every kernel.
+
+pub mod similarity;
+pub mod supcon;
+
+use crate::{Error, Result};
+
+/// The WGSL source of every kernel, embedded from `shaders/`. Each file has one entry point,
+/// `main` (the name Burn's raw-kernel path launches), and declares every storage binding
+/// `read_write` (Burn pools tensors in shared buffers; a read-only binding then fails validation).
+pub mod shaders {
+    /// Pairwise cosine similarity.
+    pub const COSINE_SIMILARITY: &str = include_str!("../../shaders/cosine_similarity.wgsl");
+    /// SupCon step 1: inverse row norms and the non-finite check.
+    pub const SUPCON_PREPARE: &str = include_str!("../../shaders/supcon_prepare.wgsl");
+    /// SupCon step 2: streaming forward pass (per-anchor statistics and losses).
+    pub const SUPCON_FORWARD: &str = include_str!("../../shaders/supcon_forward.wgsl");
+    /// SupCon step 3: the scalar loss, anchor weight and status word.
+    pub const SUPCON_REDUCE: &str = include_str!("../../shaders/supcon_reduce.wgsl");
+    /// SupCon step 4: the gradient with respect to the raw features.
+    pub const SUPCON_BACKWARD: &str = include_str!("../../shaders/supcon_backward.wgsl");
+
+    /// `(file name, source)` of every shader.
+    pub const ALL: &[(&str, &str)] = &[
+        ("cosine_similarity.wgsl", COSINE_SIMILARITY),
+        ("supcon_prepare.wgsl", SUPCON_PREPARE),
+        ("supcon_forward.wgsl", SUPCON_FORWARD),
+        ("supcon_reduce.wgsl", SUPCON_REDUCE),
+        ("supcon_backward.wgsl", SUPCON_BACKWARD),
+    ];
+}
+
+/// A compute pipeline with its explicit bind-group layout: `bindings` storage buffers, all
+/// `read_write`, at group 0, bindings 0..bindings.
+#[derive(Clone, Debug)]
+pub(crate) struct Kernel {
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+}
+
+impl Kernel {
+    pub fn new(device: &wgpu::Device, name: &str, source: &str, bindings: u32) -> Self {
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = (0..bindings)
+            .map(|binding| wgpu::BindGroupLayoutEntry {
+                binding,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage { read_only: false },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            })
+            .collect();
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(name),
+            entries: &entries,
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(name),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(name),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(name),
+            layout: Some(&pipeline_layout),
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        Kernel { pipeline, layout }
+    }
+
+    /// Records one dispatch of `groups` workgroups (split over a 2-D grid when needed).
+    pub fn dispatch(
+        &self,
+        device: &wgpu::Device,
+        encoder: &mut wgpu::CommandEncoder,
+        name: &'static str,
+        groups: u64,
+        buffers: &[wgpu::BufferBinding<'_>],
+    ) -> Result<()> {
+        let (x, y) = grid(
+            name,
+            groups,
+            device.limits().max_compute_workgroups_per_dimension,
+        )?;
+        let entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: wgpu::BindingResource::Buffer(b.clone()),
+            })
+            .collect();
+        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(name),
+            layout: &self.layout,
+            entries: &entries,
+        });
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(name),
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(x, y, 1);
+        Ok(())
+    }
+}
+
+/// Splits `groups` workgroups into an `(x, y)` grid with `x, y <= max_per_dim`; the shaders
+/// linearise `workgroup_id` and skip the surplus of the last row.
+pub fn grid(what: &'static str, groups: u64, max_per_dim: u32) -> Result<(u32, u32)> {
+    let max = u64::from(max_per_dim.max(1));
+    let groups = groups.max(1);
+    let x = groups.min(max);
+    let y = groups.div_ceil(x);
+    if y > max {
+        return Err(Error::TooManyWorkgroups {
+            what,
+            groups,
+            limit: max_per_dim,
+        });
+    }
+    Ok((x as u32, y as u32))
+}
+
+/// Checks a caller's buffer: usage flags, size, and the device's binding limit. Returns the
+/// binding of its first `needed` bytes.
+pub(crate) fn check_buffer<'a>(
+    device: &wgpu::Device,
+    name: &'static str,
+    buffer: &'a wgpu::Buffer,
+    needed: u64,
+    usage: wgpu::BufferUsages,
+) -> Result<wgpu::BufferBinding<'a>> {
+    let missing = usage - buffer.usage();
+    if !missing.is_empty() {
+        return Err(Error::MissingUsage { name, missing });
+    }
+    if buffer.size() < needed {
+        return Err(Error::BufferTooSmall {
+            name,
+            needed,
+            got: buffer.size(),
+        });
+    }
+    check_binding_size(device, name, needed)?;
+    Ok(binding(buffer, needed))
+}
+
+pub(crate) fn check_binding_size(device: &wgpu::Device, name: &'static str, bytes: u64) -> Result<()> {
+    let limit = u64::from(device.limits().max_storage_buffer_binding_size);
+    if bytes > limit {
+        return Err(Error::ExceedsBindingLimit {
+            name,
+            needed: bytes,
+            limit,
+        });
+    }
+    Ok(())
+}
+
+/// The first `bytes` bytes of `buffer` (at least 4: WGSL runtime arrays need one element).
+pub(crate) fn binding(buffer: &wgpu::Buffer, bytes: u64) -> wgpu::BufferBinding<'_> {
+    wgpu::BufferBinding {
+        buffer,
+        offset: 0,
+        size: std::num::NonZeroU64::new(bytes.max(4)),
+    }
+}
+
+/// Workgroup memory the kernels use at most (bytes); WebGPU's default limit is 16,384.
+pub const WORKGROUP_MEMORY_BYTES: u32 = 13_360;
+
+/// Fails when the device cannot run the kernels (workgroup size or memory below WebGPU's
+/// defaults, which every WebGPU-conformant device meets).
+pub(crate) fn check_device(device: &wgpu::Device) -> Result<()> {
+    let l = device.limits();
+    if l.max_compute_workgroup_storage_size < WORKGROUP_MEMORY_BYTES {
+        return Err(Error::DeviceLimit(format!(
+            "max_compute_workgroup_storage_size is {}, the kernels need {WORKGROUP_MEMORY_BYTES}",
+            l.max_compute_workgroup_storage_size
+        )));
+    }
+    if l.max_compute_invocations_per_workgroup < 256
+        || l.max_compute_workgroup_size_x < 256
+        || l.max_compute_workgroup_size_y < 16
+    {
+        return Err(Error::DeviceLimit(
+            "the kernels need workgroups of 256 invocations (16 x 16 and 256 x 1)".into(),
+        ));
+    }
+    if l.max_storage_buffers_per_shader_stage < 7 {
+        return Err(Error::DeviceLimit(format!(
+            "max_storage_buffers_per_shader_stage is {}, the kernels need 7",
+            l.max_storage_buffers_per_shader_stage
+        )));
+    }
+    Ok(())
+}
+
+/// Runs `f` inside a validation + out-of-memory error scope and turns a captured wgpu error into
+/// [`Error::Wgpu`].
+pub(crate) fn with_error_scope<T>(device: &wgpu::Device, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let result = f();
+    let validation = pollster::block_on(validation.pop());
+    let oom = pollster::block_on(oom.pop());
+    if let Some(e) = validation.or(oom) {
+        return Err(Error::Wgpu(e.to_string()));
+    }
+    result
+}
+
+/// Creates a storage buffer of `bytes` bytes (at least 4).
+pub(crate) fn storage_buffer(device: &wgpu::Device, label: &str, bytes: u64, extra: wgpu::BufferUsages) -> wgpu::Buffer {
+    device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: bytes.max(4).next_multiple_of(4),
+        usage: wgpu::BufferUsages::STORAGE | extra,
+        mapped_at_creation: false,
+    })
+}
+
+/// Copies the first `bytes` of `buffer` (which needs COPY_SRC) to the host. Submits its own
+/// command buffer and waits: for the convenience calls and tests, never for a hot path.
+pub(crate) fn read_buffer<T: bytemuck::Pod>(
+    device: &wgpu::Device,
+    queue: &wgpu::Queue,
+    buffer: &wgpu::Buffer,
+    bytes: u64,
+) -> Result<Vec<T>> {
+    let size = bytes.max(4).next_multiple_of(4);
+    let staging = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("supcon-wgpu readback"),
+        size,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+    encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
+    queue.submit([encoder.finish()]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    device
+        .poll(wgpu::PollType::wait_indefinitely())
+        .map_err(|e| Error::Readback(e.to_string()))?;
+    rx.recv()
+        .map_err(|e| Error::Readback(e.to_string()))?
+        .map_err(|e| Error::Readback(e.to_string()))?;
+    let view = staging
+        .slice(..)
+        .get_mapped_range()
+        .map_err(|e| Error::Readback(format!("{e:?}")))?;
+    let n = bytes as usize / std::mem::size_of::<T>();
+    let out = bytemuck::cast_slice::<u8, T>(&view[..n * std::mem::size_of::<T>()]).to_vec();
+    drop(view);
+    staging.unmap();
+    Ok(out)
+}
+
+/// Creates a STORAGE | COPY_SRC buffer holding `data`.
+pub(crate) fn upload<T: bytemuck::Pod>(device: &wgpu::Device, label: &str, data: &[T]) -> wgpu::Buffer {
+    use wgpu::util::DeviceExt;
+    let bytes: &[u8] = bytemuck::cast_slice(data);
+    let mut padded;
+    let contents = if bytes.len() < 4 || bytes.len() % 4 != 0 {
+        padded = bytes.to_vec();
+        padded.resize(bytes.len().max(4).next_multiple_of(4), 0);
+        &padded[..]
+    } else {
+        bytes
+    };
+    device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some(label),
+        contents,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+    })
+}

@@ -1,0 +1,140 @@
+//! Pairwise cosine similarity, `shaders/cosine_similarity.wgsl`, and its CPU reference.
+
+use super::{Kernel, check_buffer, check_device, read_buffer, shaders, upload, with_error_scope};
+use crate::{Error, Result};
+use wgpu::util::DeviceExt;
+
+/// Output rows and columns per workgroup (the shader's `TILE`).
+const TILE: u64 = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    m: u32,
+    dim: u32,
+    pad: u32,
+}
+
+/// The cosine-similarity kernel on a caller's device: `S[i][j] = â_i · b̂_j` for row-major
+/// `A [n, dim]`, `B [m, dim]`, rows L2-normalised with an epsilon of 1e-12 (as torch's
+/// `F.normalize`). `A` and `B` may be the same buffer. Created once; the pipeline is cached.
+#[derive(Clone, Debug)]
+pub struct CosineSimilarity {
+    kernel: Kernel,
+}
+
+impl CosineSimilarity {
+    /// Builds the pipeline and its bind-group layout on `device`.
+    pub fn new(device: &wgpu::Device) -> Result<Self> {
+        check_device(device)?;
+        let kernel = with_error_scope(device, || {
+            Ok(Kernel::new(device, "cosine_similarity", shaders::COSINE_SIMILARITY, 4))
+        })?;
+        Ok(CosineSimilarity { kernel })
+    }
+
+    /// Records `out[n, m] = cos(a[n, dim], b[m, dim])` into `encoder`. `a`, `b` and `out` need
+    /// `STORAGE` usage and at least `n·dim`, `m·dim`, `n·m` f32s. Nothing is read back.
+    ///
+    /// # Shapes
+    /// - `a`: `[n, dim]`, `b`: `[m, dim]`, `out`: `[n, m]`, all row-major f32.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode(
+        &self,
+        device: &wgpu::Device,
+        encoder: &mut wgpu::CommandEncoder,
+        a: &wgpu::Buffer,
+        b: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        n: u32,
+        m: u32,
+        dim: u32,
+    ) -> Result<()> {
+        if n == 0 || m == 0 || dim == 0 {
+            return Err(Error::InvalidShape(format!(
+                "cosine similarity needs n, m, dim >= 1, got n = {n}, m = {m}, dim = {dim}"
+            )));
+        }
+        let (n64, m64, d64) = (u64::from(n), u64::from(m), u64::from(dim));
+        for (what, elems) in [("a", n64 * d64), ("b", m64 * d64), ("out", n64 * m64)] {
+            if elems >= 1 << 32 {
+                return Err(Error::InvalidShape(format!(
+                    "`{what}` has {elems} elements, more than 32-bit indexing allows"
+                )));
+            }
+        }
+        let storage = wgpu::BufferUsages::STORAGE;
+        let a = check_buffer(device, "a", a, n64 * d64 * 4, storage)?;
+        let b = check_buffer(device, "b", b, m64 * d64 * 4, storage)?;
+        let out = check_buffer(device, "out", out, n64 * m64 * 4, storage)?;
+        let params = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("cosine_similarity params"),
+            contents: bytemuck::bytes_of(&Params { n, m, dim, pad: 0 }),
+            usage: wgpu::BufferUsages::STORAGE,
+        });
+        let groups = n64.div_ceil(TILE) * m64.div_ceil(TILE);
+        self.kernel.dispatch(
+            device,
+            encoder,
+            "cosine_similarity",
+            groups,
+            &[params.as_entire_buffer_binding(), a, b, out],
+        )
+    }
+
+    /// Convenience: uploads `a` and `b`, computes, and reads the `[n, m]` result back.
+    pub fn compute(
+        &self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        a: &[f32],
+        b: &[f32],
+        dim: usize,
+    ) -> Result<Vec<f32>> {
+        if dim == 0 {
+            return Err(Error::InvalidShape("dim must be >= 1".into()));
+        }
+        for (name, x) in [("a", a), ("b", b)] {
+            if x.is_empty() || x.len() % dim != 0 {
+                return Err(Error::InvalidShape(format!(
+                    "`{name}` has {} elements, not a positive multiple of dim = {dim}",
+                    x.len()
+                )));
+            }
+        }
+        let (n, m) = (a.len() / dim, b.len() / dim);
+        let to_u32 = |v: usize, what: &str| {
+            u32::try_from(v).map_err(|_| Error::InvalidShape(format!("{what} = {v} is too large")))
+        };
+        let (n32, m32, d32) = (to_u32(n, "n")?, to_u32(m, "m")?, to_u32(dim, "dim")?);
+        let out_bytes = (n as u64) * (m as u64) * 4;
+        super::check_binding_size(device, "out", out_bytes)?;
+        with_error_scope(device, || {
+            let a_buf = upload(device, "a", a);
+            let b_buf = upload(device, "b", b);
+            let out = super::storage_buffer(device, "similarity", out_bytes, wgpu::BufferUsages::COPY_SRC);
+            let mut encoder = device.create_command_encoder(&Default::default());
+            self.encode(device, &mut encoder, &a_buf, &b_buf, &out, n32, m32, d32)?;
+            queue.submit([encoder.finish()]);
+            read_buffer(device, queue, &out, out_bytes)
+        })
+    }
+}
+
+/// f64 CPU reference of the kernel: `S[i][j] = a_i · b_j / (max(|a_i|, 1e-12) max(|b_j|, 1e-12))`.
+pub mod reference {
+    /// `[n, m]` cosine similarities of row-major `a [n, dim]` and `b [m, dim]`.
+    pub fn cosine_similarity(a: &[f64], b: &[f64], dim: usize) -> Vec<f64> {
+        let norm = |x: &[f64]| x.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
+        let mut out = Vec::with_capacity(a.len() / dim * (b.len() / dim));
+        for ra in a.chunks(dim) {
+            let na = norm(ra);
+            for rb in b.chunks(dim) {
+                let dot: f64 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+                out.push(dot / (na * norm(rb)));
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,763 @@
+//! The fused, streaming SupCon loss (`shaders/supcon_*.wgsl`) and its f64 CPU reference.
+//!
+//! Four dispatches, recorded into the caller's encoder:
+//! 1. `supcon_prepare`: inverse L2 norm of every row (and the non-finite check),
+//! 2. `supcon_forward`: per-anchor log-sum-exps and losses, streaming over column tiles,
+//! 3. `supcon_reduce`: the scalar loss, the anchor weight and the status word,
+//! 4. `supcon_backward` (only for the gradient): dL/dfeatures, recomputing the tiles.
+//!
+//! Extra device memory is O(N) (a few floats per row), never O(N²).
+
+use super::{Kernel, binding, check_binding_size, check_buffer, check_device, read_buffer, shaders};
+use crate::{Error, Result};
+use wgpu::util::DeviceExt;
+
+/// Rows per workgroup of `supcon_prepare.wgsl`.
+const PREPARE_ROWS: u64 = 256;
+/// Anchors per workgroup of `supcon_forward.wgsl` (`TILE_A`).
+const FORWARD_ANCHORS: u64 = 64;
+/// Output rows and columns per workgroup of `supcon_backward.wgsl` (`TILE_R`, `CHUNK_D`).
+const BACKWARD_ROWS: u64 = 64;
+const BACKWARD_COLUMNS: u64 = 128;
+
+/// Which rows are anchors.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ContrastMode {
+    /// Every view of every sample is an anchor (the paper's setting; the default).
+    #[default]
+    All,
+    /// Only view 0 of each sample is an anchor; all views are contrasted against.
+    One,
+}
+
+/// Where the average over positives sits (Khosla et al. 2020, Eq. 2 and 3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Variant {
+    /// `L_out`: the mean over positives outside the log (Eq. 2; the better one, the default).
+    #[default]
+    Out,
+    /// `L_in`: the mean over positives inside the log (Eq. 3).
+    In,
+}
+
+/// How per-anchor losses become one number.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Reduction {
+    /// Mean over all anchors; anchors without a positive count as 0 (the reference PyTorch code).
+    #[default]
+    AllAnchors,
+    /// Mean over the anchors that have at least one positive.
+    AnchorsWithPositives,
+}
+
+/// Options of the loss. `SupConOptions::default()` is τ = τ_base = 0.1, contrast mode `All`,
+/// `L_out`, mean over all anchors.
+/// The temperatures are f64 (as Burn's configs), rounded to f32 on the device.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SupConOptions {
+    /// τ, dividing the cosine similarities.
+    pub temperature: f64,
+    /// τ_base: the loss is scaled by τ / τ_base (the reference PyTorch code uses 0.07 for both).
+    pub base_temperature: f64,
+    pub contrast_mode: ContrastMode,
+    pub variant: Variant,
+    pub reduction: Reduction,
+}
+
+impl Default for SupConOptions {
+    fn default() -> Self {
+        SupConOptions::new(0.1)
+    }
+}
+
+impl SupConOptions {
+    /// Defaults with temperature τ and base temperature τ (so the loss is exactly Eq. 2's mean).
+    pub fn new(temperature: f64) -> Self {
+        SupConOptions {
+            temperature,
+            base_temperature: temperature,
+            contrast_mode: ContrastMode::All,
+            variant: Variant::Out,
+            reduction: Reduction::AllAnchors,
+        }
+    }
+    pub fn with_base_temperature(mut self, base_temperature: f64) -> Self {
+        self.base_temperature = base_temperature;
+        self
+    }
+    pub fn with_contrast_mode(mut self, contrast_mode: ContrastMode) -> Self {
+        self.contrast_mode = contrast_mode;
+        self
+    }
+    pub fn with_variant(mut self, variant: Variant) -> Self {
+        self.variant = variant;
+        self
+    }
+    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
+        self.reduction = reduction;
+        self
+    }
+
+    /// Checks τ and τ_base.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return Err(Error::InvalidTemperature(self.temperature));
+        }
+        if !(self.base_temperature.is_finite() && self.base_temperature > 0.0) {
+            return Err(Error::InvalidBaseTemperature(self.base_temperature));
+        }
+        Ok(())
+    }
+}
+
+/// Shape of the features: `[bsz, n_views, dim]`, flattened view-major into `N = bsz·n_views`
+/// rows (row `v·bsz + b` is view `v` of sample `b`, as the reference PyTorch code's
+/// `torch.cat(torch.unbind(features, dim=1))`). The buffers themselves stay in the caller's
+/// `[bsz, n_views, dim]` layout; the kernels index it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SupConShape {
+    pub bsz: u32,
+    pub n_views: u32,
+    pub dim: u32,
+}
+
+impl SupConShape {
+    pub fn new(bsz: u32, n_views: u32, dim: u32) -> Self {
+        SupConShape {
+            bsz,
+            n_views,
+            dim,
+        }
+    }
+    /// `N = bsz · n_views`.
+    pub fn rows(&self) -> u64 {
+        u64::from(self.bsz) * u64::from(self.n_views)
+    }
+    /// Number of f32s in the features (and the gradient).
+    pub fn len(&self) -> u64 {
+        self.rows() * u64::from(self.dim)
+    }
+    /// True when the shape holds no element.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Checks bsz, n_views, dim ≥ 1, N ≥ 2 and 32-bit indexing.
+    pub fn validate(&self) -> Result<()> {
+        if self.bsz == 0 || self.n_views == 0 || self.dim == 0 {
+            return Err(Error::InvalidShape(format!(
+                "bsz, n_views and dim must be >= 1, got [{}, {}, {}]",
+                self.bsz, self.n_views, self.dim
+            )));
+        }
+        if self.rows() < 2 {
+            return Err(Error::InvalidShape(format!(
+                "the loss needs N = bsz * n_views >= 2 rows, got {}",
+                self.rows()
+            )));
+        }
+        if self.len() >= 1 << 32 {
+            return Err(Error::InvalidShape(format!(
+                "{} feature elements exceed 32-bit indexing",
+                self.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// How the positives buffer is read on the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PositiveKind {
+    /// `[bsz]` integer labels (i32 or u32, compared bit for bit).
+    Labels,
+    /// No labels: each sample is its own class (SimCLR). No buffer.
+    None,
+    /// A `[bsz, bsz]` positive mask, bit-packed by [`pack_mask`]: row `i` takes
+    /// `ceil(bsz / 32)` u32 words, bit `j % 32` of word `j / 32` is `mask[i][j]`. As in the
+    /// reference code the mask is tiled over views and the diagonal of the full N×N mask is
+    /// dropped, so `mask[i][i]` decides whether the other views of sample `i` are positives.
+    Mask,
+}
+
+/// Host-side positives for the convenience calls and the reference.
+#[derive(Clone, Copy, Debug)]
+pub enum Positives<'a> {
+    /// `[bsz]` class labels.
+    Labels(&'a [i32]),
+    /// SimCLR: each sample its own class.
+    None,
+    /// `[bsz, bsz]` row-major positive mask.
+    Mask(&'a [bool]),
+}
+
+impl Positives<'_> {
+    pub fn kind(&self) -> PositiveKind {
+        match self {
+            Positives::Labels(_) => PositiveKind::Labels,
+            Positives::None => PositiveKind::None,
+            Positives::Mask(_) => PositiveKind::Mask,
+        }
+    }
+
+    /// Checks the length against `bsz`.
+    pub fn validate(&self, bsz: u32) -> Result<()> {
+        let bsz = bsz as usize;
+        match self {
+            Positives::Labels(l) if l.len() != bsz => Err(Error::LengthMismatch {
+                name: "labels",
+                expected: bsz,
+                got: l.len(),
+            }),
+            Positives::Mask(m) if m.len() != bsz * bsz => Err(Error::LengthMismatch {
+                name: "mask",
+                expected: bsz * bsz,
+                got: m.len(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether view-major rows `i != j` of a batch of `bsz` samples are positives.
+    pub fn is_positive(&self, i: usize, j: usize, bsz: usize) -> bool {
+        let (si, sj) = (i % bsz, j % bsz);
+        i != j
+            && match self {
+                Positives::Labels(l) => l[si] == l[sj],
+                Positives::None => si == sj,
+                Positives::Mask(m) => m[si * bsz + sj],
+            }
+    }
+}
+
+/// u32 words per row of a packed `[bsz, bsz]` mask.
+pub fn mask_words(bsz: u32) -> u32 {
+    bsz.div_ceil(32)
+}
+
+/// Packs a row-major `[bsz, bsz]` boolean mask for [`PositiveKind::Mask`].
+pub fn pack_mask(mask: &[bool], bsz: u32) -> Result<Vec<u32>> {
+    let n = bsz as usize;
+    if mask.len() != n * n {
+        return Err(Error::LengthMismatch {
+            name: "mask",
+            expected: n * n,
+            got: mask.len(),
+        });
+    }
+    let words = mask_words(bsz) as usize;
+    let mut packed = vec![0u32; n * words];
+    for (i, row) in mask.chunks(n).enumerate() {
+        for (j, &bit) in row.iter().enumerate() {
+            if bit {
+                packed[i * words + j / 32] |= 1 << (j % 32);
+            }
+        }
+    }
+    Ok(packed)
+}
+
+/// The 16-byte result block `supcon_reduce.wgsl` writes ([`SupConPlan::output`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct SupConOutput {
+    /// The reduced loss (0 when `status != 0`).
+    pub loss: f32,
+    /// The weight of each anchor in the mean (1 / anchors averaged over; 0 if nothing to average).
+    pub weight: f32,
+    /// Anchors with at least one positive.
+    pub n_valid: u32,
+    /// 0: fine; 1: a feature row held NaN or infinity (the loss and gradient are then zeros).
+    pub status: u32,
+}
+
+/// Status word value for non-finite input features.
+pub const STATUS_NON_FINITE: u32 = 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n_rows: u32,
+    bsz: u32,
+    n_views: u32,
+    dim: u32,
+    n_anchors: u32,
+    pos_mode: u32,
+    mask_words: u32,
+    variant: u32,
+    reduction: u32,
+    inv_temperature: f32,
+    loss_scale: f32,
+    pad: u32,
+}
+
+/// The SupCon kernels' pipelines on one device: create once, plan per problem shape.
+#[derive(Clone, Debug)]
+pub struct SupConLoss {
+    prepare: Kernel,
+    forward: Kernel,
+    reduce: Kernel,
+    backward: Kernel,
+}
+
+/// Result of the convenience calls.
+#[derive(Clone, Debug)]
+pub struct SupConResult {
+    /// The reduced loss.
+    pub loss: f32,
+    /// Loss of each anchor (`n_anchors`: N, or bsz in contrast mode `One`; view-major order).
+    pub anchor_loss: Vec<f32>,
+    /// Anchors with at least one positive.
+    pub n_valid_anchors: u32,
+    /// dL/dfeatures in the features' `[bsz, n_views, dim]` layout, when asked for.
+    pub grad: Option<Vec<f32>>,
+}
+
+impl SupConLoss {
+    /// Builds the four pipelines and their bind-group layouts on `device`.
+    pub fn new(device: &wgpu::Device) -> Result<Self> {
+        check_device(device)?;
+        super::with_error_scope(device, || {
+            Ok(SupConLoss {
+                prepare: Kernel::new(device, "supcon_prepare", shaders::SUPCON_PREPARE, 3),
+                forward: Kernel::new(device, "supcon_forward", shaders::SUPCON_FORWARD, 5),
+                reduce: Kernel::new(device, "supcon_reduce", shaders::SUPCON_REDUCE, 4),
+                backward: Kernel::new(device, "supcon_backward", shaders::SUPCON_BACKWARD, 7),
+            })
+        })
+    }
+
+    /// Validates a problem and allocates its O(N) workspace (parameters, inverse norms, anchor
+    /// statistics, output block). A plan is reused for every batch of the same shape.
+    pub fn plan(
+        &self,
+        device: &wgpu::Device,
+        shape: SupConShape,
+        kind: PositiveKind,
+        options: &SupConOptions,
+    ) -> Result<SupConPlan> {
+        shape.validate()?;
+        options.validate()?;
+        let n_rows = shape.rows() as u32;
+        let n_anchors = match options.contrast_mode {
+            ContrastMode::All => n_rows,
+            ContrastMode::One => shape.bsz,
+        };
+        let words = mask_words(shape.bsz);
+        let positives_len = match kind {
+            PositiveKind::Labels => Some(u64::from(shape.bsz)),
+            PositiveKind::None => None,
+            PositiveKind::Mask => Some(u64::from(shape.bsz) * u64::from(words)),
+        };
+        check_binding_size(device, "features", shape.len() * 4)?;
+        check_binding_size(device, "anchor statistics", u64::from(n_anchors) * 16)?;
+        if let Some(len) = positives_len {
+            check_binding_size(device, "positives", len * 4)?;
+        }
+        let limit = device.limits().max_compute_workgroups_per_dimension;
+        let rows = u64::from(n_rows);
+        super::grid("supcon_prepare", rows.div_ceil(PREPARE_ROWS), limit)?;
+        super::grid("supcon_forward", u64::from(n_anchors).div_ceil(FORWARD_ANCHORS), limit)?;
+        super::grid(
+            "supcon_backward",
+            rows.div_ceil(BACKWARD_ROWS) * u64::from(shape.dim).div_ceil(BACKWARD_COLUMNS),
+            limit,
+        )?;
+
+        let params = Params {
+            n_rows,
+            bsz: shape.bsz,
+            n_views: shape.n_views,
+            dim: shape.dim,
+            n_anchors,
+            pos_mode: match kind {
+                PositiveKind::Labels => 0,
+                PositiveKind::None => 1,
+                PositiveKind::Mask => 2,
+            },
+            mask_words: words,
+            variant: match options.variant {
+                Variant::Out => 0,
+                Variant::In => 1,
+            },
+            reduction: match options.reduction {
+                Reduction::AllAnchors => 0,
+                Reduction::AnchorsWithPositives => 1,
+            },
+            inv_temperature: (1.0 / options.temperature) as f32,
+            loss_scale: (options.temperature / options.base_temperature) as f32,
+            pad: 0,
+        };
+        let copy = wgpu::BufferUsages::COPY_SRC;
+        let plan = super::with_error_scope(device, || {
+            Ok(SupConPlan {
+                kernels: self.clone(),
+                shape,
+                kind,
+                options: *options,
+                n_anchors,
+                positives_len,
+                params: device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("supcon params"),
+                    contents: bytemuck::bytes_of(&params),
+                    usage: wgpu::BufferUsages::STORAGE,
+                }),
+                inv_norm: super::storage_buffer(device, "supcon inv_norm", rows * 4, copy),
+                anchor_stats: super::storage_buffer(
+                    device,
+                    "supcon anchor_stats",
+                    u64::from(n_anchors) * 16,
+                    copy,
+                ),
+                output: super::storage_buffer(device, "supcon output", 16, copy),
+                placeholder: super::storage_buffer(device, "supcon no positives", 4, copy),
+            })
+        })?;
+        Ok(plan)
+    }
+
+    /// Convenience: uploads `features` (`[bsz, n_views, dim]`, row-major) and the positives,
+    /// runs the loss and, when `with_grad`, its gradient, and reads everything back. Non-finite
+    /// features give [`Error::NonFiniteFeatures`].
+    pub fn compute(
+        &self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        features: &[f32],
+        shape: SupConShape,
+        positives: Positives<'_>,
+        options: &SupConOptions,
+        with_grad: bool,
+    ) -> Result<SupConResult> {
+        shape.validate()?;
+        if features.len() as u64 != shape.len() {
+            return Err(Error::LengthMismatch {
+                name: "features",
+                expected: shape.len() as usize,
+                got: features.len(),
+            });
+        }
+        positives.validate(shape.bsz)?;
+        let plan = self.plan(device, shape, positives.kind(), options)?;
+        super::with_error_scope(device, || {
+            let feature_buf = super::upload(device, "supcon features", features);
+            let positive_buf = match positives {
+                Positives::Labels(l) => Some(super::upload(device, "supcon labels", l)),
+                Positives::None => None,
+                Positives::Mask(m) => Some(super::upload(
+                    device,
+                    "supcon mask",
+                    &pack_mask(m, shape.bsz)?,
+                )),
+            };
+            let grad_bytes = shape.len() * 4;
+            let grad_buf = with_grad.then(|| {
+                super::storage_buffer(device, "supcon grad", grad_bytes, wgpu::BufferUsages::COPY_SRC)
+            });
+            let mut encoder = device.create_command_encoder(&Default::default());
+            plan.encode_forward(device, &mut encoder, &feature_buf, positive_buf.as_ref())?;
+            if let Some(g) = &grad_buf {
+                plan.encode_backward(device, &mut encoder, &feature_buf, positive_buf.as_ref(), g)?;
+            }
+            queue.submit([encoder.finish()]);
+            let out: SupConOutput = read_buffer::<SupConOutput>(device, queue, &plan.output, 16)?[0];
+            if out.status == STATUS_NON_FINITE {
+                return Err(Error::NonFiniteFeatures);
+            }
+            let stats: Vec<[f32; 4]> =
+                read_buffer(device, queue, &plan.anchor_stats, u64::from(plan.n_anchors) * 16)?;
+            let grad = match &grad_buf {
+                Some(g) => Some(read_buffer::<f32>(device, queue, g, grad_bytes)?),
+                None => None,
+            };
+            Ok(SupConResult {
+                loss: out.loss,
+                anchor_loss: stats.iter().map(|s| s[3]).collect(),
+                n_valid_anchors: out.n_valid,
+                grad,
+            })
+        })
+    }
+}
+
+/// A validated problem shape with its device workspace. Records into the caller's encoder and
+/// reads nothing back: the result stays on the device ([`output`](Self::output),
+/// [`anchor_stats`](Self::anchor_stats), the caller's gradient buffer).
+#[derive(Debug)]
+pub struct SupConPlan {
+    kernels: SupConLoss,
+    shape: SupConShape,
+    kind: PositiveKind,
+    options: SupConOptions,
+    n_anchors: u32,
+    positives_len: Option<u64>,
+    params: wgpu::Buffer,
+    inv_norm: wgpu::Buffer,
+    anchor_stats: wgpu::Buffer,
+    output: wgpu::Buffer,
+    placeholder: wgpu::Buffer,
+}
+
+impl SupConPlan {
+    pub fn shape(&self) -> SupConShape {
+        self.shape
+    }
+    pub fn options(&self) -> &SupConOptions {
+        &self.options
+    }
+    pub fn positive_kind(&self) -> PositiveKind {
+        self.kind
+    }
+    /// Number of anchors: N (`All`) or bsz (`One`).
+    pub fn n_anchors(&self) -> u32 {
+        self.n_anchors
+    }
+    /// u32 elements the positives buffer needs (`None` for [`PositiveKind::None`]).
+    pub fn positives_len(&self) -> Option<u64> {
+        self.positives_len
+    }
+    /// The [`SupConOutput`] block (16 bytes; usage STORAGE | COPY_SRC).
+    pub fn output(&self) -> &wgpu::Buffer {
+        &self.output
+    }
+    /// Per anchor `[lse over A(i), lse over P(i), |P(i)|, loss_i]` as f32 (STORAGE | COPY_SRC).
+    pub fn anchor_stats(&self) -> &wgpu::Buffer {
+        &self.anchor_stats
+    }
+    /// Device bytes the plan holds (its whole workspace).
+    pub fn workspace_bytes(&self) -> u64 {
+        [&self.params, &self.inv_norm, &self.anchor_stats, &self.output, &self.placeholder]
+            .iter()
+            .map(|b| b.size())
+            .sum()
+    }
+
+    fn positives_binding<'a>(
+        &'a self,
+        device: &wgpu::Device,
+        positives: Option<&'a wgpu::Buffer>,
+    ) -> Result<wgpu::BufferBinding<'a>> {
+        match (self.positives_len, positives) {
+            (None, None) => Ok(self.placeholder.as_entire_buffer_binding()),
+            (None, Some(_)) => Err(Error::Positives(
+                "a positives buffer was given, but the plan has PositiveKind::None".into(),
+            )),
+            (Some(_), None) => Err(Error::Positives(format!(
+                "the plan has PositiveKind::{:?} and needs a positives buffer",
+                self.kind
+            ))),
+            (Some(len), Some(b)) => {
+                check_buffer(device, "positives", b, len * 4, wgpu::BufferUsages::STORAGE)
+            }
+        }
+    }
+
+    /// Records the forward pass (prepare, forward, reduce) into `encoder`.
+    ///
+    /// # Shapes
+    /// - `features`: `[bsz, n_views, dim]` f32, usage STORAGE.
+    /// - `positives`: `[bsz]` labels, `[bsz, ceil(bsz/32)]` packed mask, or `None` (SimCLR).
+    pub fn encode_forward(
+        &self,
+        device: &wgpu::Device,
+        encoder: &mut wgpu::CommandEncoder,
+        features: &wgpu::Buffer,
+        positives: Option<&wgpu::Buffer>,
+    ) -> Result<()> {
+        let storage = wgpu::BufferUsages::STORAGE;
+        let x = check_buffer(device, "features", features, self.shape.len() * 4, storage)?;
+        let pos = self.positives_binding(device, positives)?;
+        let rows = self.shape.rows();
+        let params = self.params.as_entire_buffer_binding();
+        let inv_norm = binding(&self.inv_norm, rows * 4);
+        let stats = binding(&self.anchor_stats, u64::from(self.n_anchors) * 16);
+        let output = self.output.as_entire_buffer_binding();
+        let k = &self.kernels;
+        k.prepare.dispatch(
+            device,
+            encoder,
+            "supcon_prepare",
+            rows.div_ceil(PREPARE_ROWS),
+            &[params.clone(), x.clone(), inv_norm.clone()],
+        )?;
+        k.forward.dispatch(
+            device,
+            encoder,
+            "supcon_forward",
+            u64::from(self.n_anchors).div_ceil(FORWARD_ANCHORS),
+            &[params.clone(), x, pos, inv_norm.clone(), stats.clone()],
+        )?;
+        k.reduce.dispatch(device, encoder, "supcon_reduce", 1, &[params, inv_norm, stats, output])
+    }
+
+    /// Records the backward pass into `encoder`: `grad = dL/dfeatures`. Record it after
+    /// [`encode_forward`](Self::encode_forward) on the same features and positives (same or an
+    /// earlier submission); it reuses the forward pass's statistics.
+    ///
+    /// # Shapes
+    /// - `grad`: `[bsz, n_views, dim]` f32, usage STORAGE, fully overwritten.
+    pub fn encode_backward(
+        &self,
+        device: &wgpu::Device,
+        encoder: &mut wgpu::CommandEncoder,
+        features: &wgpu::Buffer,
+        positives: Option<&wgpu::Buffer>,
+        grad: &wgpu::Buffer,
+    ) -> Result<()> {
+        let storage = wgpu::BufferUsages::STORAGE;
+        let bytes = self.shape.len() * 4;
+        let x = check_buffer(device, "features", features, bytes, storage)?;
+        let g = check_buffer(device, "grad", grad, bytes, storage)?;
+        if features == grad {
+            return Err(Error::Positives(
+                "grad must be a different buffer from features".into(),
+            ));
+        }
+        let pos = self.positives_binding(device, positives)?;
+        let rows = self.shape.rows();
+        let groups = rows.div_ceil(BACKWARD_ROWS) * u64::from(self.shape.dim).div_ceil(BACKWARD_COLUMNS);
+        self.kernels.backward.dispatch(
+            device,
+            encoder,
+            "supcon_backward",
+            groups,
+            &[
+                self.params.as_entire_buffer_binding(),
+                x,
+                pos,
+                binding(&self.inv_norm, rows * 4),
+                binding(&self.anchor_stats, u64::from(self.n_anchors) * 16),
+                self.output.as_entire_buffer_binding(),
+                g,
+            ],
+        )
+    }
+}
+
+/// f64 CPU reference of the loss, every option, and its analytic gradient.
+pub mod reference {
+    use super::{ContrastMode, Positives, Reduction, SupConOptions, SupConShape, Variant};
+
+    /// What the reference computes.
+    #[derive(Clone, Debug)]
+    pub struct Output {
+        pub loss: f64,
+        /// Per anchor, view-major.
+        pub anchor_loss: Vec<f64>,
+        pub n_valid_anchors: usize,
+        /// dL/dfeatures in the `[bsz, n_views, dim]` layout.
+        pub grad: Vec<f64>,
+    }
+
+    const NORM_EPS: f64 = 1e-12;
+
+    /// Loss and gradient of `features` (`[bsz, n_views, dim]`, row-major).
+    pub fn supcon(
+        features: &[f64],
+        shape: SupConShape,
+        positives: Positives<'_>,
+        options: &SupConOptions,
+    ) -> Output {
+        let (bsz, nv, d) = (shape.bsz as usize, shape.n_views as usize, shape.dim as usize);
+        let n = bsz * nv;
+        assert_eq!(features.len(), n * d, "features length");
+        let tau = options.temperature;
+        let scale = tau / options.base_temperature;
+        let memory_row = |r: usize| (r % bsz) * nv + r / bsz;
+        let x: Vec<&[f64]> = (0..n).map(|r| &features[memory_row(r) * d..][..d]).collect();
+        let norms: Vec<f64> = x.iter().map(|r| r.iter().map(|v| v * v).sum::<f64>().sqrt()).collect();
+        let z: Vec<Vec<f64>> = x
+            .iter()
+            .zip(&norms)
+            .map(|(r, &nr)| r.iter().map(|v| v / nr.max(NORM_EPS)).collect())
+            .collect();
+        let dot = |i: usize, j: usize| z[i].iter().zip(&z[j]).map(|(a, b)| a * b).sum::<f64>();
+        let s: Vec<Vec<f64>> = (0..n).map(|i| (0..n).map(|j| dot(i, j) / tau).collect()).collect();
+        let n_anchors = match options.contrast_mode {
+            ContrastMode::All => n,
+            ContrastMode::One => bsz,
+        };
+        let logsumexp = |vals: &mut dyn Iterator<Item = f64>| {
+            let v: Vec<f64> = vals.collect();
+            let m = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            m + v.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
+        };
+
+        // Per anchor: loss and d loss_i / d s_ij.
+        let mut anchor_loss = vec![0.0; n_anchors];
+        let mut dloss_ds = vec![vec![0.0; n]; n_anchors];
+        let mut n_valid = 0;
+        for i in 0..n_anchors {
+            let pos: Vec<usize> = (0..n).filter(|&j| positives.is_positive(i, j, bsz)).collect();
+            if pos.is_empty() {
+                continue;
+            }
+            n_valid += 1;
+            let lse = logsumexp(&mut (0..n).filter(|&j| j != i).map(|j| s[i][j]));
+            let np = pos.len() as f64;
+            match options.variant {
+                Variant::Out => {
+                    let mean_pos = pos.iter().map(|&p| s[i][p]).sum::<f64>() / np;
+                    anchor_loss[i] = -scale * (mean_pos - lse);
+                    for j in (0..n).filter(|&j| j != i) {
+                        dloss_ds[i][j] = scale * (s[i][j] - lse).exp();
+                    }
+                    for &p in &pos {
+                        dloss_ds[i][p] -= scale / np;
+                    }
+                }
+                Variant::In => {
+                    let lse_pos = logsumexp(&mut pos.iter().map(|&p| s[i][p]));
+                    anchor_loss[i] = -scale * (lse_pos - np.ln() - lse);
+                    for j in (0..n).filter(|&j| j != i) {
+                        dloss_ds[i][j] = scale * (s[i][j] - lse).exp();
+                    }
+                    for &p in &pos {
+                        dloss_ds[i][p] -= scale * (s[i][p] - lse_pos).exp();
+                    }
+                }
+            }
+        }
+        let denominator = match options.reduction {
+            Reduction::AllAnchors => n_anchors,
+            Reduction::AnchorsWithPositives => n_valid,
+        };
+        let weight = if n_valid == 0 { 0.0 } else { 1.0 / denominator as f64 };
+        let loss = anchor_loss.iter().sum::<f64>() * weight;
+
+        // dL/dz_r = (1/tau) sum_j (G_rj + G_jr) z_j, then through the normalisation.
+        let mut grad = vec![0.0; n * d];
+        for r in 0..n {
+            let mut gz = vec![0.0; d];
+            for j in 0..n {
+                let mut w = 0.0;
+                if r < n_anchors {
+                    w += dloss_ds[r][j];
+                }
+                if j < n_anchors {
+                    w += dloss_ds[j][r];
+                }
+                w *= weight / tau;
+                for k in 0..d {
+                    gz[k] += w * z[j][k];
+                }
+            }
+            let out = &mut grad[memory_row(r) * d..][..d];
+            if norms[r] > NORM_EPS {
+                let zg: f64 = z[r].iter().zip(&gz).map(|(a, b)| a * b).sum();
+                for k in 0..d {
+                    out[k] = (gz[k] - z[r][k] * zg) / norms[r];
+                }
+            } else {
+                for k in 0..d {
+                    out[k] = gz[k] / NORM_EPS;
+                }
+            }
+        }
+        Output {
+            loss,
+            anchor_loss,
+            n_valid_anchors: n_valid,
+            grad,
+        }
+    }
+}

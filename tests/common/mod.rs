@@ -1,0 +1,57 @@
+//! Shared test helpers: the GPU (or a clear skip), random inputs, comparisons.
+#![allow(dead_code)]
+
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use std::sync::OnceLock;
+use supcon_wgpu::device::{GpuContext, Limits, request_device};
+
+/// The test device, created once with WebGPU's default limits. In CI (`CI=true`) a missing
+/// adapter fails the test; elsewhere the test prints that it was skipped and returns `None`.
+pub fn gpu() -> Option<&'static GpuContext> {
+    static GPU: OnceLock<Option<GpuContext>> = OnceLock::new();
+    GPU.get_or_init(|| match request_device(Limits::WebGpuDefault) {
+        Ok(ctx) => {
+            eprintln!("GPU tests run on {}", ctx.describe());
+            Some(ctx)
+        }
+        Err(e) => {
+            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+                panic!("CI=true but no GPU adapter was found ({e}); install mesa-vulkan-drivers");
+            }
+            eprintln!("SKIPPED: no GPU adapter ({e}); GPU tests did not run");
+            None
+        }
+    })
+    .as_ref()
+}
+
+pub fn rng(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed)
+}
+
+/// Standard-normal-ish values (sum of uniforms), reproducible.
+pub fn random_features(rng: &mut StdRng, len: usize) -> Vec<f32> {
+    (0..len)
+        .map(|_| (0..4).map(|_| rng.random::<f32>() - 0.5).sum::<f32>() * 1.7)
+        .collect()
+}
+
+pub fn random_labels(rng: &mut StdRng, bsz: usize, classes: i32) -> Vec<i32> {
+    (0..bsz).map(|_| rng.random_range(0..classes)).collect()
+}
+
+pub fn to_f64(x: &[f32]) -> Vec<f64> {
+    x.iter().map(|&v| f64::from(v)).collect()
+}
+
+/// max |got - want| / max(max |want|, floor): the error relative to the largest entry.
+pub fn max_rel_err(got: &[f32], want: &[f64], floor: f64) -> f64 {
+    assert_eq!(got.len(), want.len(), "length");
+    assert!(got.iter().all(|v| v.is_finite()), "non-finite value in GPU output");
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(floor);
+    got.iter()
+        .zip(want)
+        .map(|(&g, &w)| (f64::from(g) - w).abs())
+        .fold(0.0, f64::max)
+        / scale
+}
