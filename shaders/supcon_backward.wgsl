@@ -195,9 +195,9 @@ fn main(
                 let r = r0 + ty * 4u + i;
                 if (c < p.n_rows && r < p.n_rows && c != r) {
                     let s = dots[j][i] * p.inv_temperature;
-                    let positive = is_positive(key_r[i], key_c, p);
-                    w[i] = coef * (anchor_grad(s, stats_r[i], positive, p)
-                        + anchor_grad(s, stats_c, positive, p));
+                    // An explicit mask need not be symmetric: j in P(r) and r in P(j) differ.
+                    w[i] = coef * (anchor_grad(s, stats_r[i], is_positive(key_r[i], key_c, p), p)
+                        + anchor_grad(s, stats_c, is_positive(key_c, key_r[i], p), p));
                 }
             }
             zg += w * dots[j];

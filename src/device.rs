@@ -25,7 +25,8 @@ impl GpuContext {
 /// what the kernels are written for) unless a larger problem needs more; [`Limits::Adapter`]
 /// requests everything the adapter offers.
 pub fn request_device(limits: Limits) -> Result<GpuContext> {
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
     let adapter = pollster::block_on(wgpu::util::initialize_adapter_from_env_or_default(
         &instance, None,
     ))

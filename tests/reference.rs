@@ -12,7 +12,10 @@ pub fn golden_features() -> Vec<f64> {
         for v in 0..2 {
             for k in 0..5 {
                 let (b, v, k) = (b as f64, v as f64, k as f64);
-                f.push((0.37 * (b + 1.0) * (k + 1.0) + 0.11 * v).sin() + 0.1 * (1.3 * b - 0.7 * k + v).cos());
+                f.push(
+                    (0.37 * (b + 1.0) * (k + 1.0) + 0.11 * v).sin()
+                        + 0.1 * (1.3 * b - 0.7 * k + v).cos(),
+                );
             }
         }
     }
@@ -34,7 +37,11 @@ fn golden_loss_matches_the_independent_reference() {
     // From tests/golden/supcon_golden.py, an independent float64 transcription of the
     // reference PyTorch code (see README: the 9.828058371189472 could not be reproduced).
     let want = GOLDEN_LOSS;
-    assert!((out.loss - want).abs() < 1e-12, "loss {} vs {want}", out.loss);
+    assert!(
+        (out.loss - want).abs() < 1e-12,
+        "loss {} vs {want}",
+        out.loss
+    );
     assert_eq!(out.n_valid_anchors, 12);
 }
 
@@ -61,7 +68,9 @@ fn all_options() -> Vec<SupConOptions> {
 #[test]
 fn gradient_matches_finite_differences_for_every_option() {
     let shape = SupConShape::new(5, 2, 3);
-    let mut x: Vec<f64> = (0..30).map(|i| ((i as f64) * 0.731).sin() + 0.3 * ((i * i) as f64 * 0.17).cos()).collect();
+    let mut x: Vec<f64> = (0..30)
+        .map(|i| ((i as f64) * 0.731).sin() + 0.3 * ((i * i) as f64 * 0.17).cos())
+        .collect();
     // Labels with a singleton class (an anchor without positives under n_views = 1 semantics is
     // covered by the mask below), a mask that is not symmetric, and SimCLR.
     let labels = [0, 1, 0, 2, 1];
@@ -71,7 +80,11 @@ fn gradient_matches_finite_differences_for_every_option() {
     }
     let h = 1e-6;
     for options in all_options() {
-        for positives in [Positives::Labels(&labels), Positives::None, Positives::Mask(&mask)] {
+        for positives in [
+            Positives::Labels(&labels),
+            Positives::None,
+            Positives::Mask(&mask),
+        ] {
             let analytic = supcon(&x, shape, positives, &options).grad;
             let mut worst = 0.0f64;
             for k in 0..x.len() {
@@ -84,7 +97,10 @@ fn gradient_matches_finite_differences_for_every_option() {
                 let numeric = (up - down) / (2.0 * h);
                 worst = worst.max((numeric - analytic[k]).abs() / (1.0 + numeric.abs()));
             }
-            assert!(worst < 1e-6, "{options:?} {positives:?}: finite-difference error {worst:e}");
+            assert!(
+                worst < 1e-6,
+                "{options:?} {positives:?}: finite-difference error {worst:e}"
+            );
         }
     }
 }
@@ -109,7 +125,12 @@ fn anchors_without_positives_contribute_zero() {
     // anchors with a positive.
     let labels = [0, 0, 1, 2];
     let shape = SupConShape::new(4, 1, 3);
-    let all = supcon(&x, shape, Positives::Labels(&labels), &SupConOptions::new(0.1));
+    let all = supcon(
+        &x,
+        shape,
+        Positives::Labels(&labels),
+        &SupConOptions::new(0.1),
+    );
     let valid = supcon(
         &x,
         shape,
@@ -127,7 +148,12 @@ fn simclr_equals_labels_that_are_sample_indices() {
     let shape = SupConShape::new(4, 2, 3);
     let labels = [0, 1, 2, 3];
     let a = supcon(&x, shape, Positives::None, &SupConOptions::new(0.2));
-    let b = supcon(&x, shape, Positives::Labels(&labels), &SupConOptions::new(0.2));
+    let b = supcon(
+        &x,
+        shape,
+        Positives::Labels(&labels),
+        &SupConOptions::new(0.2),
+    );
     assert!((a.loss - b.loss).abs() < 1e-14);
     assert!(a.loss > 0.0);
 }

@@ -26,7 +26,10 @@ fn every_shader_validates_and_translates() {
         assert_eq!(ep.name, "main", "{name}");
         assert_eq!(ep.stage, naga::ShaderStage::Compute, "{name}");
         let wg = ep.workgroup_size;
-        assert!(wg.iter().product::<u32>() <= 256, "{name}: workgroup {wg:?} over 256 invocations");
+        assert!(
+            wg.iter().product::<u32>() <= 256,
+            "{name}: workgroup {wg:?} over 256 invocations"
+        );
 
         // Every storage binding read_write (Burn pools tensors in shared buffers).
         let mut workgroup_bytes = 0u32;
@@ -52,9 +55,13 @@ fn every_shader_validates_and_translates() {
         );
         assert!(WORKGROUP_MEMORY_BYTES <= 16384, "WebGPU default limit");
 
-        let spv = naga::back::spv::write_vec(&module, &info, &naga::back::spv::Options::default(), None)
-            .unwrap_or_else(|e| panic!("{name}: SPIR-V: {e}"));
-        assert!(spv.len() > 5 && spv[0] == 0x0723_0203, "{name}: SPIR-V magic");
+        let spv =
+            naga::back::spv::write_vec(&module, &info, &naga::back::spv::Options::default(), None)
+                .unwrap_or_else(|e| panic!("{name}: SPIR-V: {e}"));
+        assert!(
+            spv.len() > 5 && spv[0] == 0x0723_0203,
+            "{name}: SPIR-V magic"
+        );
 
         let msl_options = naga::back::msl::Options {
             lang_version: (2, 1),
@@ -77,7 +84,10 @@ fn every_shader_validates_and_translates() {
         naga::back::hlsl::Writer::new(&mut hlsl, &hlsl_options, &Default::default())
             .write(&module, &info, None)
             .unwrap_or_else(|e| panic!("{name}: HLSL: {e}"));
-        assert!(hlsl.contains("[numthreads("), "{name}: HLSL has no compute entry");
+        assert!(
+            hlsl.contains("[numthreads("),
+            "{name}: HLSL has no compute entry"
+        );
     }
 }
 

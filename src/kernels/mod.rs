@@ -163,7 +163,11 @@ pub(crate) fn check_buffer<'a>(
     Ok(binding(buffer, needed))
 }
 
-pub(crate) fn check_binding_size(device: &wgpu::Device, name: &'static str, bytes: u64) -> Result<()> {
+pub(crate) fn check_binding_size(
+    device: &wgpu::Device,
+    name: &'static str,
+    bytes: u64,
+) -> Result<()> {
     let limit = u64::from(device.limits().max_storage_buffer_binding_size);
     if bytes > limit {
         return Err(Error::ExceedsBindingLimit {
@@ -216,7 +220,10 @@ pub(crate) fn check_device(device: &wgpu::Device) -> Result<()> {
 
 /// Runs `f` inside a validation + out-of-memory error scope and turns a captured wgpu error into
 /// [`Error::Wgpu`].
-pub(crate) fn with_error_scope<T>(device: &wgpu::Device, f: impl FnOnce() -> Result<T>) -> Result<T> {
+pub(crate) fn with_error_scope<T>(
+    device: &wgpu::Device,
+    f: impl FnOnce() -> Result<T>,
+) -> Result<T> {
     let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
     let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
     let result = f();
@@ -229,7 +236,12 @@ pub(crate) fn with_error_scope<T>(device: &wgpu::Device, f: impl FnOnce() -> Res
 }
 
 /// Creates a storage buffer of `bytes` bytes (at least 4).
-pub(crate) fn storage_buffer(device: &wgpu::Device, label: &str, bytes: u64, extra: wgpu::BufferUsages) -> wgpu::Buffer {
+pub(crate) fn storage_buffer(
+    device: &wgpu::Device,
+    label: &str,
+    bytes: u64,
+    extra: wgpu::BufferUsages,
+) -> wgpu::Buffer {
     device.create_buffer(&wgpu::BufferDescriptor {
         label: Some(label),
         size: bytes.max(4).next_multiple_of(4),
@@ -253,7 +265,8 @@ pub(crate) fn read_buffer<T: bytemuck::Pod>(
         usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         mapped_at_creation: false,
     });
-    let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+    let mut encoder =
+        device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
     encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
     queue.submit([encoder.finish()]);
     let (tx, rx) = std::sync::mpsc::channel();
@@ -278,7 +291,11 @@ pub(crate) fn read_buffer<T: bytemuck::Pod>(
 }
 
 /// Creates a STORAGE | COPY_SRC buffer holding `data`.
-pub(crate) fn upload<T: bytemuck::Pod>(device: &wgpu::Device, label: &str, data: &[T]) -> wgpu::Buffer {
+pub(crate) fn upload<T: bytemuck::Pod>(
+    device: &wgpu::Device,
+    label: &str,
+    data: &[T],
+) -> wgpu::Buffer {
     use wgpu::util::DeviceExt;
     let bytes: &[u8] = bytemuck::cast_slice(data);
     let mut padded;
@@ -292,6 +309,8 @@ pub(crate) fn upload<T: bytemuck::Pod>(device: &wgpu::Device, label: &str, data:
     device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
         label: Some(label),
         contents,
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+        usage: wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST,
     })
 }

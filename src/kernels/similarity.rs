@@ -29,7 +29,12 @@ impl CosineSimilarity {
     pub fn new(device: &wgpu::Device) -> Result<Self> {
         check_device(device)?;
         let kernel = with_error_scope(device, || {
-            Ok(Kernel::new(device, "cosine_similarity", shaders::COSINE_SIMILARITY, 4))
+            Ok(Kernel::new(
+                device,
+                "cosine_similarity",
+                shaders::COSINE_SIMILARITY,
+                4,
+            ))
         })?;
         Ok(CosineSimilarity { kernel })
     }
@@ -113,7 +118,12 @@ impl CosineSimilarity {
         with_error_scope(device, || {
             let a_buf = upload(device, "a", a);
             let b_buf = upload(device, "b", b);
-            let out = super::storage_buffer(device, "similarity", out_bytes, wgpu::BufferUsages::COPY_SRC);
+            let out = super::storage_buffer(
+                device,
+                "similarity",
+                out_bytes,
+                wgpu::BufferUsages::COPY_SRC,
+            );
             let mut encoder = device.create_command_encoder(&Default::default());
             self.encode(device, &mut encoder, &a_buf, &b_buf, &out, n32, m32, d32)?;
             queue.submit([encoder.finish()]);

@@ -8,7 +8,9 @@
 //!
 //! Extra device memory is O(N) (a few floats per row), never O(N²).
 
-use super::{Kernel, binding, check_binding_size, check_buffer, check_device, read_buffer, shaders};
+use super::{
+    Kernel, binding, check_binding_size, check_buffer, check_device, read_buffer, shaders,
+};
 use crate::{Error, Result};
 use wgpu::util::DeviceExt;
 
@@ -123,11 +125,7 @@ pub struct SupConShape {
 
 impl SupConShape {
     pub fn new(bsz: u32, n_views: u32, dim: u32) -> Self {
-        SupConShape {
-            bsz,
-            n_views,
-            dim,
-        }
+        SupConShape { bsz, n_views, dim }
     }
     /// `N = bsz · n_views`.
     pub fn rows(&self) -> u64 {
@@ -356,7 +354,11 @@ impl SupConLoss {
         let limit = device.limits().max_compute_workgroups_per_dimension;
         let rows = u64::from(n_rows);
         super::grid("supcon_prepare", rows.div_ceil(PREPARE_ROWS), limit)?;
-        super::grid("supcon_forward", u64::from(n_anchors).div_ceil(FORWARD_ANCHORS), limit)?;
+        super::grid(
+            "supcon_forward",
+            u64::from(n_anchors).div_ceil(FORWARD_ANCHORS),
+            limit,
+        )?;
         super::grid(
             "supcon_backward",
             rows.div_ceil(BACKWARD_ROWS) * u64::from(shape.dim).div_ceil(BACKWARD_COLUMNS),
@@ -451,7 +453,12 @@ impl SupConLoss {
             };
             let grad_bytes = shape.len() * 4;
             let grad_buf = with_grad.then(|| {
-                super::storage_buffer(device, "supcon grad", grad_bytes, wgpu::BufferUsages::COPY_SRC)
+                super::storage_buffer(
+                    device,
+                    "supcon grad",
+                    grad_bytes,
+                    wgpu::BufferUsages::COPY_SRC,
+                )
             });
             let mut encoder = device.create_command_encoder(&Default::default());
             plan.encode_forward(device, &mut encoder, &feature_buf, positive_buf.as_ref())?;
@@ -459,12 +466,17 @@ impl SupConLoss {
                 plan.encode_backward(device, &mut encoder, &feature_buf, positive_buf.as_ref(), g)?;
             }
             queue.submit([encoder.finish()]);
-            let out: SupConOutput = read_buffer::<SupConOutput>(device, queue, &plan.output, 16)?[0];
+            let out: SupConOutput =
+                read_buffer::<SupConOutput>(device, queue, &plan.output, 16)?[0];
             if out.status == STATUS_NON_FINITE {
                 return Err(Error::NonFiniteFeatures);
             }
-            let stats: Vec<[f32; 4]> =
-                read_buffer(device, queue, &plan.anchor_stats, u64::from(plan.n_anchors) * 16)?;
+            let stats: Vec<[f32; 4]> = read_buffer(
+                device,
+                queue,
+                &plan.anchor_stats,
+                u64::from(plan.n_anchors) * 16,
+            )?;
             let grad = match &grad_buf {
                 Some(g) => Some(read_buffer::<f32>(device, queue, g, grad_bytes)?),
                 None => None,
@@ -525,10 +537,16 @@ impl SupConPlan {
     }
     /// Device bytes the plan holds (its whole workspace).
     pub fn workspace_bytes(&self) -> u64 {
-        [&self.params, &self.inv_norm, &self.anchor_stats, &self.output, &self.placeholder]
-            .iter()
-            .map(|b| b.size())
-            .sum()
+        [
+            &self.params,
+            &self.inv_norm,
+            &self.anchor_stats,
+            &self.output,
+            &self.placeholder,
+        ]
+        .iter()
+        .map(|b| b.size())
+        .sum()
     }
 
     fn positives_binding<'a>(
@@ -586,7 +604,13 @@ impl SupConPlan {
             u64::from(self.n_anchors).div_ceil(FORWARD_ANCHORS),
             &[params.clone(), x, pos, inv_norm.clone(), stats.clone()],
         )?;
-        k.reduce.dispatch(device, encoder, "supcon_reduce", 1, &[params, inv_norm, stats, output])
+        k.reduce.dispatch(
+            device,
+            encoder,
+            "supcon_reduce",
+            1,
+            &[params, inv_norm, stats, output],
+        )
     }
 
     /// Records the backward pass into `encoder`: `grad = dL/dfeatures`. Record it after
@@ -614,7 +638,8 @@ impl SupConPlan {
         }
         let pos = self.positives_binding(device, positives)?;
         let rows = self.shape.rows();
-        let groups = rows.div_ceil(BACKWARD_ROWS) * u64::from(self.shape.dim).div_ceil(BACKWARD_COLUMNS);
+        let groups =
+            rows.div_ceil(BACKWARD_ROWS) * u64::from(self.shape.dim).div_ceil(BACKWARD_COLUMNS);
         self.kernels.backward.dispatch(
             device,
             encoder,
@@ -657,21 +682,32 @@ pub mod reference {
         positives: Positives<'_>,
         options: &SupConOptions,
     ) -> Output {
-        let (bsz, nv, d) = (shape.bsz as usize, shape.n_views as usize, shape.dim as usize);
+        let (bsz, nv, d) = (
+            shape.bsz as usize,
+            shape.n_views as usize,
+            shape.dim as usize,
+        );
         let n = bsz * nv;
         assert_eq!(features.len(), n * d, "features length");
         let tau = options.temperature;
         let scale = tau / options.base_temperature;
         let memory_row = |r: usize| (r % bsz) * nv + r / bsz;
-        let x: Vec<&[f64]> = (0..n).map(|r| &features[memory_row(r) * d..][..d]).collect();
-        let norms: Vec<f64> = x.iter().map(|r| r.iter().map(|v| v * v).sum::<f64>().sqrt()).collect();
+        let x: Vec<&[f64]> = (0..n)
+            .map(|r| &features[memory_row(r) * d..][..d])
+            .collect();
+        let norms: Vec<f64> = x
+            .iter()
+            .map(|r| r.iter().map(|v| v * v).sum::<f64>().sqrt())
+            .collect();
         let z: Vec<Vec<f64>> = x
             .iter()
             .zip(&norms)
             .map(|(r, &nr)| r.iter().map(|v| v / nr.max(NORM_EPS)).collect())
             .collect();
         let dot = |i: usize, j: usize| z[i].iter().zip(&z[j]).map(|(a, b)| a * b).sum::<f64>();
-        let s: Vec<Vec<f64>> = (0..n).map(|i| (0..n).map(|j| dot(i, j) / tau).collect()).collect();
+        let s: Vec<Vec<f64>> = (0..n)
+            .map(|i| (0..n).map(|j| dot(i, j) / tau).collect())
+            .collect();
         let n_anchors = match options.contrast_mode {
             ContrastMode::All => n,
             ContrastMode::One => bsz,
@@ -687,7 +723,9 @@ pub mod reference {
         let mut dloss_ds = vec![vec![0.0; n]; n_anchors];
         let mut n_valid = 0;
         for i in 0..n_anchors {
-            let pos: Vec<usize> = (0..n).filter(|&j| positives.is_positive(i, j, bsz)).collect();
+            let pos: Vec<usize> = (0..n)
+                .filter(|&j| positives.is_positive(i, j, bsz))
+                .collect();
             if pos.is_empty() {
                 continue;
             }
@@ -721,7 +759,11 @@ pub mod reference {
             Reduction::AllAnchors => n_anchors,
             Reduction::AnchorsWithPositives => n_valid,
         };
-        let weight = if n_valid == 0 { 0.0 } else { 1.0 / denominator as f64 };
+        let weight = if n_valid == 0 {
+            0.0
+        } else {
+            1.0 / denominator as f64
+        };
         let loss = anchor_loss.iter().sum::<f64>() * weight;
 
         // dL/dz_r = (1/tau) sum_j (G_rj + G_jr) z_j, then through the normalisation.

@@ -47,7 +47,10 @@ pub fn to_f64(x: &[f32]) -> Vec<f64> {
 /// max |got - want| / max(max |want|, floor): the error relative to the largest entry.
 pub fn max_rel_err(got: &[f32], want: &[f64], floor: f64) -> f64 {
     assert_eq!(got.len(), want.len(), "length");
-    assert!(got.iter().all(|v| v.is_finite()), "non-finite value in GPU output");
+    assert!(
+        got.iter().all(|v| v.is_finite()),
+        "non-finite value in GPU output"
+    );
     let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(floor);
     got.iter()
         .zip(want)
