@@ -13,9 +13,10 @@
 // columns. When status != 0 (non-finite input) the gradient is written as zeros.
 //
 // Workgroup: 16 x 16 threads, TILE_R output rows x CHUNK_D output columns. Per column tile of
-// TILE_C rows: thread (tx, ty) computes the 4 x 2 cosines of rows 4ty..4ty+3 and columns
-// 2tx, 2tx+1, turns them into weights in workgroup memory, then accumulates rows 4ty..4ty+3 at
-// columns tx, tx+16, ..., tx+112 of the chunk. Workgroup memory: 11.8 KiB.
+// TILE_C rows: thread (tx, ty) computes the 4 x 4 cosines of rows 4ty..4ty+3 and columns
+// 4tx..4tx+3 through workgroup memory, turns them into weights W_rj = (G_rj + G_jr) / tau, hands
+// them over in two halves through workgroup memory, and accumulates rows 4ty..4ty+3 at columns
+// tx, tx+16, ..., tx+112 of its chunk in registers. Workgroup memory: 9.1 KiB.
 
 struct Params {
     n_rows: u32,          // N = bsz * n_views
@@ -40,8 +41,9 @@ struct Output {
 }
 
 const TILE_R: u32 = 64u;
-const TILE_C: u32 = 32u;
-const TILE_K: u32 = 8u;
+const TILE_C: u32 = 64u;
+const HALF_C: u32 = 32u;
+const TILE_K: u32 = 16u;
 const CHUNK_D: u32 = 128u;
 const WG: u32 = 16u;
 const NORM_EPS: f32 = 1e-12;
@@ -55,13 +57,17 @@ const NORM_EPS: f32 = 1e-12;
 @group(0) @binding(6) var<storage, read_write> grad: array<f32>;
 
 var<workgroup> wp: Params;
-var<workgroup> tile_r: array<vec4<f32>, 128>;  // [k][row / 4], normalised values
-var<workgroup> tile_c: array<vec2<f32>, 128>;  // [k][column / 2]
 var<workgroup> base_r: array<u32, 64>;
-var<workgroup> base_c: array<u32, 32>;
+var<workgroup> base_c: array<u32, 64>;
 var<workgroup> scale_r: array<f32, 64>;
-var<workgroup> scale_c: array<f32, 32>;
-var<workgroup> weights: array<vec4<f32>, 512>; // [column][row / 4]: W_rj / ||x_j||
+var<workgroup> scale_c: array<f32, 64>;
+// One block of workgroup memory, used in turn for
+// - the k-tiles of the similarity: [0, 256) rows [k][row / 4], [256, 512) columns [k][column / 4]
+//   (normalised values);
+// - the weights of half a column tile: [column][row / 4] = W_rj / ||x_j||;
+// - the final sum of z_r . g_r.
+var<workgroup> scratch: array<vec4<f32>, 512>;
+const COLUMNS: u32 = 256u;  // offset of the column k-tile in `scratch`
 
 fn memory_row(r: u32, p: Params) -> u32 {
     return (r % p.bsz) * p.n_views + r / p.bsz;
@@ -157,73 +163,94 @@ fn main(
             base_c[lid] = memory_row(r, p) * p.dim;
             scale_c[lid] = inv_norm[r];
         }
-        var dots: array<vec4<f32>, 2>;  // dots[j][i]: row 4ty+i, column 2tx+j
+        var dots: array<vec4<f32>, 4>;  // dots[i][j]: row 4ty+i, column 4tx+j (cosines)
         for (var k0 = 0u; k0 < p.dim; k0 += TILE_K) {
             workgroupBarrier();
-            for (var t = 0u; t < 2u; t += 1u) {
+            for (var t = 0u; t < TILE_R * TILE_K / (WG * WG); t += 1u) {
                 let e = lid + t * WG * WG;
                 let row = e / TILE_K;
                 let kk = e % TILE_K;
-                var v = 0.0;
+                var vr = 0.0;
+                var vc = 0.0;
                 if (k0 + kk < p.dim) {
-                    v = features[base_r[row] + k0 + kk] * scale_r[row];
+                    vr = features[base_r[row] + k0 + kk] * scale_r[row];
+                    vc = features[base_c[row] + k0 + kk] * scale_c[row];
                 }
-                tile_r[kk * WG + row / 4u][row % 4u] = v;
+                scratch[kk * WG + row / 4u][row % 4u] = vr;
+                scratch[COLUMNS + kk * WG + row / 4u][row % 4u] = vc;
             }
-            let col = lid / TILE_K;
-            let kc = lid % TILE_K;
-            var vc = 0.0;
-            if (k0 + kc < p.dim) {
-                vc = features[base_c[col] + k0 + kc] * scale_c[col];
-            }
-            tile_c[kc * WG + col / 2u][col % 2u] = vc;
             workgroupBarrier();
             for (var kk = 0u; kk < TILE_K; kk += 1u) {
-                let a = tile_r[kk * WG + ty];
-                let b = tile_c[kk * WG + tx];
-                dots[0] += a * b.x;
-                dots[1] += a * b.y;
+                let a = scratch[kk * WG + ty];
+                let b = scratch[COLUMNS + kk * WG + tx];
+                dots[0] += a.x * b;
+                dots[1] += a.y * b;
+                dots[2] += a.z * b;
+                dots[3] += a.w * b;
             }
         }
 
-        for (var j = 0u; j < 2u; j += 1u) {
-            let c = c0 + tx * 2u + j;
+        // W_rj for the thread's 4 x 4 block; w[j] holds column 4tx+j over rows 4ty..4ty+3.
+        var w: array<vec4<f32>, 4>;
+        for (var j = 0u; j < 4u; j += 1u) {
+            let c = c0 + tx * 4u + j;
             let key_c = row_key(min(c, last), p);
             let stats_c = stats_of(c, p);
-            var w = vec4<f32>(0.0);
             for (var i = 0u; i < 4u; i += 1u) {
                 let r = r0 + ty * 4u + i;
                 if (c < p.n_rows && r < p.n_rows && c != r) {
-                    let s = dots[j][i] * p.inv_temperature;
+                    let s = dots[i][j] * p.inv_temperature;
                     // An explicit mask need not be symmetric: j in P(r) and r in P(j) differ.
-                    w[i] = coef * (anchor_grad(s, stats_r[i], is_positive(key_r[i], key_c, p), p)
+                    w[j][i] = coef * (anchor_grad(s, stats_r[i], is_positive(key_r[i], key_c, p), p)
                         + anchor_grad(s, stats_c, is_positive(key_c, key_r[i], p), p));
+                    zg[i] += w[j][i] * dots[i][j];
                 }
             }
-            zg += w * dots[j];
-            weights[(tx * 2u + j) * WG + ty] = w * scale_c[tx * 2u + j];
         }
-        workgroupBarrier();
 
-        for (var jj = 0u; jj < TILE_C; jj += 1u) {
-            let w = weights[jj * WG + ty];
-            let base = base_c[jj];
-            for (var q = 0u; q < CHUNK_D / WG; q += 1u) {
-                let d = d0 + tx + q * WG;
-                if (d < p.dim) {
-                    acc[q] += w * features[base + d];
+        workgroupBarrier();  // every thread is done reading the k-tiles
+        // Weighted sum over the tile's columns, in two halves of HALF_C columns so that the
+        // weights fit in workgroup memory: threads tx < 8 hand over columns 0..31, then the rest.
+        for (var h = 0u; h < 2u; h += 1u) {
+            if (tx / (WG / 2u) == h) {
+                for (var j = 0u; j < 4u; j += 1u) {
+                    let col = (tx % (WG / 2u)) * 4u + j;
+                    scratch[col * WG + ty] = w[j] * scale_c[h * HALF_C + col];
                 }
             }
+            workgroupBarrier();
+            if (d0 + CHUNK_D <= p.dim) {
+                // A full chunk: no bounds test in the innermost loop.
+                for (var jj = 0u; jj < HALF_C; jj += 1u) {
+                    let wv = scratch[jj * WG + ty];
+                    let base = base_c[h * HALF_C + jj] + d0 + tx;
+                    for (var q = 0u; q < CHUNK_D / WG; q += 1u) {
+                        acc[q] += wv * features[base + q * WG];
+                    }
+                }
+            } else {
+                for (var jj = 0u; jj < HALF_C; jj += 1u) {
+                    let wv = scratch[jj * WG + ty];
+                    let base = base_c[h * HALF_C + jj];
+                    for (var q = 0u; q < CHUNK_D / WG; q += 1u) {
+                        let d = d0 + tx + q * WG;
+                        if (d < p.dim) {
+                            acc[q] += wv * features[base + d];
+                        }
+                    }
+                }
+            }
+            workgroupBarrier();
         }
     }
 
-    // Sum z_r . g_r over the 16 threads of each row group (reusing the weights array).
+    // Sum z_r . g_r over the 16 threads of each row group.
     workgroupBarrier();
-    weights[ty * WG + tx] = zg;
+    scratch[ty * WG + tx] = zg;
     workgroupBarrier();
     var zg_row = vec4<f32>(0.0);
     for (var t = 0u; t < WG; t += 1u) {
-        zg_row += weights[ty * WG + t];
+        zg_row += scratch[ty * WG + t];
     }
 
     let ok = output.status == 0u;

@@ -374,33 +374,8 @@ fn run_encoder_level(
     plan.encode_backward(device, &mut encoder, &features, Some(&labels_buf), &grad)
         .unwrap();
     ctx.queue.submit([encoder.finish()]);
-    let out: Vec<SupConOutput> = read(ctx, plan.output(), 16);
-    (out[0], read(ctx, &grad, shape.len() * 4))
-}
-
-fn read<T: bytemuck::Pod>(
-    ctx: &supcon_wgpu::device::GpuContext,
-    buffer: &supcon_wgpu::wgpu::Buffer,
-    bytes: u64,
-) -> Vec<T> {
-    use supcon_wgpu::wgpu;
-    let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: None,
-        size: bytes,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    let mut encoder = ctx.device.create_command_encoder(&Default::default());
-    encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
-    ctx.queue.submit([encoder.finish()]);
-    staging
-        .slice(..)
-        .map_async(wgpu::MapMode::Read, |r| r.unwrap());
-    ctx.device
-        .poll(wgpu::PollType::wait_indefinitely())
-        .unwrap();
-    let v = bytemuck::cast_slice(&staging.slice(..).get_mapped_range().unwrap()).to_vec();
-    v
+    let out: Vec<SupConOutput> = read_back(ctx, plan.output(), 16);
+    (out[0], read_back(ctx, &grad, shape.len() * 4))
 }
 
 #[test]
