@@ -42,7 +42,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (device, queue) = (&ctx.device, &ctx.queue);
     let loss = SupConLoss::new(device)?;
     let sim = CosineSimilarity::new(device)?;
-    let limit = u64::from(device.limits().max_storage_buffer_binding_size).min(device.limits().max_buffer_size);
+    let limit = u64::from(device.limits().max_storage_buffer_binding_size)
+        .min(device.limits().max_buffer_size);
 
     println!(
         "{:>7} {:>5} {:>16} {:>14} {:>8} {:>14} {:>12}",
@@ -53,7 +54,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let shape = SupConShape::new(n / 2, 2, args.dim);
         let runs = if n >= 65536 { 1 } else { args.runs.max(1) };
         let features = random_buffer(device, queue, shape.len(), 1);
-        let labels: Vec<u32> = (0..shape.bsz).map(|i| (i * 2_654_435_761u32) % 100).collect();
+        let labels: Vec<u32> = (0..shape.bsz)
+            .map(|i| (i * 2_654_435_761u32) % 100)
+            .collect();
         let labels = upload(device, queue, bytemuck::cast_slice(&labels));
         let grad = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("grad"),
@@ -61,7 +64,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        let plan = loss.plan(device, shape, PositiveKind::Labels, &SupConOptions::new(0.1))?;
+        let plan = loss.plan(
+            device,
+            shape,
+            PositiveKind::Labels,
+            &SupConOptions::new(0.1),
+        )?;
         let fused = time(device, queue, runs, |encoder| {
             plan.encode_forward(device, encoder, &features, Some(&labels))?;
             plan.encode_backward(device, encoder, &features, Some(&labels), &grad)
@@ -99,7 +107,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }));
     }
     if let Some(path) = args.json {
-        let json = serde_json::to_string_pretty(&serde_json::json!({ "adapter": adapter, "rows": rows }))?;
+        let json =
+            serde_json::to_string_pretty(&serde_json::json!({ "adapter": adapter, "rows": rows }))?;
         let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, json)?;
         std::fs::rename(&tmp, &path)?;

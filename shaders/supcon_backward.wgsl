@@ -69,42 +69,42 @@ var<workgroup> scale_c: array<f32, 64>;
 var<workgroup> scratch: array<vec4<f32>, 512>;
 const COLUMNS: u32 = 256u;  // offset of the column k-tile in `scratch`
 
-fn memory_row(r: u32, p: Params) -> u32 {
-    return (r % p.bsz) * p.n_views + r / p.bsz;
+fn memory_row(r: u32) -> u32 {
+    return (r % params.bsz) * params.n_views + r / params.bsz;
 }
 
-fn row_key(r: u32, p: Params) -> u32 {
-    let sample = r % p.bsz;
-    if (p.pos_mode == 0u) {
+fn row_key(r: u32) -> u32 {
+    let sample = r % params.bsz;
+    if (params.pos_mode == 0u) {
         return positives[sample];
     }
     return sample;
 }
 
-fn is_positive(key_i: u32, key_j: u32, p: Params) -> bool {
-    if (p.pos_mode == 2u) {
-        let word = positives[key_i * p.mask_words + key_j / 32u];
+fn is_positive(key_i: u32, key_j: u32) -> bool {
+    if (params.pos_mode == 2u) {
+        let word = positives[key_i * params.mask_words + key_j / 32u];
         return ((word >> (key_j % 32u)) & 1u) == 1u;
     }
     return key_i == key_j;
 }
 
 // Anchor statistics of row r, or zeros (no contribution) when r is not an anchor.
-fn stats_of(r: u32, p: Params) -> vec4<f32> {
-    if (r < p.n_anchors) {
+fn stats_of(r: u32) -> vec4<f32> {
+    if (r < params.n_anchors) {
         return anchor_stats[r];
     }
     return vec4<f32>(0.0);
 }
 
 // d loss_i / d s_ij for anchor i with statistics st (0 if i has no positive).
-fn anchor_grad(s: f32, st: vec4<f32>, positive: bool, p: Params) -> f32 {
+fn anchor_grad(s: f32, st: vec4<f32>, positive: bool) -> f32 {
     if (st.z <= 0.0) {
         return 0.0;
     }
     var g = exp(s - st.x);
     if (positive) {
-        if (p.variant == 0u) {
+        if (params.variant == 0u) {
             g -= 1.0 / st.z;
         } else {
             g -= exp(s - st.y);
@@ -134,19 +134,12 @@ fn main(
     let r0 = (group / n_chunks) * TILE_R;
     let d0 = (group % n_chunks) * CHUNK_D;
     let last = p.n_rows - 1u;
-    let coef = output.weight * p.loss_scale * p.inv_temperature;
+    let coef = output.weight * params.loss_scale * params.inv_temperature;
 
     if (lid < TILE_R) {
         let r = min(r0 + lid, last);
-        base_r[lid] = memory_row(r, p) * p.dim;
+        base_r[lid] = memory_row(r) * p.dim;
         scale_r[lid] = inv_norm[r];
-    }
-    var key_r: array<u32, 4>;
-    var stats_r: array<vec4<f32>, 4>;
-    for (var i = 0u; i < 4u; i += 1u) {
-        let r = r0 + ty * 4u + i;
-        key_r[i] = row_key(min(r, last), p);
-        stats_r[i] = stats_of(r, p);
     }
 
     var acc: array<vec4<f32>, 8>;  // acc[q][i]: row 4ty+i, column d0 + tx + 16q
@@ -160,7 +153,7 @@ fn main(
         workgroupBarrier();  // the previous tile is done with base_c / scale_c / weights
         if (lid < TILE_C) {
             let r = min(c0 + lid, last);
-            base_c[lid] = memory_row(r, p) * p.dim;
+            base_c[lid] = memory_row(r) * p.dim;
             scale_c[lid] = inv_norm[r];
         }
         var dots: array<vec4<f32>, 4>;  // dots[i][j]: row 4ty+i, column 4tx+j (cosines)
@@ -190,19 +183,28 @@ fn main(
             }
         }
 
-        // W_rj for the thread's 4 x 4 block; w[j] holds column 4tx+j over rows 4ty..4ty+3.
-        var w: array<vec4<f32>, 4>;
+        // W_rj for the thread's 4 x 4 block; w[j] holds column 4tx+j over rows 4ty..4ty+3. Keys
+        // and statistics are looked up here rather than kept in registers across the k-loop's
+        // barriers (on software rasterisers every live value is saved and restored at each).
+        var key_c: array<u32, 4>;
+        var stats_c: array<vec4<f32>, 4>;
         for (var j = 0u; j < 4u; j += 1u) {
             let c = c0 + tx * 4u + j;
-            let key_c = row_key(min(c, last), p);
-            let stats_c = stats_of(c, p);
-            for (var i = 0u; i < 4u; i += 1u) {
-                let r = r0 + ty * 4u + i;
+            key_c[j] = row_key(min(c, last));
+            stats_c[j] = stats_of(c);
+        }
+        var w: array<vec4<f32>, 4>;
+        for (var i = 0u; i < 4u; i += 1u) {
+            let r = r0 + ty * 4u + i;
+            let key_r = row_key(min(r, last));
+            let stats_r = stats_of(r);
+            for (var j = 0u; j < 4u; j += 1u) {
+                let c = c0 + tx * 4u + j;
                 if (c < p.n_rows && r < p.n_rows && c != r) {
-                    let s = dots[i][j] * p.inv_temperature;
+                    let s = dots[i][j] * params.inv_temperature;
                     // An explicit mask need not be symmetric: j in P(r) and r in P(j) differ.
-                    w[j][i] = coef * (anchor_grad(s, stats_r[i], is_positive(key_r[i], key_c, p), p)
-                        + anchor_grad(s, stats_c, is_positive(key_c, key_r[i], p), p));
+                    w[j][i] = coef * (anchor_grad(s, stats_r, is_positive(key_r, key_c[j]))
+                        + anchor_grad(s, stats_c[j], is_positive(key_c[j], key_r)));
                     zg[i] += w[j][i] * dots[i][j];
                 }
             }

@@ -54,22 +54,22 @@ var<workgroup> scale_c: array<f32, 64>;
 var<workgroup> red: array<f32, 1024>;          // [anchor][tx] for the final merge
 
 // Memory row of view-major row r in a [bsz, n_views, dim] buffer.
-fn memory_row(r: u32, p: Params) -> u32 {
-    return (r % p.bsz) * p.n_views + r / p.bsz;
+fn memory_row(r: u32) -> u32 {
+    return (r % params.bsz) * params.n_views + r / params.bsz;
 }
 
 // What decides positives: the label (labels), the sample index (SimCLR, mask).
-fn row_key(r: u32, p: Params) -> u32 {
-    let sample = r % p.bsz;
-    if (p.pos_mode == 0u) {
+fn row_key(r: u32) -> u32 {
+    let sample = r % params.bsz;
+    if (params.pos_mode == 0u) {
         return positives[sample];
     }
     return sample;
 }
 
-fn is_positive(key_i: u32, key_j: u32, p: Params) -> bool {
-    if (p.pos_mode == 2u) {
-        let word = positives[key_i * p.mask_words + key_j / 32u];
+fn is_positive(key_i: u32, key_j: u32) -> bool {
+    if (params.pos_mode == 2u) {
+        let word = positives[key_i * params.mask_words + key_j / 32u];
         return ((word >> (key_j % 32u)) & 1u) == 1u;
     }
     return key_i == key_j;
@@ -113,12 +113,8 @@ fn main(
 
     if (lid < TILE_A) {
         let r = min(a0 + lid, last);
-        base_a[lid] = memory_row(r, p) * p.dim;
+        base_a[lid] = memory_row(r) * p.dim;
         scale_a[lid] = inv_norm[r];
-    }
-    var key_a: array<u32, 4>;
-    for (var i = 0u; i < 4u; i += 1u) {
-        key_a[i] = row_key(min(a0 + ty * 4u + i, last), p);
     }
 
     var m = vec4<f32>(NEG_BIG);
@@ -132,14 +128,9 @@ fn main(
         workgroupBarrier();  // the previous tile is done with base_c / scale_c
         if (lid < TILE_C) {
             let r = min(c0 + lid, last);
-            base_c[lid] = memory_row(r, p) * p.dim;
+            base_c[lid] = memory_row(r) * p.dim;
             scale_c[lid] = inv_norm[r];
         }
-        var key_c: array<u32, 4>;
-        for (var j = 0u; j < 4u; j += 1u) {
-            key_c[j] = row_key(min(c0 + tx * 4u + j, last), p);
-        }
-
         var acc: array<vec4<f32>, 4>;  // acc[i][j]: anchor 4ty+i, contrast row 4tx+j
         for (var k0 = 0u; k0 < p.dim; k0 += TILE_K) {
             workgroupBarrier();
@@ -167,9 +158,16 @@ fn main(
             }
         }
 
+        // Keys are looked up here rather than kept in registers across the k-loop's barriers
+        // (on software rasterisers every live value is saved and restored at each barrier).
+        var key_c: array<u32, 4>;
+        for (var j = 0u; j < 4u; j += 1u) {
+            key_c[j] = row_key(min(c0 + tx * 4u + j, last));
+        }
         for (var i = 0u; i < 4u; i += 1u) {
             let r = a0 + ty * 4u + i;
-            let s = acc[i] * p.inv_temperature;
+            let key_a = row_key(min(r, last));
+            let s = acc[i] * params.inv_temperature;
             var tile_max = NEG_BIG;
             for (var j = 0u; j < 4u; j += 1u) {
                 let c = c0 + tx * 4u + j;
@@ -186,7 +184,7 @@ fn main(
                 let c = c0 + tx * 4u + j;
                 if (c < p.n_rows && c != r) {
                     sum_a += exp(s[j] - m_new);
-                    if (is_positive(key_a[i], key_c[j], p)) {
+                    if (is_positive(key_a, key_c[j])) {
                         let mp_new = max(mp[i], s[j]);
                         sp[i] = sp[i] * exp(mp[i] - mp_new) + exp(s[j] - mp_new);
                         mp[i] = mp_new;
@@ -239,10 +237,10 @@ fn main(
             var loss = 0.0;
             if (pc_row[i] > 0.0) {
                 lse_pos = mp_row[i] + log(sp_row[i]);
-                if (p.variant == 0u) {
-                    loss = -p.loss_scale * (pl_row[i] / pc_row[i] - lse);
+                if (params.variant == 0u) {
+                    loss = -params.loss_scale * (pl_row[i] / pc_row[i] - lse);
                 } else {
-                    loss = -p.loss_scale * (lse_pos - log(pc_row[i]) - lse);
+                    loss = -params.loss_scale * (lse_pos - log(pc_row[i]) - lse);
                 }
             }
             anchor_stats[r] = vec4<f32>(lse, lse_pos, pc_row[i], loss);

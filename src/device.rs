@@ -34,7 +34,7 @@ pub fn request_device(limits: Limits) -> Result<GpuContext> {
     let required_limits = match limits {
         Limits::WebGpuDefault => wgpu::Limits::default(),
         Limits::Adapter => adapter.limits(),
-        Limits::Custom(l) => l,
+        Limits::Custom(l) => *l,
     };
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
         label: Some("supcon-wgpu"),
@@ -59,5 +59,5 @@ pub enum Limits {
     /// Everything the adapter supports (larger bindings for large N).
     Adapter,
     /// Exactly these.
-    Custom(wgpu::Limits),
+    Custom(Box<wgpu::Limits>),
 }

@@ -12,7 +12,15 @@ fn matches_the_reference_for_many_shapes() {
     let Some(ctx) = gpu() else { return };
     let sim = CosineSimilarity::new(&ctx.device).unwrap();
     let mut rng = rng(21);
-    for (n, m, d) in [(1, 1, 1), (2, 3, 3), (63, 65, 1), (64, 64, 128), (70, 130, 3), (129, 5, 2048), (300, 257, 17)] {
+    for (n, m, d) in [
+        (1, 1, 1),
+        (2, 3, 3),
+        (63, 65, 1),
+        (64, 64, 128),
+        (70, 130, 3),
+        (129, 5, 2048),
+        (300, 257, 17),
+    ] {
         let a = random_features(&mut rng, n * d);
         let b = random_features(&mut rng, m * d);
         let got = sim.compute(&ctx.device, &ctx.queue, &a, &b, d).unwrap();
@@ -32,11 +40,12 @@ fn same_buffer_for_both_sides_and_zero_rows() {
     a[5 * d..6 * d].fill(0.0);
     let buf = {
         use wgpu::util::DeviceExt;
-        ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: None,
-            contents: bytemuck::cast_slice(&a),
-            usage: wgpu::BufferUsages::STORAGE,
-        })
+        ctx.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: None,
+                contents: bytemuck::cast_slice(&a),
+                usage: wgpu::BufferUsages::STORAGE,
+            })
     };
     let out = ctx.device.create_buffer(&wgpu::BufferDescriptor {
         label: None,
@@ -45,7 +54,17 @@ fn same_buffer_for_both_sides_and_zero_rows() {
         mapped_at_creation: false,
     });
     let mut encoder = ctx.device.create_command_encoder(&Default::default());
-    sim.encode(&ctx.device, &mut encoder, &buf, &buf, &out, n as u32, n as u32, d as u32).unwrap();
+    sim.encode(
+        &ctx.device,
+        &mut encoder,
+        &buf,
+        &buf,
+        &out,
+        n as u32,
+        n as u32,
+        d as u32,
+    )
+    .unwrap();
     ctx.queue.submit([encoder.finish()]);
     let got: Vec<f32> = read_back(ctx, &out, (n * n * 4) as u64);
     let want = cosine_similarity(&to_f64(&a), &to_f64(&a), d);
@@ -63,17 +82,40 @@ fn bad_arguments_are_typed_errors() {
     let Some(ctx) = gpu() else { return };
     let sim = CosineSimilarity::new(&ctx.device).unwrap();
     let (d, q) = (&ctx.device, &ctx.queue);
-    assert!(matches!(sim.compute(d, q, &[1.0; 6], &[1.0; 5], 3), Err(Error::InvalidShape(_))));
-    assert!(matches!(sim.compute(d, q, &[], &[1.0; 3], 3), Err(Error::InvalidShape(_))));
-    assert!(matches!(sim.compute(d, q, &[1.0; 3], &[1.0; 3], 0), Err(Error::InvalidShape(_))));
+    assert!(matches!(
+        sim.compute(d, q, &[1.0; 6], &[1.0; 5], 3),
+        Err(Error::InvalidShape(_))
+    ));
+    assert!(matches!(
+        sim.compute(d, q, &[], &[1.0; 3], 3),
+        Err(Error::InvalidShape(_))
+    ));
+    assert!(matches!(
+        sim.compute(d, q, &[1.0; 3], &[1.0; 3], 0),
+        Err(Error::InvalidShape(_))
+    ));
     // An output that cannot fit one binding (8,192^2 floats = 256 MiB > 128 MiB).
     let big = vec![1.0f32; 8192];
-    assert!(matches!(sim.compute(d, q, &big, &big, 1), Err(Error::ExceedsBindingLimit { .. })));
-    let buf = |size| d.create_buffer(&wgpu::BufferDescriptor { label: None, size, usage: wgpu::BufferUsages::STORAGE, mapped_at_creation: false });
+    assert!(matches!(
+        sim.compute(d, q, &big, &big, 1),
+        Err(Error::ExceedsBindingLimit { .. })
+    ));
+    let buf = |size| {
+        d.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        })
+    };
     let mut enc = d.create_command_encoder(&Default::default());
     let (a, out) = (buf(64), buf(32));
     assert!(matches!(
         sim.encode(d, &mut enc, &a, &a, &out, 4, 4, 4),
-        Err(Error::BufferTooSmall { name: "out", needed: 64, got: 32 })
+        Err(Error::BufferTooSmall {
+            name: "out",
+            needed: 64,
+            got: 32
+        })
     ));
 }

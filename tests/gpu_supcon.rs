@@ -36,15 +36,7 @@ fn check(
     loss_tol: f64,
 ) {
     let got = loss
-        .compute(
-            &ctx.device,
-            &ctx.queue,
-            features,
-            shape,
-            positives,
-            options,
-            true,
-        )
+        .loss_and_grad(&ctx.device, &ctx.queue, features, shape, positives, options)
         .unwrap_or_else(|e| panic!("{shape:?} {options:?}: {e}"));
     let want = reference::supcon(&to_f64(features), shape, positives, options);
     let what = format!("{shape:?} {positives:?} {options:?}");
@@ -115,14 +107,13 @@ fn golden_case_on_the_gpu() {
     let shape = SupConShape::new(6, 2, 5);
     let options = SupConOptions::new(0.07);
     let got = loss
-        .compute(
+        .loss(
             &ctx.device,
             &ctx.queue,
             &f,
             shape,
             Positives::Labels(&labels),
             &options,
-            false,
         )
         .unwrap();
     // tests/golden/supcon_golden.py
@@ -229,14 +220,13 @@ fn class_structure_edge_cases() {
     let labels: Vec<i32> = (0..40).collect();
     let one_view = SupConShape::new(40, 1, 16);
     let got = loss
-        .compute(
+        .loss_and_grad(
             &ctx.device,
             &ctx.queue,
             &x[..640],
             one_view,
             Positives::Labels(&labels),
             &options,
-            true,
         )
         .unwrap();
     assert_eq!(got.loss, 0.0);
@@ -316,14 +306,13 @@ fn non_finite_features_are_reported() {
     for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
         let mut x: Vec<f32> = (0..24).map(|i| (i as f32 * 0.37).sin()).collect();
         x[13] = bad;
-        let r = loss.compute(
+        let r = loss.loss_and_grad(
             &ctx.device,
             &ctx.queue,
             &x,
             shape,
             Positives::Labels(&labels),
             &SupConOptions::new(0.1),
-            true,
         );
         assert!(matches!(r, Err(Error::NonFiniteFeatures)), "{bad}: {r:?}");
     }
@@ -404,7 +393,7 @@ fn bad_arguments_are_typed_errors() {
     let shape = SupConShape::new(4, 2, 3);
     let labels = [0, 1, 0, 1];
     let run = |x: &[f32], shape, positives, opts: &SupConOptions| {
-        loss.compute(d, q, x, shape, positives, opts, true)
+        loss.loss_and_grad(d, q, x, shape, positives, opts)
     };
 
     assert!(matches!(
@@ -532,8 +521,10 @@ fn dispatches_split_over_a_2d_grid() {
     // A device that allows only 3 workgroups per dimension forces every kernel onto a 2-D grid
     // (the path that N > 4 million rows takes under the default 65,535).
     let Some(base) = gpu() else { return };
-    let mut limits = supcon_wgpu::wgpu::Limits::default();
-    limits.max_compute_workgroups_per_dimension = 3;
+    let limits = supcon_wgpu::wgpu::Limits {
+        max_compute_workgroups_per_dimension: 3,
+        ..Default::default()
+    };
     let (device, queue) = pollster::block_on(base.adapter.request_device(
         &supcon_wgpu::wgpu::DeviceDescriptor {
             required_limits: limits,
@@ -548,14 +539,13 @@ fn dispatches_split_over_a_2d_grid() {
     let labels = random_labels(&mut rng, 230, 10);
     let opts = SupConOptions::new(0.1);
     let got = loss
-        .compute(
+        .loss_and_grad(
             &device,
             &queue,
             &x,
             shape,
             Positives::Labels(&labels),
             &opts,
-            true,
         )
         .unwrap();
     let want = reference::supcon(&to_f64(&x), shape, Positives::Labels(&labels), &opts);

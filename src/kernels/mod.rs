@@ -168,7 +168,7 @@ pub(crate) fn check_binding_size(
     name: &'static str,
     bytes: u64,
 ) -> Result<()> {
-    let limit = u64::from(device.limits().max_storage_buffer_binding_size);
+    let limit = device.limits().max_storage_buffer_binding_size;
     if bytes > limit {
         return Err(Error::ExceedsBindingLimit {
             name,
@@ -299,7 +299,7 @@ pub(crate) fn upload<T: bytemuck::Pod>(
     use wgpu::util::DeviceExt;
     let bytes: &[u8] = bytemuck::cast_slice(data);
     let mut padded;
-    let contents = if bytes.len() < 4 || bytes.len() % 4 != 0 {
+    let contents = if bytes.len() < 4 || !bytes.len().is_multiple_of(4) {
         padded = bytes.to_vec();
         padded.resize(bytes.len().max(4).next_multiple_of(4), 0);
         &padded[..]
@@ -313,4 +313,21 @@ pub(crate) fn upload<T: bytemuck::Pod>(
             | wgpu::BufferUsages::COPY_SRC
             | wgpu::BufferUsages::COPY_DST,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grid;
+
+    #[test]
+    fn grid_splits_over_two_dimensions() {
+        assert_eq!(grid("t", 1, 65535).unwrap(), (1, 1));
+        assert_eq!(grid("t", 65535, 65535).unwrap(), (65535, 1));
+        assert_eq!(grid("t", 65536, 65535).unwrap(), (65535, 2));
+        assert_eq!(grid("t", 10, 3).unwrap(), (3, 4));
+        let (x, y) = grid("t", 1_000_003, 65535).unwrap();
+        assert!(u64::from(x) * u64::from(y) >= 1_000_003 && y == 16);
+        assert!(grid("t", 10, 3).is_ok());
+        assert!(grid("t", 10, 2).is_err(), "2 x 2 cannot hold 10 groups");
+    }
 }

@@ -297,7 +297,7 @@ pub struct SupConLoss {
     backward: Kernel,
 }
 
-/// Result of the convenience calls.
+/// Result of the convenience calls [`SupConLoss::loss`] and [`SupConLoss::loss_and_grad`].
 #[derive(Clone, Debug)]
 pub struct SupConResult {
     /// The reduced loss.
@@ -418,9 +418,35 @@ impl SupConLoss {
     }
 
     /// Convenience: uploads `features` (`[bsz, n_views, dim]`, row-major) and the positives,
-    /// runs the loss and, when `with_grad`, its gradient, and reads everything back. Non-finite
-    /// features give [`Error::NonFiniteFeatures`].
-    pub fn compute(
+    /// runs the loss, and reads it back. Non-finite features give [`Error::NonFiniteFeatures`].
+    pub fn loss(
+        &self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        features: &[f32],
+        shape: SupConShape,
+        positives: Positives<'_>,
+        options: &SupConOptions,
+    ) -> Result<SupConResult> {
+        self.run(device, queue, features, shape, positives, options, false)
+    }
+
+    /// Like [`loss`](Self::loss), and also computes and reads back dL/dfeatures
+    /// ([`SupConResult::grad`]).
+    pub fn loss_and_grad(
+        &self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        features: &[f32],
+        shape: SupConShape,
+        positives: Positives<'_>,
+        options: &SupConOptions,
+    ) -> Result<SupConResult> {
+        self.run(device, queue, features, shape, positives, options, true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run(
         &self,
         device: &wgpu::Device,
         queue: &wgpu::Queue,

@@ -60,7 +60,11 @@ pub fn max_rel_err(got: &[f32], want: &[f64], floor: f64) -> f64 {
 }
 
 /// Copies `bytes` of a COPY_SRC buffer back to the host (test-only readback).
-pub fn read_back<T: bytemuck::Pod>(ctx: &GpuContext, buffer: &supcon_wgpu::wgpu::Buffer, bytes: u64) -> Vec<T> {
+pub fn read_back<T: bytemuck::Pod>(
+    ctx: &GpuContext,
+    buffer: &supcon_wgpu::wgpu::Buffer,
+    bytes: u64,
+) -> Vec<T> {
     use supcon_wgpu::wgpu;
     let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
         label: None,
@@ -71,8 +75,11 @@ pub fn read_back<T: bytemuck::Pod>(ctx: &GpuContext, buffer: &supcon_wgpu::wgpu:
     let mut encoder = ctx.device.create_command_encoder(&Default::default());
     encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
     ctx.queue.submit([encoder.finish()]);
-    staging.slice(..).map_async(wgpu::MapMode::Read, |r| r.expect("map"));
-    ctx.device.poll(wgpu::PollType::wait_indefinitely()).expect("poll");
-    let v = bytemuck::cast_slice(&staging.slice(..).get_mapped_range().expect("mapped")).to_vec();
-    v
+    staging
+        .slice(..)
+        .map_async(wgpu::MapMode::Read, |r| r.expect("map"));
+    ctx.device
+        .poll(wgpu::PollType::wait_indefinitely())
+        .expect("poll");
+    bytemuck::cast_slice(&staging.slice(..).get_mapped_range().expect("mapped")).to_vec()
 }
