@@ -42,7 +42,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (device, queue) = (&ctx.device, &ctx.queue);
     let loss = SupConLoss::new(device)?;
     let sim = CosineSimilarity::new(device)?;
-    let limit = u64::from(device.limits().max_storage_buffer_binding_size)
+    let limit = device
+        .limits()
+        .max_storage_buffer_binding_size
         .min(device.limits().max_buffer_size);
 
     println!(
