@@ -56,6 +56,9 @@ pub enum Error {
     /// The device's limits are below what the kernels were written for.
     #[error("device limit too low: {0}")]
     DeviceLimit(String),
+    /// The operation cannot run on this device or configuration.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
     /// A feature row holds a NaN or an infinity (reported by the kernels' status word).
     #[error("the features contain NaN or infinite values")]
     NonFiniteFeatures,

@@ -14,6 +14,7 @@
 //! Features arrive as `[bsz, n_views, dim]` and are flattened view-major, as in the reference
 //! PyTorch code.
 
+pub mod backend;
 pub mod device;
 pub mod error;
 pub mod kernels;

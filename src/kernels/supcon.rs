@@ -23,7 +23,7 @@ const BACKWARD_ROWS: u64 = 64;
 const BACKWARD_COLUMNS: u64 = 128;
 
 /// Which rows are anchors.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ContrastMode {
     /// Every view of every sample is an anchor (the paper's setting; the default).
     #[default]
@@ -33,7 +33,7 @@ pub enum ContrastMode {
 }
 
 /// Where the average over positives sits (Khosla et al. 2020, Eq. 2 and 3).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Variant {
     /// `L_out`: the mean over positives outside the log (Eq. 2; the better one, the default).
     #[default]
@@ -43,7 +43,7 @@ pub enum Variant {
 }
 
 /// How per-anchor losses become one number.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Reduction {
     /// Mean over all anchors; anchors without a positive count as 0 (the reference PyTorch code).
     #[default]
@@ -271,9 +271,10 @@ pub struct SupConOutput {
 /// Status word value for non-finite input features.
 pub const STATUS_NON_FINITE: u32 = 1;
 
+/// The `Params` block every `supcon_*.wgsl` kernel reads (binding 0).
 #[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct Params {
     n_rows: u32,
     bsz: u32,
     n_views: u32,
@@ -286,6 +287,42 @@ struct Params {
     inv_temperature: f32,
     loss_scale: f32,
     pad: u32,
+}
+
+/// The kernels' parameter block for a validated problem.
+pub(crate) fn kernel_params(
+    shape: SupConShape,
+    kind: PositiveKind,
+    options: &SupConOptions,
+) -> Params {
+    let n_rows = shape.rows() as u32;
+    Params {
+        n_rows,
+        bsz: shape.bsz,
+        n_views: shape.n_views,
+        dim: shape.dim,
+        n_anchors: match options.contrast_mode {
+            ContrastMode::All => n_rows,
+            ContrastMode::One => shape.bsz,
+        },
+        pos_mode: match kind {
+            PositiveKind::Labels => 0,
+            PositiveKind::None => 1,
+            PositiveKind::Mask => 2,
+        },
+        mask_words: mask_words(shape.bsz),
+        variant: match options.variant {
+            Variant::Out => 0,
+            Variant::In => 1,
+        },
+        reduction: match options.reduction {
+            Reduction::AllAnchors => 0,
+            Reduction::AnchorsWithPositives => 1,
+        },
+        inv_temperature: (1.0 / options.temperature) as f32,
+        loss_scale: (options.temperature / options.base_temperature) as f32,
+        pad: 0,
+    }
 }
 
 /// The SupCon kernels' pipelines on one device: create once, plan per problem shape.
@@ -365,30 +402,7 @@ impl SupConLoss {
             limit,
         )?;
 
-        let params = Params {
-            n_rows,
-            bsz: shape.bsz,
-            n_views: shape.n_views,
-            dim: shape.dim,
-            n_anchors,
-            pos_mode: match kind {
-                PositiveKind::Labels => 0,
-                PositiveKind::None => 1,
-                PositiveKind::Mask => 2,
-            },
-            mask_words: words,
-            variant: match options.variant {
-                Variant::Out => 0,
-                Variant::In => 1,
-            },
-            reduction: match options.reduction {
-                Reduction::AllAnchors => 0,
-                Reduction::AnchorsWithPositives => 1,
-            },
-            inv_temperature: (1.0 / options.temperature) as f32,
-            loss_scale: (options.temperature / options.base_temperature) as f32,
-            pad: 0,
-        };
+        let params = kernel_params(shape, kind, options);
         let copy = wgpu::BufferUsages::COPY_SRC;
         let plan = super::with_error_scope(device, || {
             Ok(SupConPlan {

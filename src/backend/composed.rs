@@ -1,0 +1,108 @@
+//! The same operations composed from plain Burn tensor ops: runs on every Burn backend (NdArray,
+//! Flex, CUDA, ...), differentiable wherever autodiff is on, and the baseline the benchmark
+//! measures the fused kernels against. It materialises the N×N similarity matrix (memory O(N²)).
+
+use burn::tensor::{Bool, Int, Tensor};
+
+use crate::{ContrastMode, Reduction, SupConOptions, Variant};
+
+const NORM_EPS: f64 = 1e-12;
+
+/// Rows divided by `max(|row|, 1e-12)` (torch's `F.normalize`).
+pub fn normalize(x: Tensor<2>) -> Tensor<2> {
+    let norm = x.clone().square().sum_dim(1).sqrt().clamp_min(NORM_EPS);
+    x / norm
+}
+
+/// `[n, d] x [m, d] -> [n, m]` cosine similarities.
+pub fn cosine_similarity(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
+    normalize(a).matmul(normalize(b).transpose())
+}
+
+/// How positives are given to [`supcon_loss`].
+#[derive(Clone, Debug)]
+pub enum ComposedPositives {
+    /// `[bsz]` labels.
+    Labels(Tensor<1, Int>),
+    /// Each sample its own class (SimCLR).
+    None,
+    /// `[bsz, bsz]` positive mask (tiled over views, diagonal of the full matrix dropped).
+    Mask(Tensor<2, Bool>),
+}
+
+/// SupCon loss of `features [bsz, n_views, dim]` from Burn tensor ops; returns shape `[1]`.
+/// Follows the reference PyTorch code line by line (view-major rows, the anchor's own row
+/// removed from numerator and denominator), with the options of [`SupConOptions`].
+pub fn supcon_loss(
+    features: Tensor<3>,
+    positives: ComposedPositives,
+    options: &SupConOptions,
+) -> Tensor<1> {
+    let device = features.device();
+    let [bsz, n_views, dim] = features.dims();
+    let n = bsz * n_views;
+    // torch.cat(torch.unbind(features, dim=1)): view-major rows.
+    let contrast = normalize(features.swap_dims(0, 1).reshape([n, dim]));
+    let n_anchors = match options.contrast_mode {
+        ContrastMode::All => n,
+        ContrastMode::One => bsz,
+    };
+    let anchors = contrast.clone().narrow(0, 0, n_anchors);
+    let logits = anchors.matmul(contrast.transpose()) / options.temperature;
+
+    // [bsz, bsz] sample-level positives, tiled to [n_anchors, n].
+    let sample_mask: Tensor<2> = match positives {
+        ComposedPositives::Labels(labels) => {
+            let l = labels.reshape([bsz, 1]);
+            l.clone().equal(l.transpose()).float()
+        }
+        ComposedPositives::None => Tensor::eye(bsz, &device),
+        ComposedPositives::Mask(mask) => mask.float(),
+    };
+    let tiled = sample_mask
+        .repeat(&[n_views, n_views])
+        .narrow(0, 0, n_anchors);
+    // Drop each anchor's own column (row i, column i).
+    let not_self = Tensor::<2>::ones([n_anchors, n], &device)
+        - Tensor::<2>::eye(n, &device).narrow(0, 0, n_anchors);
+    let positive = tiled * not_self.clone();
+
+    // Stable log-sum-exp over A(i): subtract the (detached) row max, as the reference code.
+    let logits = logits.clone() - logits.max_dim(1).detach();
+    let exp = logits.clone().exp() * not_self;
+    let lse = exp.sum_dim(1).log();
+    let count = positive.clone().sum_dim(1);
+    let has_positive = count.clone().greater_elem(0.0);
+    let safe_count = count.clone().clamp_min(1.0);
+    let scale = options.temperature / options.base_temperature;
+    let per_anchor = match options.variant {
+        Variant::Out => {
+            let mean_pos = (positive * logits).sum_dim(1) / safe_count;
+            (lse - mean_pos) * scale
+        }
+        Variant::In => {
+            // log sum over P(i), with its own max so that it cannot underflow to log(0).
+            let masked = logits
+                .clone()
+                .mask_fill(positive.clone().equal_elem(0.0), -1e30);
+            // (0 for rows without a positive: they are masked out below, and a -1e30 shift
+            // would overflow exp and poison the gradient with inf * 0.)
+            let max_pos = masked
+                .max_dim(1)
+                .detach()
+                .mask_fill(has_positive.clone().bool_not(), 0.0);
+            let sum_pos = ((logits - max_pos.clone()).exp() * positive).sum_dim(1);
+            let lse_pos = sum_pos.clamp_min(1e-30).log() + max_pos;
+            (lse - lse_pos + safe_count.log()) * scale
+        }
+    };
+    let per_anchor = per_anchor.mask_fill(has_positive.clone().bool_not(), 0.0);
+    let total = per_anchor.sum();
+    match options.reduction {
+        Reduction::AllAnchors => total / n_anchors as f64,
+        Reduction::AnchorsWithPositives => {
+            let valid = has_positive.float().sum().clamp_min(1.0);
+            total / valid
+        }
+    }
+}

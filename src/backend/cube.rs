@@ -1,0 +1,241 @@
+//! [`SupConBackend`] on burn-wgpu: the `.wgsl` files launched through Burn's raw-kernel path.
+//!
+//! Only the wgpu runtime with its WGSL compiler can run them: Burn's `vulkan` / `metal` features
+//! make cubecl compile to SPIR-V / MSL, which rejects a WGSL source kernel. On any other cubecl
+//! runtime (CUDA, ROCm, CPU) the operations panic with a message that says so; the high-level
+//! [`SupConLoss`](super::SupConLoss) picks the composed implementation there instead.
+
+use burn::backend::wgpu::{
+    CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
+};
+use burn::backend::{
+    ops::{FloatTensorOps, IntTensorOps},
+    tensor::{FloatTensor, IntTensor},
+};
+use burn::tensor::{DType, IntDType, Shape};
+use cubecl::server::KernelArguments;
+use cubecl::{CubeCount, CubeDim, RuntimeId, prelude::KernelId};
+
+use super::ops::{LossParams, SupConBackend};
+use crate::kernels::shaders;
+use crate::kernels::supcon::kernel_params;
+
+/// One of the `.wgsl` files, as a Burn source kernel (entry point `main`).
+#[derive(Debug, Clone, Copy)]
+struct WgslKernel {
+    name: &'static str,
+    source: &'static str,
+}
+
+impl KernelSource for WgslKernel {
+    fn source(&self) -> SourceTemplate {
+        SourceTemplate::new(self.source)
+    }
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>().info(self.name)
+    }
+    fn lang(&self) -> &'static str {
+        "wgsl"
+    }
+}
+
+const PREPARE: WgslKernel = WgslKernel {
+    name: "supcon_prepare",
+    source: shaders::SUPCON_PREPARE,
+};
+const FORWARD: WgslKernel = WgslKernel {
+    name: "supcon_forward",
+    source: shaders::SUPCON_FORWARD,
+};
+const REDUCE: WgslKernel = WgslKernel {
+    name: "supcon_reduce",
+    source: shaders::SUPCON_REDUCE,
+};
+const BACKWARD: WgslKernel = WgslKernel {
+    name: "supcon_backward",
+    source: shaders::SUPCON_BACKWARD,
+};
+const SIMILARITY: WgslKernel = WgslKernel {
+    name: "cosine_similarity",
+    source: shaders::COSINE_SIMILARITY,
+};
+
+/// Workgroups per grid dimension every WebGPU device allows.
+const MAX_GROUPS_PER_DIM: u32 = 65_535;
+
+fn launch(
+    kernel: WgslKernel,
+    reference: &CubeTensor,
+    cube_dim: CubeDim,
+    groups: u64,
+    buffers: Vec<cubecl::server::BufferBinding>,
+) {
+    let (x, y) = crate::kernels::grid(kernel.name, groups, MAX_GROUPS_PER_DIM)
+        .unwrap_or_else(|e| panic!("supcon-wgpu: {e}"));
+    reference.client.launch(
+        Box::new(SourceKernel::new(kernel, cube_dim)),
+        CubeCount::Static(x, y, 1),
+        KernelArguments::new().with_buffers(buffers),
+    );
+}
+
+fn check_runtime(tensor: &CubeTensor, op: &str) {
+    let runtime = tensor.device.runtime();
+    assert!(
+        runtime == RuntimeId::Wgpu,
+        "supcon-wgpu: `{op}` launches WGSL kernels and needs Burn's wgpu runtime with its WGSL \
+         compiler, but the tensor lives on the {runtime:?} runtime; use \
+         Implementation::Composed there"
+    );
+}
+
+/// Contiguous f32 copy (the kernels read f32 rows).
+fn f32_contiguous(tensor: CubeTensor) -> CubeTensor {
+    let tensor = if tensor.dtype == DType::F32 {
+        tensor
+    } else {
+        CubeBackend::float_cast(tensor, burn::tensor::FloatDType::F32)
+    };
+    into_contiguous(tensor)
+}
+
+/// Contiguous 32-bit integers (labels are compared bit for bit, mask words read as u32).
+fn i32_contiguous(tensor: CubeTensor) -> CubeTensor {
+    let tensor = match tensor.dtype {
+        DType::I32 | DType::U32 => tensor,
+        _ => CubeBackend::int_cast(tensor, IntDType::I32),
+    };
+    into_contiguous(tensor)
+}
+
+fn empty_f32(like: &CubeTensor, shape: Shape) -> CubeTensor {
+    let handle = like.client.empty(shape.num_elements() * 4);
+    CubeTensor::new_contiguous(
+        like.client.clone(),
+        like.device.clone(),
+        shape,
+        handle,
+        DType::F32,
+    )
+}
+
+fn params_handle(like: &CubeTensor, params: &LossParams) -> cubecl::server::Handle {
+    like.client
+        .create_from_slice(bytemuck::bytes_of(&kernel_params(
+            params.shape,
+            params.kind,
+            &params.options,
+        )))
+}
+
+impl SupConBackend for CubeBackend {
+    fn cosine_similarity(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        check_runtime(&a, "cosine_similarity");
+        let (a, b) = (f32_contiguous(a), f32_contiguous(b));
+        let (n, d) = (a.meta.shape()[0], a.meta.shape()[1]);
+        let m = b.meta.shape()[0];
+        let out = empty_f32(&a, Shape::new([n, m]));
+        let params: [u32; 4] = [n as u32, m as u32, d as u32, 0];
+        let params = a.client.create_from_slice(bytemuck::cast_slice(&params));
+        let groups = (n as u64).div_ceil(64) * (m as u64).div_ceil(64);
+        launch(
+            SIMILARITY,
+            &a,
+            CubeDim::new_2d(16, 16),
+            groups,
+            vec![
+                params.binding(),
+                a.handle.clone().binding(),
+                b.handle.clone().binding(),
+                out.handle.clone().binding(),
+            ],
+        );
+        out
+    }
+
+    fn supcon_forward(
+        features: FloatTensor<Self>,
+        positives: IntTensor<Self>,
+        params: LossParams,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        check_runtime(&features, "supcon_forward");
+        let x = f32_contiguous(features);
+        let pos = i32_contiguous(positives);
+        let rows = params.shape.rows();
+        let n_anchors = params.n_anchors();
+        let stats = empty_f32(&x, Shape::new([n_anchors, 4]));
+        let inv_norm = empty_f32(&x, Shape::new([rows as usize]));
+        let output = empty_f32(&x, Shape::new([4]));
+        let p = params_handle(&x, &params);
+        launch(
+            PREPARE,
+            &x,
+            CubeDim::new_1d(256),
+            rows.div_ceil(256),
+            vec![
+                p.clone().binding(),
+                x.handle.clone().binding(),
+                inv_norm.handle.clone().binding(),
+            ],
+        );
+        launch(
+            FORWARD,
+            &x,
+            CubeDim::new_2d(16, 16),
+            (n_anchors as u64).div_ceil(64),
+            vec![
+                p.clone().binding(),
+                x.handle.clone().binding(),
+                pos.handle.clone().binding(),
+                inv_norm.handle.clone().binding(),
+                stats.handle.clone().binding(),
+            ],
+        );
+        launch(
+            REDUCE,
+            &x,
+            CubeDim::new_1d(256),
+            1,
+            vec![
+                p.binding(),
+                inv_norm.handle.clone().binding(),
+                stats.handle.clone().binding(),
+                output.handle.clone().binding(),
+            ],
+        );
+        (stats, inv_norm, output)
+    }
+
+    fn supcon_backward(
+        features: FloatTensor<Self>,
+        positives: IntTensor<Self>,
+        inv_norm: FloatTensor<Self>,
+        anchor_stats: FloatTensor<Self>,
+        output: FloatTensor<Self>,
+        params: LossParams,
+    ) -> FloatTensor<Self> {
+        check_runtime(&features, "supcon_backward");
+        let shape = features.meta.shape().clone();
+        let x = f32_contiguous(features);
+        let pos = i32_contiguous(positives);
+        let grad = empty_f32(&x, shape);
+        let p = params_handle(&x, &params);
+        let groups = params.shape.rows().div_ceil(64) * u64::from(params.shape.dim).div_ceil(128);
+        launch(
+            BACKWARD,
+            &x,
+            CubeDim::new_2d(16, 16),
+            groups,
+            vec![
+                p.binding(),
+                x.handle.clone().binding(),
+                pos.handle.clone().binding(),
+                into_contiguous(inv_norm).handle.binding(),
+                into_contiguous(anchor_stats).handle.binding(),
+                into_contiguous(output).handle.binding(),
+                grad.handle.clone().binding(),
+            ],
+        );
+        grad
+    }
+}

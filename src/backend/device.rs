@@ -1,0 +1,42 @@
+//! Bring your own device: a Burn wgpu device on the application's own wgpu `Device` and `Queue`,
+//! so that Burn, the kernels of [`crate::kernels`] and the application share one GPU context.
+
+use burn::tensor::Device;
+use burn::tensor::wgpu::WgpuSetup;
+
+use crate::{Error, Result};
+
+/// Registers the application's wgpu handles with Burn and returns the Burn device that uses them.
+///
+/// Request the wgpu device with every feature and limit the adapter has, minus
+/// `MAPPABLE_PRIMARY_BUFFERS` (Burn's allocator needs the full limits):
+///
+/// ```rust,ignore
+/// let (device, queue) = adapter.request_device(&wgpu::DeviceDescriptor {
+///     required_features: adapter.features().difference(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
+///     required_limits: adapter.limits(),
+///     ..Default::default()
+/// }).await?;
+/// let burn_device = supcon_wgpu::backend::device::burn_device(instance, adapter, device, queue)?;
+/// ```
+///
+/// The application keeps using its queue; flush Burn's pending work (`burn_device.sync()`)
+/// before it reads buffers that Burn wrote. Register a setup once and clone the returned device.
+pub fn burn_device(
+    instance: wgpu::Instance,
+    adapter: wgpu::Adapter,
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+) -> Result<Device> {
+    let backend = adapter.get_info().backend;
+    Device::wgpu_options()
+        .setup(WgpuSetup {
+            instance,
+            adapter,
+            device,
+            queue,
+            backend,
+        })
+        .init()
+        .map_err(|e| Error::Unsupported(format!("Burn could not adopt the wgpu device: {e}")))
+}

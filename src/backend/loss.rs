@@ -1,0 +1,304 @@
+//! The user API, following Burn's conventions: `SupConLossConfig::new().with_temperature(..).init()`.
+
+use burn::backend::{Dispatch, DispatchDevice};
+use burn::config::Config;
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+
+use super::composed::{self, ComposedPositives};
+use super::ops::{LossParams, SupConBackend};
+use crate::kernels::supcon::{PositiveKind, SupConShape, mask_words};
+use crate::{ContrastMode, Error, Reduction, Result, SupConOptions, Variant};
+
+/// Which implementation computes the loss.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Implementation {
+    /// The fused WGSL kernels on a burn-wgpu device, the composed ops anywhere else.
+    #[default]
+    Auto,
+    /// Always the fused WGSL kernels (panics / errors on a device that cannot run them).
+    Fused,
+    /// Always the composed Burn tensor ops (O(N²) memory; any backend).
+    Composed,
+}
+
+/// Configuration of [`SupConLoss`].
+///
+/// The loss (Khosla et al. 2020, Eq. 2, `L_out`): with `z = x / |x|`, `s_ij = z_i·z_j / τ`,
+/// `A(i)` all rows but `i` and `P(i)` the rows of `A(i)` with `i`'s label,
+///
+/// `L_i = −(τ / τ_base) · (1/|P(i)|) · Σ_{p∈P(i)} ( s_ip − log Σ_{a∈A(i)} exp s_ia )`,
+///
+/// averaged over the anchors. Anchors without a positive contribute 0.
+///
+/// - Reference PyTorch code (HobbitLong/SupContrast): `temperature = 0.07`,
+///   `base_temperature = Some(0.07)`; its scaling is the factor τ / τ_base.
+/// - Official TensorFlow code: `scale_by_temperature = true` multiplies the loss by τ, which is
+///   `base_temperature = Some(1.0)`.
+/// - Default: `base_temperature = None`, meaning τ_base = τ: exactly the paper's Eq. 2 mean.
+#[derive(Config, Debug)]
+pub struct SupConLossConfig {
+    /// τ, dividing the cosine similarities.
+    #[config(default = 0.1)]
+    pub temperature: f64,
+    /// τ_base (the loss is scaled by τ / τ_base); `None` = equal to `temperature`.
+    pub base_temperature: Option<f64>,
+    /// Which views are anchors.
+    #[config(default = "ContrastMode::All")]
+    pub contrast_mode: ContrastMode,
+    /// `L_out` (Eq. 2) or `L_in` (Eq. 3).
+    #[config(default = "Variant::Out")]
+    pub variant: Variant,
+    /// Mean over all anchors or over anchors with a positive.
+    #[config(default = "Reduction::AllAnchors")]
+    pub reduction: Reduction,
+    /// Fused kernels, composed ops, or automatic.
+    #[config(default = "Implementation::Auto")]
+    pub implementation: Implementation,
+}
+
+impl SupConLossConfig {
+    /// The loss module. Panics with the message of [`try_init`](Self::try_init)'s error.
+    pub fn init(&self) -> SupConLoss {
+        self.try_init()
+            .unwrap_or_else(|e| panic!("SupConLossConfig: {e}"))
+    }
+
+    /// The loss module, or [`Error::InvalidTemperature`] / [`Error::InvalidBaseTemperature`].
+    pub fn try_init(&self) -> Result<SupConLoss> {
+        let options = SupConOptions {
+            temperature: self.temperature,
+            base_temperature: self.base_temperature.unwrap_or(self.temperature),
+            contrast_mode: self.contrast_mode,
+            variant: self.variant,
+            reduction: self.reduction,
+        };
+        options.validate()?;
+        Ok(SupConLoss {
+            options,
+            implementation: self.implementation,
+        })
+    }
+}
+
+/// The supervised contrastive loss. Create it with [`SupConLossConfig`].
+#[derive(Clone, Debug)]
+pub struct SupConLoss {
+    options: SupConOptions,
+    implementation: Implementation,
+}
+
+impl SupConLoss {
+    /// The options in force.
+    pub fn options(&self) -> &SupConOptions {
+        &self.options
+    }
+
+    /// The loss of `features` with `labels`, or SimCLR's loss when `labels` is `None`.
+    ///
+    /// # Shapes
+    /// - `features`: `[bsz, n_views, dim]`, raw projection-head output (the L2 normalisation is
+    ///   part of the loss), flattened view-major as the reference PyTorch code;
+    /// - `labels`: `[bsz]`;
+    /// - output: `[1]`.
+    ///
+    /// # Panics
+    /// On bad input, with the message of [`try_forward`](Self::try_forward)'s error, as Burn's
+    /// own ops do.
+    pub fn forward(&self, features: Tensor<3>, labels: Option<Tensor<1, Int>>) -> Tensor<1> {
+        self.try_forward(features, labels)
+            .unwrap_or_else(|e| panic!("SupConLoss::forward: {e}"))
+    }
+
+    /// [`forward`](Self::forward) with the checks returned as an [`Error`].
+    pub fn try_forward(
+        &self,
+        features: Tensor<3>,
+        labels: Option<Tensor<1, Int>>,
+    ) -> Result<Tensor<1>> {
+        let shape = check_features(&features)?;
+        if let Some(l) = &labels {
+            check_len("labels", l.dims()[0], shape.bsz as usize)?;
+        }
+        match labels {
+            Some(l) => self.run(
+                features,
+                shape,
+                PositiveKind::Labels,
+                Some(l),
+                ComposedPositives::None,
+            ),
+            None => self.run(
+                features,
+                shape,
+                PositiveKind::None,
+                None,
+                ComposedPositives::None,
+            ),
+        }
+    }
+
+    /// The loss with an explicit `[bsz, bsz]` positive mask (`mask[i][j]`: sample `j` is a
+    /// positive of sample `i`; tiled over views, the anchor's own row always excluded, as the
+    /// reference code's `mask` argument).
+    ///
+    /// # Shapes
+    /// - `features`: `[bsz, n_views, dim]`; `mask`: `[bsz, bsz]`; output `[1]`.
+    pub fn forward_with_mask(&self, features: Tensor<3>, mask: Tensor<2, Bool>) -> Tensor<1> {
+        self.try_forward_with_mask(features, mask)
+            .unwrap_or_else(|e| panic!("SupConLoss::forward_with_mask: {e}"))
+    }
+
+    /// [`forward_with_mask`](Self::forward_with_mask) with the checks returned as an [`Error`].
+    pub fn try_forward_with_mask(
+        &self,
+        features: Tensor<3>,
+        mask: Tensor<2, Bool>,
+    ) -> Result<Tensor<1>> {
+        let shape = check_features(&features)?;
+        let [r, c] = mask.dims();
+        check_len("mask rows", r, shape.bsz as usize)?;
+        check_len("mask columns", c, shape.bsz as usize)?;
+        let packed = if self.fused(&features.device())? {
+            Some(pack_mask(mask.clone(), shape.bsz))
+        } else {
+            None
+        };
+        self.run(
+            features,
+            shape,
+            PositiveKind::Mask,
+            packed,
+            ComposedPositives::Mask(mask),
+        )
+    }
+
+    fn fused(&self, device: &Device) -> Result<bool> {
+        match self.implementation {
+            Implementation::Composed => Ok(false),
+            Implementation::Auto => Ok(fused_available(device)),
+            Implementation::Fused if fused_available(device) => Ok(true),
+            Implementation::Fused => Err(Error::Unsupported(format!(
+                "Implementation::Fused needs a burn-wgpu device (WGSL compiler), got {device:?}"
+            ))),
+        }
+    }
+
+    fn run(
+        &self,
+        features: Tensor<3>,
+        shape: SupConShape,
+        kind: PositiveKind,
+        positives: Option<Tensor<1, Int>>,
+        composed_positives: ComposedPositives,
+    ) -> Result<Tensor<1>> {
+        let device = features.device();
+        if self.fused(&device)? {
+            let positives = positives.unwrap_or_else(|| Tensor::<1, Int>::zeros([1], &device));
+            let params = LossParams {
+                shape,
+                kind,
+                options: self.options,
+            };
+            Ok(Tensor::from_dispatch(Dispatch::supcon_loss(
+                features.into_dispatch(),
+                positives.into_dispatch(),
+                params,
+            )))
+        } else {
+            let composed_positives = match (kind, positives) {
+                (PositiveKind::Labels, Some(l)) => ComposedPositives::Labels(l),
+                _ => composed_positives,
+            };
+            Ok(composed::supcon_loss(
+                features,
+                composed_positives,
+                &self.options,
+            ))
+        }
+    }
+}
+
+/// `[n, d] x [m, d] -> [n, m]` cosine similarities (rows L2-normalised with an epsilon of 1e-12):
+/// the fused kernel on burn-wgpu devices, Burn tensor ops elsewhere. Differentiable.
+///
+/// # Shapes
+/// - `a`: `[n, d]`, `b`: `[m, d]`, output `[n, m]`.
+pub fn cosine_similarity(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
+    let [_, da] = a.dims();
+    let [_, db] = b.dims();
+    assert_eq!(da, db, "cosine_similarity: a has {da} columns, b has {db}");
+    if fused_available(&a.device()) {
+        Tensor::from_dispatch(Dispatch::cosine_similarity(
+            a.into_dispatch(),
+            b.into_dispatch(),
+        ))
+    } else {
+        composed::cosine_similarity(a, b)
+    }
+}
+
+/// Whether `device` can run the WGSL kernels: Burn's wgpu runtime (autodiff or not).
+pub fn fused_available(device: &Device) -> bool {
+    fn check(device: &DispatchDevice) -> bool {
+        match device {
+            DispatchDevice::Cube(cube) => cube.runtime() == cubecl::RuntimeId::Wgpu,
+            DispatchDevice::Autodiff(inner) => check(&inner.clone().inner()),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+    check(device.as_dispatch())
+}
+
+fn check_features(features: &Tensor<3>) -> Result<SupConShape> {
+    let [bsz, n_views, dim] = features.dims();
+    let dtype = features.dtype();
+    if !dtype.is_float() {
+        return Err(Error::InvalidShape(format!(
+            "features must be floats, got {dtype:?}"
+        )));
+    }
+    let to_u32 = |v: usize, what: &str| {
+        u32::try_from(v).map_err(|_| Error::InvalidShape(format!("{what} = {v} is too large")))
+    };
+    let shape = SupConShape::new(
+        to_u32(bsz, "bsz")?,
+        to_u32(n_views, "n_views")?,
+        to_u32(dim, "dim")?,
+    );
+    shape.validate()?;
+    Ok(shape)
+}
+
+fn check_len(name: &'static str, got: usize, expected: usize) -> Result<()> {
+    if got != expected {
+        return Err(Error::LengthMismatch {
+            name,
+            expected,
+            got,
+        });
+    }
+    Ok(())
+}
+
+/// Packs a `[bsz, bsz]` mask into the kernels' bit layout on the device, with integer ops:
+/// row `i` becomes `ceil(bsz/32)` words, bit `j % 32` of word `j / 32` = `mask[i][j]`. The bits
+/// are distinct powers of two, so their sum is their OR (2^31 as i32::MIN keeps it in i32).
+fn pack_mask(mask: Tensor<2, Bool>, bsz: u32) -> Tensor<1, Int> {
+    let device = mask.device();
+    let n = bsz as usize;
+    let words = mask_words(bsz) as usize;
+    let mut bits = mask.int();
+    if words * 32 > n {
+        bits = Tensor::cat(
+            vec![bits, Tensor::<2, Int>::zeros([n, words * 32 - n], &device)],
+            1,
+        );
+    }
+    let powers: Vec<i32> = (0..32).map(|b| (1u32 << b) as i32).collect();
+    let powers =
+        Tensor::<1, Int>::from_data(TensorData::new(powers, [32]), &device).reshape([1, 1, 32]);
+    (bits.reshape([n, words, 32]) * powers)
+        .sum_dim(2)
+        .reshape([n * words])
+}
