@@ -57,7 +57,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let runs = if n >= 65536 { 1 } else { args.runs.max(1) };
         let features = random_buffer(device, queue, shape.len(), 1);
         let labels: Vec<u32> = (0..shape.bsz)
-            .map(|i| (i * 2_654_435_761u32) % 100)
+            .map(|i| i.wrapping_mul(2_654_435_761) % 100)
             .collect();
         let labels = upload(device, queue, bytemuck::cast_slice(&labels));
         let grad = device.create_buffer(&wgpu::BufferDescriptor {
