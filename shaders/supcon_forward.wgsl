@@ -75,20 +75,37 @@ fn is_positive(key_i: u32, key_j: u32) -> bool {
     return key_i == key_j;
 }
 
-// Sum of v over the 16 threads (tx) that share anchors 4ty..4ty+3. Call in uniform control flow.
-fn row_sum(v: vec4<f32>, tx: u32, ty: u32) -> vec4<f32> {
+// Sum (or max) of v over the 16 threads (tx) that share anchors 4ty..4ty+3. Call in uniform
+// control flow.
+fn row_reduce(v: vec4<f32>, tx: u32, ty: u32, use_max: bool) -> vec4<f32> {
     for (var i = 0u; i < 4u; i += 1u) {
         red[(ty * 4u + i) * WG + tx] = v[i];
     }
     workgroupBarrier();
     var total = vec4<f32>(0.0);
+    if (use_max) {
+        total = vec4<f32>(NEG_BIG);
+    }
     for (var i = 0u; i < 4u; i += 1u) {
         for (var t = 0u; t < WG; t += 1u) {
-            total[i] += red[(ty * 4u + i) * WG + t];
+            let x = red[(ty * 4u + i) * WG + t];
+            if (use_max) {
+                total[i] = max(total[i], x);
+            } else {
+                total[i] += x;
+            }
         }
     }
     workgroupBarrier();
     return total;
+}
+
+fn row_sum(v: vec4<f32>, tx: u32, ty: u32) -> vec4<f32> {
+    return row_reduce(v, tx, ty, false);
+}
+
+fn row_max(v: vec4<f32>, tx: u32, ty: u32) -> vec4<f32> {
+    return row_reduce(v, tx, ty, true);
 }
 
 @compute @workgroup_size(16, 16, 1)
@@ -199,28 +216,8 @@ fn main(
     }
 
     // Merge the 16 partial states of each anchor.
-    for (var i = 0u; i < 4u; i += 1u) {
-        red[(ty * 4u + i) * WG + tx] = m[i];
-    }
-    workgroupBarrier();
-    var m_row = vec4<f32>(NEG_BIG);
-    for (var i = 0u; i < 4u; i += 1u) {
-        for (var t = 0u; t < WG; t += 1u) {
-            m_row[i] = max(m_row[i], red[(ty * 4u + i) * WG + t]);
-        }
-    }
-    workgroupBarrier();
-    for (var i = 0u; i < 4u; i += 1u) {
-        red[(ty * 4u + i) * WG + tx] = mp[i];
-    }
-    workgroupBarrier();
-    var mp_row = vec4<f32>(NEG_BIG);
-    for (var i = 0u; i < 4u; i += 1u) {
-        for (var t = 0u; t < WG; t += 1u) {
-            mp_row[i] = max(mp_row[i], red[(ty * 4u + i) * WG + t]);
-        }
-    }
-    workgroupBarrier();
+    let m_row = row_max(m, tx, ty);
+    let mp_row = row_max(mp, tx, ty);
     let sa_row = row_sum(sa * exp(m - m_row), tx, ty);
     let sp_row = row_sum(sp * exp(mp - mp_row), tx, ty);
     let pl_row = row_sum(pl, tx, ty);
