@@ -6,7 +6,12 @@
 use supcon_wgpu::device::{Limits, request_device};
 use supcon_wgpu::{Positives, SupConLoss, SupConOptions, SupConShape};
 fn main() {
-    let ctx = request_device(Limits::Adapter).unwrap();
+    let ctx = request_device(if std::env::var("WEBGPU_LIMITS").is_ok() {
+        Limits::WebGpuDefault
+    } else {
+        Limits::Adapter
+    })
+    .unwrap();
     let loss = SupConLoss::new(&ctx.device).unwrap();
     let n: u32 = std::env::args().nth(1).unwrap().parse().unwrap();
     let (bsz, d, k, tau) = ((n / 2) as usize, 128usize, 10usize, 0.1f64);
@@ -66,6 +71,21 @@ fn main() {
             &SupConOptions::new(tau),
         )
         .unwrap();
+    let nz: Vec<usize> = r
+        .anchor_loss
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| **v != 0.0)
+        .map(|(i, _)| i)
+        .collect();
+    if nz.len() < n as usize {
+        println!(
+            "anchors with statistics: {} of {n}; first {:?}; last {:?}",
+            nz.len(),
+            &nz[..nz.len().min(8)],
+            &nz[nz.len().saturating_sub(4)..]
+        );
+    }
     let gmax = r.grad.unwrap().iter().fold(0f32, |m, v| m.max(v.abs()));
     println!(
         "N={n} loss={} expected={want} rel={:e} max|grad|={gmax:e} valid={} time={:?}",
