@@ -15,8 +15,7 @@ use common::*;
 use rand::Rng;
 use supcon_wgpu::kernels::supcon::{STATUS_NON_FINITE, pack_mask, reference};
 use supcon_wgpu::{
-    ContrastMode, Error, PositiveKind, Positives, Reduction, SupConLoss, SupConOptions,
-    SupConOutput, SupConShape, Variant,
+    Error, PositiveKind, Positives, SupConLoss, SupConOptions, SupConOutput, SupConShape,
 };
 
 fn kernels() -> Option<(&'static supcon_wgpu::device::GpuContext, SupConLoss)> {
@@ -91,18 +90,7 @@ fn x_norms(features: &[f32], dim: usize) -> f64 {
 #[test]
 fn golden_case_on_the_gpu() {
     let Some((ctx, loss)) = kernels() else { return };
-    let mut f = Vec::new();
-    for b in 0..6 {
-        for v in 0..2 {
-            for k in 0..5 {
-                let (b, v, k) = (f64::from(b), f64::from(v), f64::from(k));
-                f.push(
-                    ((0.37 * (b + 1.0) * (k + 1.0) + 0.11 * v).sin()
-                        + 0.1 * (1.3 * b - 0.7 * k + v).cos()) as f32,
-                );
-            }
-        }
-    }
+    let f: Vec<f32> = golden_features().iter().map(|&v| v as f32).collect();
     let labels: Vec<i32> = (0..6).map(|b| b % 3).collect();
     let shape = SupConShape::new(6, 2, 5);
     let options = SupConOptions::new(0.07);
@@ -116,8 +104,7 @@ fn golden_case_on_the_gpu() {
             &options,
         )
         .unwrap();
-    // tests/golden/supcon_golden.py
-    let want = 9.792975081730638;
+    let want = GOLDEN_LOSS;
     assert!(
         ((f64::from(got.loss) - want) / want).abs() < 1e-5,
         "{} vs {want}",
@@ -155,7 +142,16 @@ fn many_shapes_and_every_option_match_the_reference() {
         let x = random_features(&mut rng, shape.len() as usize);
         let labels = random_labels(&mut rng, bsz as usize, 1 + (bsz as i32) / 4);
         let mask: Vec<bool> = (0..bsz * bsz).map(|_| rng.random_bool(0.3)).collect();
-        for (oi, options) in option_grid().into_iter().enumerate() {
+        for (oi, options) in option_grid(&[
+            (0.01, 0.01),
+            (0.07, 0.07),
+            (0.1, 0.07),
+            (0.5, 0.5),
+            (1.0, 1.0),
+        ])
+        .into_iter()
+        .enumerate()
+        {
             // Every option on the small shapes; a rotating subset on the large ones.
             if shape.rows() > 100 && (oi + si) % 4 != 0 {
                 continue;
@@ -171,32 +167,6 @@ fn many_shapes_and_every_option_match_the_reference() {
         }
     }
     assert!(cases > 100, "only {cases} cases ran");
-}
-
-fn option_grid() -> Vec<SupConOptions> {
-    let mut v = Vec::new();
-    for mode in [ContrastMode::All, ContrastMode::One] {
-        for variant in [Variant::Out, Variant::In] {
-            for reduction in [Reduction::AllAnchors, Reduction::AnchorsWithPositives] {
-                for (t, tb) in [
-                    (0.01, 0.01),
-                    (0.07, 0.07),
-                    (0.1, 0.07),
-                    (0.5, 0.5),
-                    (1.0, 1.0),
-                ] {
-                    v.push(
-                        SupConOptions::new(t)
-                            .with_base_temperature(tb)
-                            .with_contrast_mode(mode)
-                            .with_variant(variant)
-                            .with_reduction(reduction),
-                    );
-                }
-            }
-        }
-    }
-    v
 }
 
 #[test]

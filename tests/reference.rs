@@ -1,29 +1,12 @@
 //! The f64 CPU reference: the golden value from an independent implementation, and its analytic
 //! gradient against central finite differences for every option.
 
+mod common;
+
+use common::{GOLDEN_LOSS, golden_features, option_grid};
 use supcon_wgpu::kernels::similarity::reference::cosine_similarity;
 use supcon_wgpu::kernels::supcon::reference::supcon;
-use supcon_wgpu::{ContrastMode, Positives, Reduction, SupConOptions, SupConShape, Variant};
-
-/// bsz = 6, n_views = 2, dim = 5, f[b][v][k] = sin(0.37(b+1)(k+1) + 0.11v) + 0.1cos(1.3b - 0.7k + v).
-pub fn golden_features() -> Vec<f64> {
-    let mut f = Vec::new();
-    for b in 0..6 {
-        for v in 0..2 {
-            for k in 0..5 {
-                let (b, v, k) = (b as f64, v as f64, k as f64);
-                f.push(
-                    (0.37 * (b + 1.0) * (k + 1.0) + 0.11 * v).sin()
-                        + 0.1 * (1.3 * b - 0.7 * k + v).cos(),
-                );
-            }
-        }
-    }
-    f
-}
-
-/// Printed by `python3 tests/golden/supcon_golden.py`.
-pub const GOLDEN_LOSS: f64 = 9.792975081730638;
+use supcon_wgpu::{Positives, Reduction, SupConOptions, SupConShape};
 
 #[test]
 fn golden_loss_matches_the_independent_reference() {
@@ -45,26 +28,6 @@ fn golden_loss_matches_the_independent_reference() {
     assert_eq!(out.n_valid_anchors, 12);
 }
 
-fn all_options() -> Vec<SupConOptions> {
-    let mut v = Vec::new();
-    for mode in [ContrastMode::All, ContrastMode::One] {
-        for variant in [Variant::Out, Variant::In] {
-            for reduction in [Reduction::AllAnchors, Reduction::AnchorsWithPositives] {
-                for (t, tb) in [(0.5, 0.5), (0.1, 0.07), (1.0, 0.3)] {
-                    v.push(
-                        SupConOptions::new(t)
-                            .with_base_temperature(tb)
-                            .with_contrast_mode(mode)
-                            .with_variant(variant)
-                            .with_reduction(reduction),
-                    );
-                }
-            }
-        }
-    }
-    v
-}
-
 #[test]
 fn gradient_matches_finite_differences_for_every_option() {
     let shape = SupConShape::new(5, 2, 3);
@@ -79,7 +42,7 @@ fn gradient_matches_finite_differences_for_every_option() {
         mask[i * 5 + j] = true;
     }
     let h = 1e-6;
-    for options in all_options() {
+    for options in option_grid(&[(0.5, 0.5), (0.1, 0.07), (1.0, 0.3)]) {
         for positives in [
             Positives::Labels(&labels),
             Positives::None,

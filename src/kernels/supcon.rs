@@ -372,11 +372,8 @@ impl SupConLoss {
     ) -> Result<SupConPlan> {
         shape.validate()?;
         options.validate()?;
-        let n_rows = shape.rows() as u32;
-        let n_anchors = match options.contrast_mode {
-            ContrastMode::All => n_rows,
-            ContrastMode::One => shape.bsz,
-        };
+        let params = kernel_params(shape, kind, options);
+        let (n_rows, n_anchors) = (params.n_rows, params.n_anchors);
         let words = mask_words(shape.bsz);
         let positives_len = match kind {
             PositiveKind::Labels => Some(u64::from(shape.bsz)),
@@ -402,7 +399,6 @@ impl SupConLoss {
             limit,
         )?;
 
-        let params = kernel_params(shape, kind, options);
         let copy = wgpu::BufferUsages::COPY_SRC;
         let plan = super::with_error_scope(device, || {
             Ok(SupConPlan {

@@ -83,3 +83,48 @@ pub fn read_back<T: bytemuck::Pod>(
         .expect("poll");
     bytemuck::cast_slice(&staging.slice(..).get_mapped_range().expect("mapped")).to_vec()
 }
+
+/// The golden case: bsz = 6, n_views = 2, dim = 5,
+/// f[b][v][k] = sin(0.37(b+1)(k+1) + 0.11v) + 0.1cos(1.3b - 0.7k + v), labels b mod 3.
+pub fn golden_features() -> Vec<f64> {
+    let mut f = Vec::new();
+    for b in 0..6 {
+        for v in 0..2 {
+            for k in 0..5 {
+                let (b, v, k) = (f64::from(b), f64::from(v), f64::from(k));
+                f.push(
+                    (0.37 * (b + 1.0) * (k + 1.0) + 0.11 * v).sin()
+                        + 0.1 * (1.3 * b - 0.7 * k + v).cos(),
+                );
+            }
+        }
+    }
+    f
+}
+
+/// Loss of the golden case at tau = tau_base = 0.07 (L_out, all anchors), printed by
+/// `python3 tests/golden/supcon_golden.py`, an independent float64 transcription of the
+/// reference PyTorch code.
+pub const GOLDEN_LOSS: f64 = 9.792975081730638;
+
+/// Every contrast mode x variant x reduction, for each (temperature, base temperature).
+pub fn option_grid(temperatures: &[(f64, f64)]) -> Vec<supcon_wgpu::SupConOptions> {
+    use supcon_wgpu::{ContrastMode, Reduction, SupConOptions, Variant};
+    let mut v = Vec::new();
+    for mode in [ContrastMode::All, ContrastMode::One] {
+        for variant in [Variant::Out, Variant::In] {
+            for reduction in [Reduction::AllAnchors, Reduction::AnchorsWithPositives] {
+                for &(t, tb) in temperatures {
+                    v.push(
+                        SupConOptions::new(t)
+                            .with_base_temperature(tb)
+                            .with_contrast_mode(mode)
+                            .with_variant(variant)
+                            .with_reduction(reduction),
+                    );
+                }
+            }
+        }
+    }
+    v
+}
