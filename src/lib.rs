@@ -7,6 +7,8 @@
 //!   and its gradient) on the caller's own `wgpu::Device`, `Queue`, buffers and
 //!   `CommandEncoder`, each with an f64 CPU reference.
 //! - [`device`]: optional device acquisition for programs that do not own one.
+//! - [`backend`]: the Burn extension (`SupConLossConfig`), fused on burn-wgpu, composed elsewhere.
+//! - [`pipeline`]: the training pipeline behind `examples/train_wgpu.rs`.
 //!
 //! The loss: `z = x / ‖x‖`, `s_ij = z_i·z_j / τ`, for anchor `i` with contrast set `A(i)` (all
 //! other rows) and positives `P(i)`,
@@ -18,6 +20,7 @@ pub mod backend;
 pub mod device;
 pub mod error;
 pub mod kernels;
+pub mod pipeline;
 
 pub use error::{Error, Result};
 pub use kernels::similarity::CosineSimilarity;

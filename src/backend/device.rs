@@ -40,3 +40,28 @@ pub fn burn_device(
         .init()
         .map_err(|e| Error::Unsupported(format!("Burn could not adopt the wgpu device: {e}")))
 }
+
+/// Finds an adapter (honouring `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and `WGPU_POWER_PREF`,
+/// preferring a high-performance GPU), requests a device with everything Burn needs, and
+/// returns the Burn device on it with the adapter's description.
+pub fn request_burn_device() -> Result<(Device, wgpu::AdapterInfo)> {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(wgpu::util::initialize_adapter_from_env_or_default(
+        &instance, None,
+    ))
+    .map_err(|e| Error::NoAdapter(e.to_string()))?;
+    let (device, queue) = pollster::block_on(
+        adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("supcon-wgpu (Burn)"),
+            required_features: adapter
+                .features()
+                .difference(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
+            required_limits: adapter.limits(),
+            ..Default::default()
+        }),
+    )
+    .map_err(|e| Error::RequestDevice(e.to_string()))?;
+    let info = adapter.get_info();
+    Ok((burn_device(instance, adapter, device, queue)?, info))
+}

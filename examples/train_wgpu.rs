@@ -1,0 +1,312 @@
+//! SupCon training on any GPU that wgpu drives.
+//!
+//! With no argument: SupCon pretraining of the small ResNet on the embedded UCI digits, linear
+//! evaluation, plots and `summary.json` in `runs/<method>-<dataset>/`.
+//!
+//! ```text
+//! cargo run --release --example train_wgpu
+//! cargo run --release --example train_wgpu -- --method simclr
+//! cargo run --release --example train_wgpu -- --method ce
+//! cargo run --release --example train_wgpu -- --dataset cifar10 --data-dir DIR --model resnet18
+//! cargo run --release --example train_wgpu -- --dataset folder --data-dir ROOT --image-size 32
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+use supcon_wgpu::pipeline::augment::AugmentConfig;
+use supcon_wgpu::pipeline::data::{self, Cifar, ImageDataset, Split};
+use supcon_wgpu::pipeline::eval::LinearEvalConfig;
+use supcon_wgpu::pipeline::model::{HeadKind, ModelPreset, Stem};
+use supcon_wgpu::pipeline::train::{Method, RunInfo, RunOptions, TrainConfig, run};
+use supcon_wgpu::pipeline::{PipelineError, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum MethodArg {
+    Supcon,
+    Simclr,
+    Ce,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ModelArg {
+    Small,
+    Resnet18,
+    Resnet34,
+    Resnet50,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum DatasetArg {
+    /// The embedded UCI handwritten digits (1,797 8×8 images, 10 classes).
+    Digits,
+    /// CIFAR-10 binary version in --data-dir.
+    Cifar10,
+    /// CIFAR-100 binary version in --data-dir, 100 fine classes.
+    Cifar100,
+    /// CIFAR-100 with its 20 coarse classes.
+    Cifar100Coarse,
+    /// An image folder --data-dir/class_name/*.png|jpg.
+    Folder,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum StemArg {
+    Cifar,
+    Imagenet,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum HeadArg {
+    Mlp,
+    Linear,
+}
+
+/// Supervised Contrastive Learning (Khosla et al. 2020) on wgpu: pretrain, then linear
+/// evaluation. Unset values take per-data-set defaults (digits: small model, 40 epochs).
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Pretraining method.
+    #[arg(long, value_enum, default_value = "supcon")]
+    method: MethodArg,
+    /// Encoder (default: small for digits, resnet18 otherwise).
+    #[arg(long, value_enum)]
+    model: Option<ModelArg>,
+    /// Encoder stem (default: cifar, 3×3 stride 1, for small images).
+    #[arg(long, value_enum, default_value = "cifar")]
+    stem: StemArg,
+    /// Projection head.
+    #[arg(long, value_enum, default_value = "mlp")]
+    head: HeadArg,
+    /// Projection dimension.
+    #[arg(long, default_value_t = 128)]
+    feat_dim: usize,
+    /// Data set.
+    #[arg(long, value_enum, default_value = "digits")]
+    dataset: DatasetArg,
+    /// Folder of CIFAR binary files or of class folders.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Image side for --dataset folder (images are resized to a square).
+    #[arg(long, default_value_t = 32)]
+    image_size: u32,
+    /// Pretraining epochs.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Images per step (two views each for SupCon/SimCLR).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Peak learning rate (SGD, momentum 0.9, cosine decay).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Weight decay.
+    #[arg(long, default_value_t = 1e-4)]
+    weight_decay: f64,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    /// Loss temperature τ.
+    #[arg(long, default_value_t = 0.1)]
+    temp: f64,
+    /// τ_base; the loss is scaled by τ/τ_base (default: τ, i.e. no scaling).
+    #[arg(long)]
+    base_temp: Option<f64>,
+    /// Epochs of linear learning-rate warmup.
+    #[arg(long)]
+    warmup_epochs: Option<usize>,
+    /// Seed of weights, shuffling and augmentation.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Linear-evaluation epochs.
+    #[arg(long, default_value_t = 100)]
+    linear_epochs: usize,
+    /// k of the kNN monitor.
+    #[arg(long, default_value_t = 20)]
+    knn_k: usize,
+    /// kNN monitor every N epochs (0: only at the end).
+    #[arg(long, default_value_t = 1)]
+    knn_every: usize,
+    /// Stop each epoch after this many steps (smoke tests).
+    #[arg(long)]
+    max_steps_per_epoch: Option<usize>,
+    /// Output folder (default: runs/<method>-<dataset>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue from the newest checkpoint in the output folder.
+    #[arg(long)]
+    resume: bool,
+    /// Stop after this many epochs in total (checkpointed; continue later with --resume).
+    #[arg(long)]
+    stop_after_epochs: Option<usize>,
+}
+
+fn channel_stats(data: &ImageDataset) -> (Vec<f32>, Vec<f32>) {
+    let plane = data.height * data.width;
+    let mut mean = vec![0f64; data.channels];
+    let mut sq = vec![0f64; data.channels];
+    for i in 0..data.len() {
+        let img = data.image(i);
+        for c in 0..data.channels {
+            for &v in &img[c * plane..(c + 1) * plane] {
+                mean[c] += v as f64;
+                sq[c] += (v as f64) * (v as f64);
+            }
+        }
+    }
+    let n = (data.len() * plane).max(1) as f64;
+    let mean: Vec<f64> = mean.iter().map(|m| m / n).collect();
+    let std = sq
+        .iter()
+        .zip(&mean)
+        .map(|(s, m)| ((s / n - m * m).max(1e-12)).sqrt() as f32)
+        .collect();
+    (mean.iter().map(|&m| m as f32).collect(), std)
+}
+
+fn load(args: &Args) -> Result<(ImageDataset, ImageDataset, &'static str)> {
+    let dir = || {
+        args.data_dir.clone().ok_or_else(|| {
+            PipelineError::Config(format!("--dataset {:?} needs --data-dir", args.dataset))
+        })
+    };
+    let split = |all: ImageDataset| -> Result<(ImageDataset, ImageDataset)> {
+        // Fixed seed: the held-out part is the same for every run and method.
+        let (tr, te) = data::stratified_split(&all.labels, 0.2, 0)?;
+        Ok((all.subset(&tr), all.subset(&te)))
+    };
+    Ok(match args.dataset {
+        DatasetArg::Digits => {
+            let (a, b) = split(data::digits()?)?;
+            (a, b, "digits")
+        }
+        DatasetArg::Folder => {
+            let (a, b) = split(data::load_image_folder(&dir()?, args.image_size)?)?;
+            (a, b, "folder")
+        }
+        DatasetArg::Cifar10 | DatasetArg::Cifar100 | DatasetArg::Cifar100Coarse => {
+            let (which, name) = match args.dataset {
+                DatasetArg::Cifar10 => (Cifar::Ten, "cifar10"),
+                DatasetArg::Cifar100 => (Cifar::HundredFine, "cifar100"),
+                _ => (Cifar::HundredCoarse, "cifar100-coarse"),
+            };
+            let d = dir()?;
+            (
+                data::load_cifar(&d, which, Split::Train)?,
+                data::load_cifar(&d, which, Split::Test)?,
+                name,
+            )
+        }
+    })
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = Args::parse();
+    match main_inner(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn main_inner(args: &Args) -> Result<()> {
+    let (train, test, dataset) = load(args)?;
+    let digits = args.dataset == DatasetArg::Digits;
+    let method = match args.method {
+        MethodArg::Supcon => Method::SupCon,
+        MethodArg::Simclr => Method::SimClr,
+        MethodArg::Ce => Method::Ce,
+    };
+    let model = match args.model {
+        Some(ModelArg::Small) => ModelPreset::Small,
+        Some(ModelArg::Resnet18) => ModelPreset::ResNet18,
+        Some(ModelArg::Resnet34) => ModelPreset::ResNet34,
+        Some(ModelArg::Resnet50) => ModelPreset::ResNet50,
+        None if digits => ModelPreset::Small,
+        None => ModelPreset::ResNet18,
+    };
+    let (mean, std) = channel_stats(&train);
+    let augment = if digits {
+        AugmentConfig::digits(mean, std)
+    } else {
+        AugmentConfig::cifar(mean, std)
+    };
+    let epochs = args.epochs.unwrap_or(if digits { 40 } else { 200 });
+    let config = TrainConfig {
+        method,
+        model,
+        stem: match args.stem {
+            StemArg::Cifar => Stem::Cifar,
+            StemArg::Imagenet => Stem::ImageNet,
+        },
+        head: match args.head {
+            HeadArg::Mlp => HeadKind::Mlp,
+            HeadArg::Linear => HeadKind::Linear,
+        },
+        projection_dim: args.feat_dim,
+        epochs,
+        batch_size: args.batch_size.unwrap_or(256),
+        lr: args.lr.unwrap_or(if digits { 0.1 } else { 0.05 }),
+        momentum: args.momentum,
+        weight_decay: args.weight_decay,
+        warmup_epochs: args
+            .warmup_epochs
+            .unwrap_or(if digits { 2 } else { 10 }.min(epochs - 1)),
+        temperature: args.temp,
+        base_temperature: args.base_temp,
+        seed: args.seed,
+        augment,
+        linear: LinearEvalConfig {
+            epochs: args.linear_epochs,
+            seed: args.seed,
+            ..LinearEvalConfig::default()
+        },
+        knn_k: args.knn_k,
+        knn_every: args.knn_every,
+        max_steps_per_epoch: args.max_steps_per_epoch,
+    };
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{dataset}", method.name())));
+    let (device, adapter) = supcon_wgpu::backend::device::request_burn_device()?;
+    log::info!(
+        "{} on {} ({:?}); {} training / {} test images of {}×{}×{}, {} classes",
+        method.name(),
+        adapter.name,
+        adapter.backend,
+        train.len(),
+        test.len(),
+        train.channels,
+        train.height,
+        train.width,
+        train.n_classes()
+    );
+    let info = RunInfo {
+        dataset: dataset.into(),
+        adapter: adapter.name.clone(),
+        backend: format!("{:?}", adapter.backend),
+    };
+    let options = RunOptions {
+        resume: args.resume,
+        stop_after_epochs: args.stop_after_epochs,
+    };
+    let Some(summary) = run(&config, &train, &test, &out, &options, &device, &info)? else {
+        println!("checkpoint: {}", out.join("checkpoints").display());
+        return Ok(());
+    };
+    println!(
+        "{}: linear-eval test accuracy {:.2}%, kNN {:.2}%, {:.0} s, {:.0} images/s",
+        summary.method,
+        summary.linear_eval_test_accuracy * 100.0,
+        summary.knn_test_accuracy * 100.0,
+        summary.wall_time_s,
+        summary.images_per_s
+    );
+    println!("{}", out.join("summary.json").display());
+    Ok(())
+}

@@ -1,0 +1,289 @@
+//! Evaluation of a frozen encoder: feature extraction, a weighted kNN classifier on cosine
+//! similarities (the monitor run after each epoch) and linear evaluation (a linear classifier
+//! trained on the frozen features).
+
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::{Linear, LinearConfig};
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, SgdConfig};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+
+use super::augment::{AugmentConfig, normalize};
+use super::data::ImageDataset;
+use super::model::ResNet;
+use super::{PipelineError, Result};
+use crate::backend::cosine_similarity;
+
+/// Uploads images `indices` of `data` as a `[n, c, h, w]` tensor (a memory copy per image;
+/// all pixel work happens on the device).
+pub fn batch_tensor(data: &ImageDataset, indices: &[usize], device: &Device) -> Tensor<4> {
+    let len = data.image_len();
+    let mut values = Vec::with_capacity(indices.len() * len);
+    for &i in indices {
+        values.extend_from_slice(data.image(i));
+    }
+    Tensor::from_data(
+        TensorData::new(
+            values,
+            [indices.len(), data.channels, data.height, data.width],
+        ),
+        device,
+    )
+}
+
+/// The labels of `indices` as an Int tensor.
+pub fn label_tensor(data: &ImageDataset, indices: &[usize], device: &Device) -> Tensor<1, Int> {
+    let labels: Vec<i64> = indices.iter().map(|&i| data.labels[i] as i64).collect();
+    Tensor::from_data(TensorData::new(labels, [indices.len()]), device)
+}
+
+/// Encoder features of every image of `data` (normalised, no augmentation, batch-norm in
+/// evaluation mode), `[n, feature_dim]`, on `device`.
+///
+/// `encoder` must be a module on a plain (non-autodiff) device, e.g. `model.valid()`.
+pub fn extract_features(
+    encoder: &ResNet,
+    data: &ImageDataset,
+    augment: &AugmentConfig,
+    batch_size: usize,
+    device: &Device,
+) -> Tensor<2> {
+    let all: Vec<usize> = (0..data.len()).collect();
+    let parts: Vec<Tensor<2>> = all
+        .chunks(batch_size.max(1))
+        .map(|idx| encoder.forward(normalize(batch_tensor(data, idx, device), augment)))
+        .collect();
+    Tensor::cat(parts, 0)
+}
+
+/// Reads a float tensor back to the host.
+pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap_or_default()
+}
+
+/// Top-1 accuracy of a weighted kNN classifier: each test sample takes its `k` most
+/// cosine-similar training samples, each votes for its class with weight `exp(s / 0.07)`
+/// (the monitor of Wu et al. 2018 that contrastive-learning code uses).
+///
+/// # Shapes
+/// - `train`: `[n_train, d]`, `test`: `[n_test, d]` (same device)
+pub fn knn_accuracy(
+    train: Tensor<2>,
+    train_labels: &[u32],
+    test: Tensor<2>,
+    test_labels: &[u32],
+    n_classes: usize,
+    k: usize,
+) -> Result<f64> {
+    let [n_train, _] = train.dims();
+    let [n_test, _] = test.dims();
+    if n_train != train_labels.len() || n_test != test_labels.len() {
+        return Err(PipelineError::Config(format!(
+            "kNN: {n_train} train / {n_test} test features but {} / {} labels",
+            train_labels.len(),
+            test_labels.len()
+        )));
+    }
+    if n_test == 0 || n_train == 0 {
+        return Err(PipelineError::Config(
+            "kNN needs train and test samples".into(),
+        ));
+    }
+    let k = k.clamp(1, n_train);
+    // Keep each similarity block under ~16 M entries (64 MiB): far below the 128 MiB storage
+    // binding limit of small devices.
+    let rows = (16 * 1024 * 1024 / n_train).clamp(1, n_test);
+    let mut correct = 0usize;
+    let mut start = 0;
+    while start < n_test {
+        let m = rows.min(n_test - start);
+        let block = test.clone().narrow(0, start, m);
+        let sims = cosine_similarity(block, train.clone());
+        let (values, indices) = sims.topk_with_indices(k, 1);
+        let values = to_vec(values);
+        let indices: Vec<i64> = indices
+            .into_data()
+            .convert::<i64>()
+            .try_into_vec::<i64>()
+            .unwrap_or_default();
+        if values.len() != m * k || indices.len() != m * k {
+            return Err(PipelineError::Config("kNN: device readback failed".into()));
+        }
+        let mut scores = vec![0f64; n_classes];
+        for r in 0..m {
+            scores.iter_mut().for_each(|s| *s = 0.0);
+            for j in 0..k {
+                let idx = indices[r * k + j] as usize;
+                let class = train_labels[idx.min(n_train - 1)] as usize;
+                if class < n_classes {
+                    scores[class] += (values[r * k + j] as f64 / 0.07).exp();
+                }
+            }
+            let best = argmax(&scores);
+            if best == test_labels[start + r] as usize {
+                correct += 1;
+            }
+        }
+        start += m;
+    }
+    Ok(correct as f64 / n_test as f64)
+}
+
+fn argmax(v: &[f64]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Settings of the linear evaluation.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct LinearEvalConfig {
+    /// Passes over the training features.
+    pub epochs: usize,
+    /// Mini-batch size.
+    pub batch_size: usize,
+    /// Peak learning rate of SGD (momentum 0.9, cosine decay).
+    pub lr: f64,
+    /// L2 penalty.
+    pub weight_decay: f64,
+    /// Shuffling seed.
+    pub seed: u64,
+}
+
+impl Default for LinearEvalConfig {
+    fn default() -> Self {
+        LinearEvalConfig {
+            epochs: 100,
+            batch_size: 256,
+            lr: 0.1,
+            weight_decay: 1e-4,
+            seed: 0,
+        }
+    }
+}
+
+/// The outcome of linear evaluation.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LinearEvalResult {
+    /// Top-1 accuracy on the training features.
+    pub train_accuracy: f64,
+    /// Top-1 accuracy on the test features.
+    pub test_accuracy: f64,
+    /// Mean cross-entropy of each epoch.
+    pub epoch_losses: Vec<f64>,
+}
+
+/// Linear evaluation: a linear classifier trained with SGD on frozen features (standardised
+/// with the training features' mean and deviation), top-1 accuracy on the test features.
+///
+/// # Shapes
+/// - `train`: `[n_train, d]`, `test`: `[n_test, d]`, on `device` (a plain device; the classifier
+///   trains on its autodiff twin)
+pub fn linear_eval(
+    train: Tensor<2>,
+    train_labels: &[u32],
+    test: Tensor<2>,
+    test_labels: &[u32],
+    n_classes: usize,
+    config: &LinearEvalConfig,
+    device: &Device,
+) -> Result<LinearEvalResult> {
+    let [n_train, d] = train.dims();
+    if n_train != train_labels.len() || test.dims()[0] != test_labels.len() {
+        return Err(PipelineError::Config(
+            "linear evaluation: features and labels differ in count".into(),
+        ));
+    }
+    if config.epochs == 0 || config.batch_size == 0 || config.lr.is_nan() || config.lr <= 0.0 {
+        return Err(PipelineError::Config(format!(
+            "linear evaluation needs epochs >= 1, batch size >= 1 and lr > 0 (got {config:?})"
+        )));
+    }
+    let mean = train.clone().mean_dim(0);
+    let std = (train.clone() - mean.clone())
+        .powf_scalar(2.0)
+        .mean_dim(0)
+        .sqrt()
+        .add_scalar(1e-6);
+    let standardize = |x: Tensor<2>| (x - mean.clone()) / std.clone();
+    let ad = device.clone().autodiff();
+    let train_x = Tensor::<2>::from_data(standardize(train).into_data(), &ad);
+    let test_x = standardize(test);
+    let labels_i: Vec<i64> = train_labels.iter().map(|&l| l as i64).collect();
+    let train_y = Tensor::<1, Int>::from_data(TensorData::new(labels_i, [n_train]), &ad);
+
+    let mut classifier: Linear = LinearConfig::new(d, n_classes).init(&ad);
+    let mut optim = SgdConfig::new()
+        .with_momentum(Some(
+            MomentumConfig::new().with_momentum(0.9).with_dampening(0.0),
+        ))
+        .with_weight_decay(Some(burn::optim::decay::WeightDecayConfig::new(
+            config.weight_decay as f32,
+        )))
+        .init();
+    let ce = CrossEntropyLossConfig::new().init(&ad);
+    let steps_per_epoch = n_train.div_ceil(config.batch_size);
+    let total = (steps_per_epoch * config.epochs) as f64;
+    let mut rng = StdRng::seed_from_u64(config.seed);
+    let mut order: Vec<usize> = (0..n_train).collect();
+    let mut epoch_losses = Vec::with_capacity(config.epochs);
+    let mut step = 0usize;
+    for _ in 0..config.epochs {
+        order.shuffle(&mut rng);
+        let mut sum = Tensor::<1>::zeros([1], device);
+        for idx in order.chunks(config.batch_size) {
+            let lr = config.lr * 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / total).cos());
+            let idx_t = Tensor::<1, Int>::from_data(
+                TensorData::new(idx.iter().map(|&i| i as i64).collect(), [idx.len()]),
+                &ad,
+            );
+            let x = train_x.clone().select(0, idx_t.clone());
+            let y = train_y.clone().select(0, idx_t);
+            let loss = ce.forward(classifier.forward(x), y);
+            sum = sum + loss.clone().inner().mul_scalar(idx.len() as f32);
+            let grads = GradientsParams::from_grads(loss.backward(), &classifier);
+            classifier = optim.step(lr, classifier, grads);
+            step += 1;
+        }
+        let mean_loss = to_vec(sum).first().copied().unwrap_or(f32::NAN) as f64 / n_train as f64;
+        if !mean_loss.is_finite() {
+            return Err(PipelineError::Diverged(format!(
+                "linear evaluation loss is {mean_loss}"
+            )));
+        }
+        epoch_losses.push(mean_loss);
+    }
+    let classifier = classifier.valid();
+    let accuracy = |x: Tensor<2>, labels: &[u32]| -> f64 {
+        let pred: Vec<i64> = classifier
+            .forward(x)
+            .argmax(1)
+            .into_data()
+            .convert::<i64>()
+            .try_into_vec::<i64>()
+            .unwrap_or_default();
+        let hits = pred
+            .iter()
+            .zip(labels)
+            .filter(|(p, l)| **p == **l as i64)
+            .count();
+        hits as f64 / labels.len().max(1) as f64
+    };
+    let train_plain = train_x.inner();
+    Ok(LinearEvalResult {
+        train_accuracy: accuracy(train_plain, train_labels),
+        test_accuracy: accuracy(test_x, test_labels),
+        epoch_losses,
+    })
+}

@@ -1,0 +1,812 @@
+//! Two-stage training: pretraining (SupCon, SimCLR or the cross-entropy baseline) with a kNN
+//! monitor, checkpoints and resume, then linear evaluation, metrics, plots and `summary.json`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::nn::LinearConfig;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
+use burn::store::burn_pack::Bytes;
+use burn::store::{BurnpackStore, ModuleSnapshot, SafetensorsStore};
+use burn::tensor::{Device, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+
+use super::augment::{AugmentConfig, augment};
+use super::data::ImageDataset;
+use super::eval::{
+    LinearEvalConfig, batch_tensor, extract_features, knn_accuracy, label_tensor, linear_eval,
+    to_vec,
+};
+use super::model::{HeadKind, ModelPreset, PretrainModel, ProjectionHead, Stem};
+use super::{PipelineError, Result, io_error, plot, write_atomic};
+use crate::backend::SupConLossConfig;
+
+/// The pretraining method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Method {
+    /// Supervised contrastive loss with the labels (the fused kernels on wgpu).
+    SupCon,
+    /// The same loss without labels: each image's two views are the only positives.
+    SimClr,
+    /// Cross-entropy with a linear classifier on the encoder (one augmented view).
+    Ce,
+}
+
+impl Method {
+    /// The method's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::SupCon => "supcon",
+            Method::SimClr => "simclr",
+            Method::Ce => "ce",
+        }
+    }
+
+    /// Parses `supcon`, `simclr` or `ce`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "supcon" => Some(Method::SupCon),
+            "simclr" => Some(Method::SimClr),
+            "ce" => Some(Method::Ce),
+            _ => None,
+        }
+    }
+}
+
+/// Everything that defines a run (stored in checkpoints; `--resume` requires the same).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Pretraining method.
+    pub method: Method,
+    /// Encoder size.
+    pub model: ModelPreset,
+    /// Encoder stem.
+    pub stem: Stem,
+    /// Projection head form.
+    pub head: HeadKind,
+    /// Projection output dimension.
+    pub projection_dim: usize,
+    /// Pretraining epochs.
+    pub epochs: usize,
+    /// Images per step (each gives two views for the contrastive methods).
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// L2 weight decay.
+    pub weight_decay: f64,
+    /// Epochs of linear warmup before the cosine decay.
+    pub warmup_epochs: usize,
+    /// Loss temperature τ.
+    pub temperature: f64,
+    /// τ_base (`None`: equal to τ).
+    pub base_temperature: Option<f64>,
+    /// Seed of weights, shuffling and augmentation.
+    pub seed: u64,
+    /// Augmentation recipe.
+    pub augment: AugmentConfig,
+    /// Linear evaluation settings.
+    pub linear: LinearEvalConfig,
+    /// k of the kNN monitor.
+    pub knn_k: usize,
+    /// Run the kNN monitor every this many epochs (and after the last); 0 turns it off.
+    pub knn_every: usize,
+    /// Stop each epoch after this many steps (tiny budgets in tests); `None`: whole epochs.
+    pub max_steps_per_epoch: Option<usize>,
+}
+
+impl TrainConfig {
+    /// Checks the values; the message names the bad one.
+    pub fn validate(&self, data: &ImageDataset) -> Result<()> {
+        let bad = |m: String| Err(PipelineError::Config(m));
+        if self.epochs == 0 {
+            return bad("--epochs must be at least 1".into());
+        }
+        if self.batch_size < 2 {
+            return bad(format!(
+                "--batch-size {} must be at least 2",
+                self.batch_size
+            ));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad(format!("--lr {} must be positive", self.lr));
+        }
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            return bad(format!("--temp {} must be positive", self.temperature));
+        }
+        if !(0.0..1.0).contains(&self.momentum)
+            || !(0.0..f64::INFINITY).contains(&self.weight_decay)
+        {
+            return bad("momentum must be in [0, 1) and weight decay >= 0".into());
+        }
+        if self.warmup_epochs >= self.epochs && self.warmup_epochs > 0 {
+            return bad(format!(
+                "--warmup-epochs {} must be below --epochs {}",
+                self.warmup_epochs, self.epochs
+            ));
+        }
+        if self.projection_dim == 0 {
+            return bad("projection dimension must be at least 1".into());
+        }
+        if data.len() < 2 {
+            return bad(format!("the training set has {} images", data.len()));
+        }
+        if self.method == Method::Ce && data.n_classes() < 2 {
+            return bad("cross-entropy needs at least two classes".into());
+        }
+        self.augment
+            .validate(data.channels)
+            .map_err(PipelineError::Config)
+    }
+
+    fn steps_per_epoch(&self, n: usize) -> usize {
+        let full = n.div_ceil(self.batch_size);
+        self.max_steps_per_epoch.map_or(full, |m| m.min(full))
+    }
+}
+
+/// The learning rate at `step` of `total`: linear warmup from lr/100 over `warmup` steps,
+/// then cosine decay to lr/1000 (the reference code's schedule, per step).
+pub fn learning_rate(lr: f64, step: usize, warmup: usize, total: usize) -> f64 {
+    let min = lr * 1e-3;
+    if step < warmup {
+        let from = lr * 0.01;
+        return from + (lr - from) * (step + 1) as f64 / warmup as f64;
+    }
+    let span = (total - warmup).max(1) as f64;
+    let t = ((step - warmup) as f64 / span).min(1.0);
+    min + (lr - min) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EpochMetrics {
+    /// Epoch (1-based).
+    pub epoch: usize,
+    /// Mean pretraining loss.
+    pub loss: f64,
+    /// Learning rate at the epoch's last step.
+    pub lr: f64,
+    /// kNN test accuracy (fraction), when measured.
+    pub knn_test_accuracy: Option<f64>,
+    /// Training images per second (each image counted once, whatever the views).
+    pub images_per_s: f64,
+    /// Seconds of the epoch.
+    pub seconds: f64,
+}
+
+/// Where a run is and what it measured, stored with each checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CheckpointState {
+    config: TrainConfig,
+    /// Epochs completed.
+    epoch: usize,
+    /// Optimizer steps taken.
+    step: usize,
+    history: Vec<EpochMetrics>,
+    model_file: String,
+    optimizer_file: String,
+}
+
+/// What a run reports at the end (`summary.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    /// `supcon`, `simclr` or `ce`.
+    pub method: String,
+    /// Encoder preset.
+    pub model: String,
+    /// Data set name.
+    pub dataset: String,
+    /// Pretraining epochs.
+    pub epochs: usize,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Linear-evaluation top-1 test accuracy (fraction 0–1).
+    pub linear_eval_test_accuracy: f64,
+    /// Linear-evaluation top-1 train accuracy.
+    pub linear_eval_train_accuracy: f64,
+    /// kNN (k = `knn_k`) top-1 test accuracy after pretraining.
+    pub knn_test_accuracy: f64,
+    /// Mean loss of the last pretraining epoch.
+    pub final_loss: f64,
+    /// Wall time of the whole run (this process), seconds.
+    pub wall_time_s: f64,
+    /// Wall time of the pretraining epochs run by this process, seconds.
+    pub pretrain_time_s: f64,
+    /// Pretraining throughput, images per second.
+    pub images_per_s: f64,
+    /// Training and test set sizes.
+    pub train_size: usize,
+    /// Test set size.
+    pub test_size: usize,
+    /// The adapter's name.
+    pub adapter: String,
+    /// The adapter's graphics backend.
+    pub backend: String,
+    /// Seed.
+    pub seed: u64,
+}
+
+/// Names for the summary and the plots.
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    /// Data set name.
+    pub dataset: String,
+    /// Adapter name.
+    pub adapter: String,
+    /// Graphics backend.
+    pub backend: String,
+}
+
+/// Paths of a run's outputs.
+#[derive(Debug, Clone)]
+pub struct RunPaths {
+    /// The output folder.
+    pub out: PathBuf,
+}
+
+impl RunPaths {
+    /// The checkpoint folder.
+    pub fn checkpoints(&self) -> PathBuf {
+        self.out.join("checkpoints")
+    }
+    /// The pointer to the newest checkpoint.
+    pub fn latest(&self) -> PathBuf {
+        self.checkpoints().join("latest.json")
+    }
+    /// `metrics.jsonl`.
+    pub fn metrics(&self) -> PathBuf {
+        self.out.join("metrics.jsonl")
+    }
+    /// `summary.json`.
+    pub fn summary(&self) -> PathBuf {
+        self.out.join("summary.json")
+    }
+    /// The exported encoder.
+    pub fn encoder(&self) -> PathBuf {
+        self.out.join("encoder.safetensors")
+    }
+    /// The plot folder.
+    pub fn plots(&self) -> PathBuf {
+        self.out.join("plots")
+    }
+}
+
+fn build_model(config: &TrainConfig, data: &ImageDataset, device: &Device) -> PretrainModel {
+    let enc = config.model.config(data.channels, config.stem);
+    let dim = enc.feature_dim();
+    let encoder = enc.init(device);
+    match config.method {
+        Method::Ce => PretrainModel {
+            encoder,
+            head: None,
+            classifier: Some(LinearConfig::new(dim, data.n_classes()).init(device)),
+        },
+        _ => PretrainModel {
+            encoder,
+            head: Some(ProjectionHead::new(
+                config.head,
+                dim,
+                config.projection_dim,
+                device,
+            )),
+            classifier: None,
+        },
+    }
+}
+
+fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
+    SgdConfig::new()
+        .with_momentum(Some(
+            MomentumConfig::new()
+                .with_momentum(config.momentum)
+                .with_dampening(0.0),
+        ))
+        .with_weight_decay(Some(WeightDecayConfig::new(config.weight_decay as f32)))
+        .init()
+}
+
+fn checkpoint_error(path: &Path, message: impl std::fmt::Display) -> PipelineError {
+    PipelineError::Checkpoint {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    }
+}
+
+/// Writes model, optimizer and state for `epoch`; `latest.json` is replaced last, so a crash
+/// at any point leaves the previous checkpoint intact.
+fn save_checkpoint(
+    paths: &RunPaths,
+    model: &PretrainModel,
+    optim: &ModuleOptimizer,
+    mut state: CheckpointState,
+) -> Result<()> {
+    let dir = paths.checkpoints();
+    let model_file = format!("epoch-{:04}.model.bpk", state.epoch);
+    let optim_file = format!("epoch-{:04}.optim.bpk", state.epoch);
+    let mut store = BurnpackStore::from_bytes(None);
+    model
+        .save_into(&mut store)
+        .map_err(|e| checkpoint_error(&dir, format!("saving the model: {e}")))?;
+    let bytes = store
+        .get_bytes()
+        .map_err(|e| checkpoint_error(&dir, format!("saving the model: {e}")))?;
+    write_atomic(&dir.join(&model_file), &bytes)?;
+    let bytes = optim
+        .into_bytes()
+        .map_err(|e| checkpoint_error(&dir, format!("saving the optimizer: {e}")))?;
+    write_atomic(&dir.join(&optim_file), &bytes)?;
+    state.model_file = model_file.clone();
+    state.optimizer_file = optim_file.clone();
+    let json = serde_json::to_vec_pretty(&state).expect("state serialises");
+    write_atomic(&paths.latest(), &json)?;
+    // Older checkpoints are no longer referenced.
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("epoch-") && name != model_file && name != optim_file {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn load_checkpoint(
+    paths: &RunPaths,
+    config: &TrainConfig,
+    model: &mut PretrainModel,
+    optim: ModuleOptimizer,
+) -> Result<(CheckpointState, ModuleOptimizer)> {
+    let latest = paths.latest();
+    let text = std::fs::read(&latest).map_err(|e| {
+        checkpoint_error(
+            &latest,
+            format!("cannot read ({e}); nothing to resume from"),
+        )
+    })?;
+    let state: CheckpointState = serde_json::from_slice(&text)
+        .map_err(|e| checkpoint_error(&latest, format!("corrupt state file: {e}")))?;
+    if state.config != *config {
+        return Err(checkpoint_error(
+            &latest,
+            "was written by a run with a different configuration; \
+             resume with the same flags (or use a new --out)",
+        ));
+    }
+    let model_path = paths.checkpoints().join(&state.model_file);
+    let bytes = std::fs::read(&model_path).map_err(io_error(&model_path))?;
+    let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(bytes)));
+    let applied = model
+        .load_from(&mut store)
+        .map_err(|e| checkpoint_error(&model_path, format!("corrupt model: {e}")))?;
+    if !applied.errors.is_empty() || !applied.missing.is_empty() {
+        return Err(checkpoint_error(
+            &model_path,
+            format!(
+                "does not fit the model ({} errors, {} missing tensors)",
+                applied.errors.len(),
+                applied.missing.len()
+            ),
+        ));
+    }
+    let optim_path = paths.checkpoints().join(&state.optimizer_file);
+    let bytes = std::fs::read(&optim_path).map_err(io_error(&optim_path))?;
+    let optim = optim
+        .from_bytes(Bytes::from_bytes_vec(bytes))
+        .map_err(|e| checkpoint_error(&optim_path, format!("corrupt optimizer state: {e}")))?;
+    Ok((state, optim))
+}
+
+fn write_metrics(paths: &RunPaths, history: &[EpochMetrics]) -> Result<()> {
+    let mut text = String::new();
+    for m in history {
+        text.push_str(&serde_json::to_string(m).expect("metrics serialise"));
+        text.push('\n');
+    }
+    write_atomic(&paths.metrics(), text.as_bytes())
+}
+
+fn seed_for(seed: u64, epoch: usize) -> u64 {
+    // SplitMix64 of (seed, epoch): each epoch's shuffle and augmentation come from its own
+    // stream, so a resumed run draws exactly what an uninterrupted one would.
+    let mut z = seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn progress(len: u64, prefix: String) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+            .expect("valid template"),
+    );
+    bar.set_prefix(prefix);
+    bar
+}
+
+/// How a process takes part in a run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Continue from the newest checkpoint in the output folder (a fresh start when there is
+    /// none).
+    pub resume: bool,
+    /// Stop after this many epochs in total (checkpoint written, no evaluation): a time-boxed
+    /// slice of a longer run, continued later with `resume`.
+    pub stop_after_epochs: Option<usize>,
+}
+
+/// Runs the whole pipeline: pretraining (resuming from `out/checkpoints` when asked), linear
+/// evaluation, metrics, plots, the exported encoder and `summary.json`. Returns `None` when
+/// [`RunOptions::stop_after_epochs`] ended the process before the last epoch.
+///
+/// `device` is a Burn device (autodiff or not); training runs on its autodiff twin.
+pub fn run(
+    config: &TrainConfig,
+    train: &ImageDataset,
+    test: &ImageDataset,
+    out: &Path,
+    options: &RunOptions,
+    device: &Device,
+    info: &RunInfo,
+) -> Result<Option<Summary>> {
+    let resume = options.resume;
+    let started = Instant::now();
+    config.validate(train)?;
+    if test.is_empty() {
+        return Err(PipelineError::Config("the test set is empty".into()));
+    }
+    if (test.channels, test.height, test.width) != (train.channels, train.height, train.width) {
+        return Err(PipelineError::Config(
+            "train and test images differ in size".into(),
+        ));
+    }
+    let paths = RunPaths {
+        out: out.to_path_buf(),
+    };
+    std::fs::create_dir_all(out).map_err(io_error(out))?;
+    let plain = device.clone().inner();
+    let ad = plain.clone().autodiff();
+    let mut model = {
+        // The device's random generator is shared by everything on it: hold a lock from seeding
+        // to the end of initialisation, so concurrent runs in one process cannot interleave
+        // draws and the weights depend on the seed alone.
+        static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
+        ad.seed(config.seed);
+        build_model(config, train, &ad)
+    };
+    let mut optim = optimizer(config);
+    let mut history = Vec::new();
+    let mut epoch0 = 0;
+    let mut step = 0;
+    if resume && paths.latest().exists() {
+        let (state, o) = load_checkpoint(&paths, config, &mut model, optim)?;
+        optim = o;
+        history = state.history;
+        epoch0 = state.epoch;
+        step = state.step;
+        log::info!("resuming after epoch {epoch0} (step {step})");
+    } else if resume {
+        log::warn!(
+            "--resume: no checkpoint in {}; starting from scratch",
+            paths.checkpoints().display()
+        );
+    }
+
+    let loss_fn = SupConLossConfig::new()
+        .with_temperature(config.temperature)
+        .with_base_temperature(config.base_temperature)
+        .try_init()?;
+    let ce = CrossEntropyLossConfig::new().init(&ad);
+    let steps = config.steps_per_epoch(train.len());
+    let total = steps * config.epochs;
+    let warmup = steps * config.warmup_epochs;
+    let (h, w) = (train.height, train.width);
+    let mut pretrain_time = 0.0;
+    let mut pretrain_images = 0usize;
+
+    let stop = options
+        .stop_after_epochs
+        .unwrap_or(config.epochs)
+        .min(config.epochs);
+    for epoch in epoch0..stop {
+        let t0 = Instant::now();
+        let mut rng = StdRng::seed_from_u64(seed_for(config.seed, epoch));
+        let mut order: Vec<usize> = (0..train.len()).collect();
+        order.shuffle(&mut rng);
+        let bar = progress(
+            steps as u64,
+            format!(
+                "{} epoch {}/{}",
+                config.method.name(),
+                epoch + 1,
+                config.epochs
+            ),
+        );
+        let mut loss_sum = 0.0;
+        let mut seen = 0usize;
+        let mut lr = config.lr;
+        for idx in order.chunks(config.batch_size).take(steps) {
+            lr = learning_rate(config.lr, step, warmup, total);
+            let b = idx.len();
+            let images = batch_tensor(train, idx, &ad);
+            let labels = label_tensor(train, idx, &ad);
+            let v1 = augment(
+                images.clone(),
+                &config.augment.sample(b, h, w, &mut rng),
+                &config.augment,
+            );
+            let loss = match config.method {
+                Method::Ce => ce.forward(model.forward(v1), labels),
+                Method::SupCon | Method::SimClr => {
+                    let v2 = augment(
+                        images,
+                        &config.augment.sample(b, h, w, &mut rng),
+                        &config.augment,
+                    );
+                    let z = model.forward(Tensor::cat(vec![v1, v2], 0));
+                    let d = z.dims()[1];
+                    // [2b, d] → [b, 2, d]: view-major rows, as the reference code stacks them.
+                    let features = z.reshape([2, b, d]).swap_dims(0, 1);
+                    let labels = (config.method == Method::SupCon).then_some(labels);
+                    loss_fn.try_forward(features, labels)?
+                }
+            };
+            let value = to_vec(loss.clone().inner())
+                .first()
+                .copied()
+                .unwrap_or(f32::NAN) as f64;
+            if !value.is_finite() {
+                return Err(PipelineError::Diverged(format!(
+                    "loss {value} at epoch {} step {step}; lower --lr",
+                    epoch + 1
+                )));
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(lr, model, grads);
+            loss_sum += value * b as f64;
+            seen += b;
+            step += 1;
+            let rate = seen as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!("loss {value:.4} lr {lr:.4} {rate:.0} img/s"));
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let seconds = t0.elapsed().as_secs_f64();
+        pretrain_time += seconds;
+        pretrain_images += seen;
+        let last = epoch + 1 == config.epochs;
+        let knn = if config.knn_every > 0 && ((epoch + 1) % config.knn_every == 0 || last) {
+            Some(knn_of(&model, train, test, config, &plain)?)
+        } else {
+            None
+        };
+        let metrics = EpochMetrics {
+            epoch: epoch + 1,
+            loss: loss_sum / seen.max(1) as f64,
+            lr,
+            knn_test_accuracy: knn,
+            images_per_s: seen as f64 / seconds.max(1e-9),
+            seconds,
+        };
+        log::info!(
+            "{} epoch {}/{}: loss {:.4}, lr {:.4}, {:.0} img/s, {:.1} s{}",
+            config.method.name(),
+            epoch + 1,
+            config.epochs,
+            metrics.loss,
+            lr,
+            metrics.images_per_s,
+            seconds,
+            knn.map(|a| format!(", kNN test accuracy {:.2}%", a * 100.0))
+                .unwrap_or_default()
+        );
+        history.push(metrics);
+        write_metrics(&paths, &history)?;
+        save_checkpoint(
+            &paths,
+            &model,
+            &optim,
+            CheckpointState {
+                config: config.clone(),
+                epoch: epoch + 1,
+                step,
+                history: history.clone(),
+                model_file: String::new(),
+                optimizer_file: String::new(),
+            },
+        )?;
+    }
+
+    if stop < config.epochs {
+        log::info!(
+            "stopped after epoch {stop} of {}; continue with --resume",
+            config.epochs
+        );
+        return Ok(None);
+    }
+
+    // Stage 2: frozen encoder, linear classifier.
+    let encoder = model.encoder.valid();
+    let bs = 512;
+    let train_f = extract_features(&encoder, train, &config.augment, bs, &plain);
+    let test_f = extract_features(&encoder, test, &config.augment, bs, &plain);
+    let knn = match history.last().and_then(|m| m.knn_test_accuracy) {
+        Some(a) => a,
+        None => knn_accuracy(
+            train_f.clone(),
+            &train.labels,
+            test_f.clone(),
+            &test.labels,
+            train.n_classes(),
+            config.knn_k,
+        )?,
+    };
+    let t_lin = Instant::now();
+    let linear = linear_eval(
+        train_f,
+        &train.labels,
+        test_f.clone(),
+        &test.labels,
+        train.n_classes(),
+        &config.linear,
+        &plain,
+    )?;
+    log::info!(
+        "linear evaluation: test accuracy {:.2}% (train {:.2}%), {:.1} s",
+        linear.test_accuracy * 100.0,
+        linear.train_accuracy * 100.0,
+        t_lin.elapsed().as_secs_f64()
+    );
+
+    // Export the encoder for other Burn programs (safetensors, tensor names = module paths).
+    let mut store = SafetensorsStore::from_bytes(None);
+    encoder
+        .save_into(&mut store)
+        .map_err(|e| checkpoint_error(&paths.encoder(), e))?;
+    let bytes = store
+        .get_bytes()
+        .map_err(|e| checkpoint_error(&paths.encoder(), e))?;
+    write_atomic(&paths.encoder(), &bytes)?;
+
+    write_plots(&paths, config, &history, &linear, test_f, test, info)?;
+
+    let summary = Summary {
+        method: config.method.name().into(),
+        model: config.model.name().into(),
+        dataset: info.dataset.clone(),
+        epochs: config.epochs,
+        batch_size: config.batch_size,
+        linear_eval_test_accuracy: linear.test_accuracy,
+        linear_eval_train_accuracy: linear.train_accuracy,
+        knn_test_accuracy: knn,
+        final_loss: history.last().map_or(f64::NAN, |m| m.loss),
+        wall_time_s: started.elapsed().as_secs_f64(),
+        pretrain_time_s: pretrain_time,
+        images_per_s: pretrain_images as f64 / pretrain_time.max(1e-9),
+        train_size: train.len(),
+        test_size: test.len(),
+        adapter: info.adapter.clone(),
+        backend: info.backend.clone(),
+        seed: config.seed,
+    };
+    let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
+    write_atomic(&paths.summary(), &json)?;
+    Ok(Some(summary))
+}
+
+fn knn_of(
+    model: &PretrainModel,
+    train: &ImageDataset,
+    test: &ImageDataset,
+    config: &TrainConfig,
+    plain: &Device,
+) -> Result<f64> {
+    let encoder = model.encoder.valid();
+    let train_f = extract_features(&encoder, train, &config.augment, 512, plain);
+    let test_f = extract_features(&encoder, test, &config.augment, 512, plain);
+    knn_accuracy(
+        train_f,
+        &train.labels,
+        test_f,
+        &test.labels,
+        train.n_classes(),
+        config.knn_k,
+    )
+}
+
+fn write_plots(
+    paths: &RunPaths,
+    config: &TrainConfig,
+    history: &[EpochMetrics],
+    linear: &super::eval::LinearEvalResult,
+    test_features: Tensor<2>,
+    test: &ImageDataset,
+    info: &RunInfo,
+) -> Result<()> {
+    let dir = paths.plots();
+    std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+    let size = (800, 500);
+    let name = format!(
+        "{} / {} / {}",
+        config.method.name(),
+        config.model.name(),
+        info.dataset
+    );
+    plot::line_chart(
+        &dir.join("loss.png"),
+        &format!("Pretraining loss ({name})"),
+        "epoch",
+        "loss",
+        &[plot::Series {
+            name: format!("{} loss", config.method.name()),
+            points: history.iter().map(|m| (m.epoch as f64, m.loss)).collect(),
+        }],
+        size,
+    )?;
+    let knn: Vec<(f64, f64)> = history
+        .iter()
+        .filter_map(|m| m.knn_test_accuracy.map(|a| (m.epoch as f64, a)))
+        .collect();
+    let last = history.last().map_or(0.0, |m| m.epoch as f64);
+    let mut series = vec![plot::Series {
+        name: format!("linear eval (test) {:.2}%", linear.test_accuracy * 100.0),
+        points: vec![(0.0, linear.test_accuracy), (last, linear.test_accuracy)],
+    }];
+    if !knn.is_empty() {
+        series.insert(
+            0,
+            plot::Series {
+                name: format!("kNN k={} (test)", config.knn_k),
+                points: knn,
+            },
+        );
+    }
+    plot::line_chart(
+        &dir.join("accuracy.png"),
+        &format!("Test accuracy ({name})"),
+        "epoch",
+        "accuracy",
+        &series,
+        size,
+    )?;
+    plot::line_chart(
+        &dir.join("linear_eval_loss.png"),
+        &format!("Linear evaluation loss ({name})"),
+        "epoch",
+        "cross-entropy",
+        &[plot::Series {
+            name: "train".into(),
+            points: linear
+                .epoch_losses
+                .iter()
+                .enumerate()
+                .map(|(i, &l)| ((i + 1) as f64, l))
+                .collect(),
+        }],
+        size,
+    )?;
+    let [n, d] = test_features.dims();
+    let values = to_vec(test_features);
+    let points = plot::pca_2d(&values, n, d)?;
+    plot::scatter_by_class(
+        &dir.join("embedding_pca.png"),
+        &format!("Test embeddings, PCA ({name})"),
+        &points,
+        &test.labels,
+        &test.class_names,
+        (700, 600),
+    )?;
+    Ok(())
+}

@@ -1,0 +1,646 @@
+//! Tests of the pipeline's data sets: the embedded digits, the stratified split, the CIFAR
+//! binary loaders and the image-folder loader (on small files written to a temp dir).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use supcon_wgpu::pipeline::data::*;
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "supcon-data-{name}-{}-{}-{nanos}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn gzip(text: &str) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(text.as_bytes()).unwrap();
+    enc.finish().unwrap()
+}
+
+fn csv_row(pixels: &[u32], label: u32) -> String {
+    let mut fields: Vec<String> = pixels.iter().map(u32::to_string).collect();
+    fields.push(label.to_string());
+    fields.join(",")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Digits
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn digits_shape_range_and_counts() {
+    let d = digits().unwrap();
+    assert_eq!(d.len(), 1797);
+    assert!(!d.is_empty());
+    assert_eq!((d.channels, d.height, d.width), (1, 8, 8));
+    assert_eq!(d.image_len(), 64);
+    assert_eq!(d.images.len(), 1797 * 64);
+    assert_eq!(d.n_classes(), 10);
+    let names: Vec<String> = (0..10).map(|k| k.to_string()).collect();
+    assert_eq!(d.class_names, names);
+    let (min, max) = d
+        .images
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    assert_eq!(min, 0.0);
+    assert_eq!(max, 1.0);
+    let counts = d.class_counts();
+    assert_eq!(counts.len(), 10);
+    assert_eq!(counts.iter().sum::<usize>(), 1797);
+    // The known per-class counts of the scikit-learn digits.
+    assert_eq!(
+        counts,
+        vec![178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
+    );
+}
+
+#[test]
+fn digits_first_rows_match_csv() {
+    let d = digits().unwrap();
+    let row0: [u32; 64] = [
+        0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0, 0, 3, 15, 2, 0, 11, 8, 0, 0, 4, 12, 0,
+        0, 8, 8, 0, 0, 5, 8, 0, 0, 9, 8, 0, 0, 4, 11, 0, 1, 12, 7, 0, 0, 2, 14, 5, 10, 12, 0, 0, 0,
+        0, 6, 13, 10, 0, 0, 0,
+    ];
+    let expected: Vec<f32> = row0.iter().map(|&v| v as f32 / 16.0).collect();
+    assert_eq!(d.image(0), expected.as_slice());
+    assert_eq!(d.labels[0], 0);
+    assert_eq!(d.labels[1], 1);
+    // Row 1 starts 0,0,0,12,13,5.
+    assert_eq!(
+        &d.image(1)[..6],
+        &[0.0, 0.0, 0.0, 0.75, 13.0 / 16.0, 5.0 / 16.0]
+    );
+    assert_eq!(DIGITS_CSV_GZ.len(), 57_523);
+}
+
+#[test]
+fn parse_small_csv_and_subset() {
+    let a: Vec<u32> = (0..64).map(|i| i % 17).collect();
+    let b: Vec<u32> = (0..64).map(|i| 16 - i % 17).collect();
+    let text = format!("{}\r\n\n{}\n", csv_row(&a, 3), csv_row(&b, 9));
+    let d = parse_digits_csv_gz(&gzip(&text)).unwrap();
+    assert_eq!(d.len(), 2);
+    assert_eq!(d.labels, vec![3, 9]);
+    assert_eq!(d.image(1)[0], 1.0);
+    assert_eq!(d.image(0)[16], 1.0);
+    assert_eq!(d.image(0)[17], 0.0);
+    assert_eq!(d.image(0)[5], 5.0 / 16.0);
+    let s = d.subset(&[1, 0, 1]);
+    assert_eq!(s.labels, vec![9, 3, 9]);
+    assert_eq!(s.image(0), d.image(1));
+    assert_eq!(s.image(1), d.image(0));
+    assert_eq!(s.class_names, d.class_names);
+    let mut counts = vec![0; 10];
+    counts[3] = 1;
+    counts[9] = 2;
+    assert_eq!(s.class_counts(), counts);
+}
+
+#[test]
+fn parse_wrong_field_count() {
+    let good = csv_row(&[0; 64], 1);
+    let short = csv_row(&[0; 63], 1);
+    let err = parse_digits_csv_gz(&gzip(&format!("{good}\n{short}\n"))).unwrap_err();
+    match &err {
+        DataError::Csv { line, reason, .. } => {
+            assert_eq!(*line, 2);
+            assert!(reason.contains("64"), "{reason}");
+        }
+        other => panic!("expected Csv error, got {other:?}"),
+    }
+    assert!(err.to_string().contains("line 2"), "{err}");
+}
+
+#[test]
+fn parse_non_number() {
+    let mut fields: Vec<String> = vec!["0".to_string(); 64];
+    fields[10] = "x7".to_string();
+    fields.push("4".to_string());
+    let err = parse_digits_csv_gz(&gzip(&fields.join(","))).unwrap_err();
+    match &err {
+        DataError::Csv { line, reason, .. } => {
+            assert_eq!(*line, 1);
+            assert!(reason.contains("x7"), "{reason}");
+        }
+        other => panic!("expected Csv error, got {other:?}"),
+    }
+}
+
+#[test]
+fn parse_pixel_out_of_range() {
+    let mut px = [0u32; 64];
+    px[3] = 17;
+    let err = parse_digits_csv_gz(&gzip(&csv_row(&px, 4))).unwrap_err();
+    assert!(matches!(err, DataError::Csv { line: 1, .. }), "{err:?}");
+}
+
+#[test]
+fn parse_label_out_of_range() {
+    let text = format!("{}\n{}\n", csv_row(&[1; 64], 2), csv_row(&[1; 64], 12));
+    let err = parse_digits_csv_gz(&gzip(&text)).unwrap_err();
+    match err {
+        DataError::LabelOutOfRange {
+            label, n_classes, ..
+        } => {
+            assert_eq!(label, 12);
+            assert_eq!(n_classes, 10);
+        }
+        other => panic!("expected LabelOutOfRange, got {other:?}"),
+    }
+}
+
+#[test]
+fn parse_empty_and_not_gzip() {
+    let err = parse_digits_csv_gz(&gzip("\n\n")).unwrap_err();
+    assert!(matches!(err, DataError::EmptyDataset { .. }), "{err:?}");
+    let err = parse_digits_csv_gz(b"0,1,2 not gzip").unwrap_err();
+    assert!(matches!(err, DataError::Gzip { .. }), "{err:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stratified split
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn split_deterministic_disjoint_covering_proportional() {
+    let d = digits().unwrap();
+    let (train, test) = stratified_split(&d.labels, 0.2, 7).unwrap();
+    let (train2, test2) = stratified_split(&d.labels, 0.2, 7).unwrap();
+    assert_eq!(train, train2);
+    assert_eq!(test, test2);
+    assert!(train.windows(2).all(|w| w[0] < w[1]));
+    assert!(test.windows(2).all(|w| w[0] < w[1]));
+    let mut all: Vec<usize> = train.iter().chain(&test).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..d.len()).collect::<Vec<_>>());
+    let counts = d.class_counts();
+    let test_counts = d.subset(&test).class_counts();
+    for (k, (&n, &t)) in counts.iter().zip(&test_counts).enumerate() {
+        let want = n as f64 * 0.2;
+        assert!((t as f64 - want).abs() <= 1.0, "class {k}: {t} test of {n}");
+    }
+    let (train3, test3) = stratified_split(&d.labels, 0.2, 8).unwrap();
+    assert_ne!(test, test3);
+    assert_eq!(test.len(), test3.len());
+    assert_eq!(train.len(), train3.len());
+}
+
+#[test]
+fn split_keeps_one_in_train() {
+    // Class 0 has one member, class 1 two: with fraction 0.9 each keeps one in train.
+    let labels = [0u32, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2];
+    let (train, test) = stratified_split(&labels, 0.9, 1).unwrap();
+    let train_labels: Vec<u32> = train.iter().map(|&i| labels[i]).collect();
+    assert_eq!(train_labels.iter().filter(|&&l| l == 0).count(), 1);
+    assert_eq!(train_labels.iter().filter(|&&l| l == 1).count(), 1);
+    assert_eq!(train_labels.iter().filter(|&&l| l == 2).count(), 1);
+    assert_eq!(test.len(), labels.len() - 3);
+}
+
+#[test]
+fn split_bad_fraction() {
+    let labels = [0u32, 1, 0, 1];
+    for f in [0.0, 1.0, -0.1, 1.5, f64::NAN] {
+        let err = stratified_split(&labels, f, 0).unwrap_err();
+        assert!(matches!(err, DataError::Unsupported { .. }), "{f}: {err:?}");
+    }
+    let err = stratified_split(&[], 0.5, 0).unwrap_err();
+    assert!(matches!(err, DataError::EmptyDataset { .. }), "{err:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// CIFAR
+// ---------------------------------------------------------------------------------------------
+
+/// A record's pixel byte at position `p`, varied by record `r` and channel so they differ.
+fn pixel_byte(r: usize, p: usize) -> u8 {
+    // p / 1024 is the channel: each plane gets its own offset.
+    ((p * 7 + (p / 1024) * 85 + r * 31) % 256) as u8
+}
+
+/// `n` records with the given label bytes.
+fn cifar_records(labels: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (r, lab) in labels.iter().enumerate() {
+        out.extend_from_slice(lab);
+        out.extend((0..3072).map(|p| pixel_byte(r, p)));
+    }
+    out
+}
+
+fn write(path: &Path, bytes: &[u8]) {
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Writes a CIFAR-10 layout to `dir`: batch k holds one record with label k, test two.
+fn write_cifar10(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for k in 1..=5u8 {
+        write(
+            &dir.join(format!("data_batch_{k}.bin")),
+            &cifar_records(&[&[k]]),
+        );
+    }
+    write(&dir.join("test_batch.bin"), &cifar_records(&[&[9], &[0]]));
+}
+
+fn check_pixels(d: &ImageDataset, i: usize, r: usize) {
+    let img = d.image(i);
+    assert_eq!(img.len(), 3072);
+    for p in [0, 1, 1023, 1024, 2047, 2048, 3071] {
+        assert_eq!(
+            img[p],
+            pixel_byte(r, p) as f32 / 255.0,
+            "image {i} pixel {p}"
+        );
+    }
+    let expected: Vec<f32> = (0..3072).map(|p| pixel_byte(r, p) as f32 / 255.0).collect();
+    assert_eq!(img, expected.as_slice());
+}
+
+#[test]
+fn cifar10_train_and_test() {
+    let tmp = TempDir::new("c10");
+    write_cifar10(tmp.path());
+    let train = load_cifar(tmp.path(), Cifar::Ten, Split::Train).unwrap();
+    assert_eq!(train.len(), 5);
+    assert_eq!((train.channels, train.height, train.width), (3, 32, 32));
+    assert_eq!(train.labels, vec![1, 2, 3, 4, 5]);
+    assert_eq!(train.class_names[0], "airplane");
+    assert_eq!(train.class_names[9], "truck");
+    assert_eq!(train.n_classes(), 10);
+    for i in 0..5 {
+        check_pixels(&train, i, 0);
+    }
+    // Channel order: image values 0..1024 are the R plane (the record's bytes 1..1025), then G,
+    // then B; pixel_byte differs between planes, so a reordering would fail check_pixels.
+    assert_ne!(train.image(0)[1025], train.image(0)[1]);
+
+    let test = load_cifar(tmp.path(), Cifar::Ten, Split::Test).unwrap();
+    assert_eq!(test.labels, vec![9, 0]);
+    check_pixels(&test, 0, 0);
+    check_pixels(&test, 1, 1);
+}
+
+#[test]
+fn cifar10_meta_file_and_subfolder() {
+    let tmp = TempDir::new("c10sub");
+    let sub = tmp.path().join("cifar-10-batches-bin");
+    write_cifar10(&sub);
+    let names = ["a0", "b1", "c2", "d3", "e4", "f5", "g6", "h7", "i8", "j9"];
+    write(
+        &sub.join("batches.meta.txt"),
+        format!("{}\n\n\n", names.join("\n")).as_bytes(),
+    );
+    let test = load_cifar(tmp.path(), Cifar::Ten, Split::Test).unwrap();
+    assert_eq!(test.class_names, names);
+    assert_eq!(test.labels, vec![9, 0]);
+    check_pixels(&test, 1, 1);
+}
+
+#[test]
+fn cifar10_truncated_file() {
+    let tmp = TempDir::new("c10trunc");
+    write_cifar10(tmp.path());
+    let mut bytes = cifar_records(&[&[1], &[2]]);
+    bytes.truncate(3073 + 100);
+    let path = tmp.path().join("data_batch_3.bin");
+    write(&path, &bytes);
+    let err = load_cifar(tmp.path(), Cifar::Ten, Split::Train).unwrap_err();
+    match &err {
+        DataError::BadSize {
+            path: p,
+            len,
+            record_size,
+        } => {
+            assert_eq!(p, &path);
+            assert_eq!(*len, 3173);
+            assert_eq!(*record_size, 3073);
+        }
+        other => panic!("expected BadSize, got {other:?}"),
+    }
+    assert!(err.to_string().contains("data_batch_3.bin"), "{err}");
+}
+
+#[test]
+fn cifar10_empty_file() {
+    let tmp = TempDir::new("c10empty");
+    write_cifar10(tmp.path());
+    write(&tmp.path().join("test_batch.bin"), &[]);
+    let err = load_cifar(tmp.path(), Cifar::Ten, Split::Test).unwrap_err();
+    assert!(matches!(err, DataError::EmptyFile { .. }), "{err:?}");
+}
+
+#[test]
+fn cifar10_missing_test_batch() {
+    let tmp = TempDir::new("c10missing");
+    write_cifar10(tmp.path());
+    std::fs::remove_file(tmp.path().join("test_batch.bin")).unwrap();
+    // Train still loads.
+    assert_eq!(
+        load_cifar(tmp.path(), Cifar::Ten, Split::Train)
+            .unwrap()
+            .len(),
+        5
+    );
+    let err = load_cifar(tmp.path(), Cifar::Ten, Split::Test).unwrap_err();
+    match &err {
+        DataError::MissingFiles { missing, .. } => {
+            assert_eq!(missing, &vec!["test_batch.bin".to_string()]);
+        }
+        other => panic!("expected MissingFiles, got {other:?}"),
+    }
+    assert!(err.to_string().contains("test_batch.bin"), "{err}");
+    // A directory that does not exist.
+    let err = load_cifar(&tmp.path().join("nope"), Cifar::Ten, Split::Test).unwrap_err();
+    assert!(matches!(err, DataError::MissingDir { .. }), "{err:?}");
+}
+
+#[test]
+fn cifar10_label_out_of_range() {
+    let tmp = TempDir::new("c10label");
+    write_cifar10(tmp.path());
+    write(
+        &tmp.path().join("test_batch.bin"),
+        &cifar_records(&[&[3], &[10]]),
+    );
+    let err = load_cifar(tmp.path(), Cifar::Ten, Split::Test).unwrap_err();
+    match err {
+        DataError::LabelOutOfRange {
+            record,
+            label,
+            n_classes,
+            ..
+        } => {
+            assert_eq!((record, label, n_classes), (1, 10, 10));
+        }
+        other => panic!("expected LabelOutOfRange, got {other:?}"),
+    }
+}
+
+#[test]
+fn cifar100_fine_and_coarse() {
+    let tmp = TempDir::new("c100");
+    let dir = tmp.path();
+    // (coarse, fine) per record.
+    write(
+        &dir.join("train.bin"),
+        &cifar_records(&[&[19, 99], &[0, 5], &[7, 42]]),
+    );
+    write(&dir.join("test.bin"), &cifar_records(&[&[4, 30]]));
+
+    let fine = load_cifar(dir, Cifar::HundredFine, Split::Train).unwrap();
+    assert_eq!(fine.labels, vec![99, 5, 42]);
+    assert_eq!(fine.n_classes(), 100);
+    assert_eq!(fine.class_names[0], "0");
+    assert_eq!(fine.class_names[99], "99");
+    for i in 0..3 {
+        check_pixels(&fine, i, i);
+    }
+    let coarse = load_cifar(dir, Cifar::HundredCoarse, Split::Train).unwrap();
+    assert_eq!(coarse.labels, vec![19, 0, 7]);
+    assert_eq!(coarse.n_classes(), 20);
+    assert_eq!(coarse.class_names[19], "19");
+    assert_eq!(coarse.images, fine.images);
+
+    let test = load_cifar(dir, Cifar::HundredCoarse, Split::Test).unwrap();
+    assert_eq!(test.labels, vec![4]);
+    check_pixels(&test, 0, 0);
+}
+
+#[test]
+fn cifar100_names_subfolder_and_errors() {
+    let tmp = TempDir::new("c100sub");
+    let sub = tmp.path().join("cifar-100-binary");
+    std::fs::create_dir_all(&sub).unwrap();
+    write(&sub.join("test.bin"), &cifar_records(&[&[1, 2], &[3, 4]]));
+    let fine: Vec<String> = (0..100).map(|k| format!("fine{k}")).collect();
+    let coarse: Vec<String> = (0..20).map(|k| format!("coarse{k}")).collect();
+    write(
+        &sub.join("fine_label_names.txt"),
+        fine.join("\n").as_bytes(),
+    );
+    write(
+        &sub.join("coarse_label_names.txt"),
+        format!("{}\n", coarse.join("\n")).as_bytes(),
+    );
+    let f = load_cifar(tmp.path(), Cifar::HundredFine, Split::Test).unwrap();
+    assert_eq!(f.class_names, fine);
+    assert_eq!(f.labels, vec![2, 4]);
+    let c = load_cifar(tmp.path(), Cifar::HundredCoarse, Split::Test).unwrap();
+    assert_eq!(c.class_names, coarse);
+    assert_eq!(c.labels, vec![1, 3]);
+
+    // train.bin is missing.
+    let err = load_cifar(tmp.path(), Cifar::HundredFine, Split::Train).unwrap_err();
+    match &err {
+        DataError::MissingFiles { missing, .. } => assert_eq!(missing, &vec!["train.bin"]),
+        other => panic!("expected MissingFiles, got {other:?}"),
+    }
+    // A coarse label of 20 is out of range; truncation gives a size error.
+    write(&sub.join("test.bin"), &cifar_records(&[&[20, 2]]));
+    let err = load_cifar(tmp.path(), Cifar::HundredCoarse, Split::Test).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DataError::LabelOutOfRange {
+                label: 20,
+                n_classes: 20,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let mut bytes = cifar_records(&[&[1, 2]]);
+    bytes.pop();
+    write(&sub.join("test.bin"), &bytes);
+    let err = load_cifar(tmp.path(), Cifar::HundredFine, Split::Test).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DataError::BadSize {
+                len: 3073,
+                record_size: 3074,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Image folder
+// ---------------------------------------------------------------------------------------------
+
+fn rgb_image(w: u32, h: u32, f: impl Fn(u32, u32) -> [u8; 3]) -> image::RgbImage {
+    image::RgbImage::from_fn(w, h, |x, y| image::Rgb(f(x, y)))
+}
+
+fn gradient(x: u32, y: u32) -> [u8; 3] {
+    [
+        (x * 40 + y) as u8,
+        (y * 50 + 3) as u8,
+        (x * 10 + y * 20 + 100) as u8,
+    ]
+}
+
+#[test]
+fn image_folder_loads_sorted_classes_and_pixels() {
+    let tmp = TempDir::new("folder");
+    let root = tmp.path();
+    let cats = root.join("a_cats");
+    let dogs = root.join("b_dogs");
+    std::fs::create_dir_all(&cats).unwrap();
+    std::fs::create_dir_all(&dogs).unwrap();
+    // Written out of order; loaded sorted by file name.
+    rgb_image(4, 4, |_, _| [10, 20, 30])
+        .save(cats.join("z.png"))
+        .unwrap();
+    rgb_image(4, 4, gradient).save(cats.join("m.PNG")).unwrap();
+    // Grayscale PNG, converted to RGB.
+    image::GrayImage::from_fn(4, 4, |x, y| image::Luma([(x * 60 + y) as u8]))
+        .save_with_format(dogs.join("gray.png"), image::ImageFormat::Png)
+        .unwrap();
+    // A larger PNG, resized to 4×4; uniform color survives the resize.
+    rgb_image(9, 6, |_, _| [200, 100, 50])
+        .save(dogs.join("big.png"))
+        .unwrap();
+    // A JPEG (lossy: compared with a tolerance).
+    rgb_image(4, 4, |_, _| [128, 64, 192])
+        .save_with_format(dogs.join("photo.jpg"), image::ImageFormat::Jpeg)
+        .unwrap();
+    // Ignored: a text file in a class folder and a file at the root.
+    std::fs::write(dogs.join("notes.txt"), b"not an image").unwrap();
+    std::fs::write(root.join("README"), b"root file").unwrap();
+
+    let d = load_image_folder(root, 4).unwrap();
+    assert_eq!(d.class_names, vec!["a_cats", "b_dogs"]);
+    assert_eq!((d.channels, d.height, d.width), (3, 4, 4));
+    assert_eq!(d.len(), 5);
+    // Sorted: a_cats/m.PNG, a_cats/z.png, b_dogs/big.png, b_dogs/gray.png, b_dogs/photo.jpg.
+    assert_eq!(d.labels, vec![0, 0, 1, 1, 1]);
+    assert_eq!(d.class_counts(), vec![2, 3]);
+
+    // m.PNG: exact CHW pixels.
+    let img = d.image(0);
+    for c in 0..3 {
+        for y in 0..4u32 {
+            for x in 0..4u32 {
+                let want = gradient(x, y)[c] as f32 / 255.0;
+                assert_eq!(img[c * 16 + (y * 4 + x) as usize], want, "c{c} y{y} x{x}");
+            }
+        }
+    }
+    // z.png: uniform.
+    let img = d.image(1);
+    assert!(img[..16].iter().all(|&v| v == 10.0 / 255.0));
+    assert!(img[16..32].iter().all(|&v| v == 20.0 / 255.0));
+    assert!(img[32..].iter().all(|&v| v == 30.0 / 255.0));
+    // big.png resized: uniform color within one byte step.
+    let img = d.image(2);
+    for (c, want) in [200.0f32, 100.0, 50.0].iter().enumerate() {
+        for &v in &img[c * 16..(c + 1) * 16] {
+            assert!((v * 255.0 - want).abs() <= 1.0, "resized channel {c}: {v}");
+        }
+    }
+    // gray.png: all three channels equal the gray value.
+    let img = d.image(3);
+    for y in 0..4u32 {
+        for x in 0..4u32 {
+            let want = (x * 60 + y) as f32 / 255.0;
+            let p = (y * 4 + x) as usize;
+            assert_eq!([img[p], img[16 + p], img[32 + p]], [want; 3]);
+        }
+    }
+    // photo.jpg: close to its color.
+    let img = d.image(4);
+    for (c, want) in [128.0f32, 64.0, 192.0].iter().enumerate() {
+        for &v in &img[c * 16..(c + 1) * 16] {
+            assert!(
+                (v * 255.0 - want).abs() <= 8.0,
+                "jpeg channel {c}: {}",
+                v * 255.0
+            );
+        }
+    }
+
+    // Another size: everything resized.
+    let small = load_image_folder(root, 2).unwrap();
+    assert_eq!((small.height, small.width), (2, 2));
+    assert_eq!(small.images.len(), 5 * 3 * 2 * 2);
+    assert!(small.images.iter().all(|v| (0.0..=1.0).contains(v)));
+    assert_eq!(small.labels, d.labels);
+}
+
+#[test]
+fn image_folder_corrupt_png() {
+    let tmp = TempDir::new("corrupt");
+    let class = tmp.path().join("only");
+    std::fs::create_dir_all(&class).unwrap();
+    rgb_image(3, 3, gradient).save(class.join("a.png")).unwrap();
+    let bad = class.join("b_broken.png");
+    let noise: Vec<u8> = (0..200u32).map(|i| (i * 7919 % 251) as u8).collect();
+    std::fs::write(&bad, noise).unwrap();
+    let err = load_image_folder(tmp.path(), 3).unwrap_err();
+    match &err {
+        DataError::ImageDecode { path, .. } => assert_eq!(path, &bad),
+        other => panic!("expected ImageDecode, got {other:?}"),
+    }
+    assert!(err.to_string().contains("b_broken.png"), "{err}");
+}
+
+#[test]
+fn image_folder_empty_class() {
+    let tmp = TempDir::new("emptyclass");
+    let full = tmp.path().join("full");
+    let empty = tmp.path().join("hollow");
+    std::fs::create_dir_all(&full).unwrap();
+    std::fs::create_dir_all(&empty).unwrap();
+    rgb_image(2, 2, gradient).save(full.join("a.png")).unwrap();
+    std::fs::write(empty.join("readme.txt"), b"no images here").unwrap();
+    let err = load_image_folder(tmp.path(), 2).unwrap_err();
+    match &err {
+        DataError::EmptyClass { dir } => assert_eq!(dir, &empty),
+        other => panic!("expected EmptyClass, got {other:?}"),
+    }
+}
+
+#[test]
+fn image_folder_no_class_folders() {
+    let tmp = TempDir::new("noclass");
+    rgb_image(2, 2, gradient)
+        .save(tmp.path().join("a.png"))
+        .unwrap();
+    let err = load_image_folder(tmp.path(), 2).unwrap_err();
+    assert!(matches!(err, DataError::NoClassFolders { .. }), "{err:?}");
+    let err = load_image_folder(&tmp.path().join("missing"), 2).unwrap_err();
+    assert!(matches!(err, DataError::MissingDir { .. }), "{err:?}");
+    let err = load_image_folder(tmp.path(), 0).unwrap_err();
+    assert!(matches!(err, DataError::Unsupported { .. }), "{err:?}");
+}

@@ -1,0 +1,320 @@
+//! The training pipeline end to end on the wgpu device (lavapipe in CI; a missing adapter is a
+//! failure under CI=true) with a tiny budget: pretrain, checkpoint, stop, resume, linear
+//! evaluation, kNN, plots, export — and that the resumed run retraces the uninterrupted one.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use common::gpu;
+use supcon_wgpu::pipeline::PipelineError;
+use supcon_wgpu::pipeline::augment::AugmentConfig;
+use supcon_wgpu::pipeline::data::{self, ImageDataset};
+use supcon_wgpu::pipeline::eval::LinearEvalConfig;
+use supcon_wgpu::pipeline::model::{HeadKind, ModelPreset, Stem};
+use supcon_wgpu::pipeline::train::{
+    EpochMetrics, Method, RunInfo, RunOptions, Summary, TrainConfig, learning_rate, run,
+};
+
+fn out_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("supcon-pipeline-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn small_digits() -> (ImageDataset, ImageDataset) {
+    let all = data::digits().unwrap();
+    let (train, test) = data::stratified_split(&all.labels, 0.2, 0).unwrap();
+    // A few hundred images keep the test quick; every class stays present.
+    let train: Vec<usize> = train.into_iter().step_by(4).collect();
+    let test: Vec<usize> = test.into_iter().step_by(3).collect();
+    (all.subset(&train), all.subset(&test))
+}
+
+fn config(method: Method) -> TrainConfig {
+    TrainConfig {
+        method,
+        model: ModelPreset::Small,
+        stem: Stem::Cifar,
+        head: HeadKind::Mlp,
+        projection_dim: 32,
+        epochs: 3,
+        batch_size: 64,
+        lr: 0.05,
+        momentum: 0.9,
+        weight_decay: 1e-4,
+        warmup_epochs: 1,
+        temperature: 0.1,
+        base_temperature: None,
+        seed: 7,
+        augment: AugmentConfig::digits(vec![0.3], vec![0.4]),
+        linear: LinearEvalConfig {
+            epochs: 20,
+            batch_size: 64,
+            ..LinearEvalConfig::default()
+        },
+        knn_k: 5,
+        knn_every: 1,
+        max_steps_per_epoch: Some(4),
+    }
+}
+
+fn info() -> RunInfo {
+    RunInfo {
+        dataset: "digits-subset".into(),
+        adapter: "test".into(),
+        backend: "test".into(),
+    }
+}
+
+fn history(out: &Path) -> Vec<EpochMetrics> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn device() -> Option<Device> {
+    gpu()?;
+    let (device, _) = supcon_wgpu::backend::device::request_burn_device().expect("device");
+    Some(device)
+}
+
+#[test]
+fn pretrain_checkpoint_resume_evaluate() {
+    let Some(device) = device() else { return };
+    let (train, test) = small_digits();
+    let cfg = config(Method::SupCon);
+
+    // Warm-up: the first kernels of a process run while cubecl autotunes, and the variant in use
+    // can change between steps (equal results up to rounding, which training amplifies). One
+    // stopped epoch tunes every shape, so the two runs compared below use the same kernels.
+    let warm = out_dir("warm");
+    let stop1 = RunOptions {
+        resume: false,
+        stop_after_epochs: Some(1),
+    };
+    assert!(
+        run(&cfg, &train, &test, &warm, &stop1, &device, &info())
+            .unwrap()
+            .is_none()
+    );
+    let _ = std::fs::remove_dir_all(&warm);
+
+    // Uninterrupted run.
+    let a_dir = out_dir("a");
+    let a: Summary = run(
+        &cfg,
+        &train,
+        &test,
+        &a_dir,
+        &RunOptions::default(),
+        &device,
+        &info(),
+    )
+    .unwrap()
+    .expect("a full run returns its summary");
+    let ha = history(&a_dir);
+    assert_eq!(ha.len(), 3);
+    assert!(
+        ha[2].loss < ha[0].loss,
+        "the loss went down: {:?}",
+        ha.iter().map(|m| m.loss).collect::<Vec<_>>()
+    );
+    for f in [
+        "summary.json",
+        "metrics.jsonl",
+        "encoder.safetensors",
+        "checkpoints/latest.json",
+        "plots/loss.png",
+        "plots/accuracy.png",
+        "plots/linear_eval_loss.png",
+        "plots/embedding_pca.png",
+    ] {
+        let len = std::fs::metadata(a_dir.join(f))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        assert!(len > 0, "{f} written");
+    }
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a_dir.join("summary.json")).unwrap()).unwrap();
+    for key in [
+        "method",
+        "model",
+        "dataset",
+        "epochs",
+        "batch_size",
+        "linear_eval_test_accuracy",
+        "knn_test_accuracy",
+        "wall_time_s",
+        "images_per_s",
+        "adapter",
+        "backend",
+    ] {
+        assert!(summary.get(key).is_some(), "summary.json has {key}");
+    }
+    // Ten classes: chance is 10 %; even this tiny budget learns something.
+    assert!(a.linear_eval_test_accuracy > 0.3, "{a:?}");
+    assert!((0.0..=1.0).contains(&a.knn_test_accuracy));
+    assert!(ha.iter().all(|m| m.knn_test_accuracy.is_some()));
+
+    // Interrupted after one epoch, then resumed: the same losses, the same result.
+    let b_dir = out_dir("b");
+    let stop = RunOptions {
+        resume: false,
+        stop_after_epochs: Some(1),
+    };
+    assert!(
+        run(&cfg, &train, &test, &b_dir, &stop, &device, &info())
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(history(&b_dir).len(), 1);
+    assert!(!b_dir.join("summary.json").exists());
+    let resume = RunOptions {
+        resume: true,
+        stop_after_epochs: None,
+    };
+    let b = run(&cfg, &train, &test, &b_dir, &resume, &device, &info())
+        .unwrap()
+        .unwrap();
+    let hb = history(&b_dir);
+    assert_eq!(hb.len(), 3);
+    for (x, y) in ha.iter().zip(&hb) {
+        assert!(
+            (x.loss - y.loss).abs() <= 1e-4 * x.loss.abs().max(1.0),
+            "epoch {}: {} uninterrupted vs {} resumed",
+            x.epoch,
+            x.loss,
+            y.loss
+        );
+        assert_eq!(x.lr, y.lr);
+    }
+    assert!(
+        (a.linear_eval_test_accuracy - b.linear_eval_test_accuracy).abs() <= 0.02,
+        "{} vs {}",
+        a.linear_eval_test_accuracy,
+        b.linear_eval_test_accuracy
+    );
+
+    // A checkpoint from another configuration, and a corrupt one, are clear errors.
+    let mut other = cfg.clone();
+    other.lr = 0.2;
+    let err = run(&other, &train, &test, &b_dir, &resume, &device, &info()).unwrap_err();
+    assert!(
+        matches!(err, PipelineError::Checkpoint { .. }) && err.to_string().contains("different"),
+        "{err}"
+    );
+    std::fs::write(b_dir.join("checkpoints/latest.json"), b"{ not json").unwrap();
+    let err = run(&cfg, &train, &test, &b_dir, &resume, &device, &info()).unwrap_err();
+    assert!(
+        matches!(err, PipelineError::Checkpoint { .. }) && err.to_string().contains("corrupt"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&a_dir);
+    let _ = std::fs::remove_dir_all(&b_dir);
+}
+
+#[test]
+fn baselines_run_and_bad_configs_are_errors() {
+    let Some(device) = device() else { return };
+    let (train, test) = small_digits();
+    for method in [Method::Ce, Method::SimClr] {
+        let mut cfg = config(method);
+        cfg.epochs = 2;
+        cfg.warmup_epochs = 0;
+        cfg.knn_every = 0;
+        cfg.max_steps_per_epoch = Some(2);
+        let dir = out_dir(method.name());
+        let s = run(
+            &cfg,
+            &train,
+            &test,
+            &dir,
+            &RunOptions::default(),
+            &device,
+            &info(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(s.method, method.name());
+        assert!(s.final_loss.is_finite());
+        assert!(dir.join("plots/embedding_pca.png").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let dir = out_dir("bad");
+    for (what, cfg) in [
+        (
+            "epochs",
+            TrainConfig {
+                epochs: 0,
+                ..config(Method::SupCon)
+            },
+        ),
+        (
+            "batch",
+            TrainConfig {
+                batch_size: 1,
+                ..config(Method::SupCon)
+            },
+        ),
+        (
+            "lr",
+            TrainConfig {
+                lr: f64::NAN,
+                ..config(Method::SupCon)
+            },
+        ),
+        (
+            "temp",
+            TrainConfig {
+                temperature: 0.0,
+                ..config(Method::SupCon)
+            },
+        ),
+        (
+            "warmup",
+            TrainConfig {
+                warmup_epochs: 3,
+                ..config(Method::SupCon)
+            },
+        ),
+        (
+            "normalisation",
+            TrainConfig {
+                augment: AugmentConfig::digits(vec![0.3; 3], vec![0.4; 3]),
+                ..config(Method::SupCon)
+            },
+        ),
+    ] {
+        let err = run(
+            &cfg,
+            &train,
+            &test,
+            &dir,
+            &RunOptions::default(),
+            &device,
+            &info(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, PipelineError::Config(_)), "{what}: {err}");
+    }
+}
+
+#[test]
+fn schedule_warms_up_then_decays() {
+    let lr = 0.5;
+    assert!((learning_rate(lr, 0, 10, 100) - (0.005 + 0.495 * 0.1)).abs() < 1e-12);
+    assert!((learning_rate(lr, 9, 10, 100) - lr).abs() < 1e-12);
+    assert!((learning_rate(lr, 10, 10, 100) - lr).abs() < 1e-12);
+    let mut prev = f64::INFINITY;
+    for s in 10..100 {
+        let v = learning_rate(lr, s, 10, 100);
+        assert!(v <= prev && v >= lr * 1e-3);
+        prev = v;
+    }
+    assert!((learning_rate(lr, 100, 10, 100) - lr * 1e-3).abs() < 1e-12);
+    assert!((learning_rate(lr, 55, 10, 100) - (lr * 1e-3 + (lr - lr * 1e-3) * 0.5)).abs() < 1e-9);
+}
