@@ -64,7 +64,7 @@ enum HeadArg {
 }
 
 /// Supervised Contrastive Learning (Khosla et al. 2020) on wgpu: pretrain, then linear
-/// evaluation. Unset values take per-data-set defaults (digits: small model, 40 epochs).
+/// evaluation. Unset values take per-data-set defaults (digits: small model, 30 epochs).
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
@@ -107,6 +107,9 @@ struct Args {
     /// SGD momentum.
     #[arg(long, default_value_t = 0.9)]
     momentum: f64,
+    /// LARS (layer-wise adaptive rate scaling, trust coefficient 0.001) for large batches.
+    #[arg(long)]
+    lars: bool,
     /// Loss temperature τ.
     #[arg(long, default_value_t = 0.1)]
     temp: f64,
@@ -202,7 +205,11 @@ fn load(args: &Args) -> Result<(ImageDataset, ImageDataset, &'static str)> {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    env_logger::Builder::from_env(
+        env_logger::Env::default()
+            .default_filter_or("warn,wgpu_hal::gles=off,supcon_wgpu=info,train_wgpu=info"),
+    )
+    .init();
     let args = Args::parse();
     match main_inner(&args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -235,7 +242,7 @@ fn main_inner(args: &Args) -> Result<()> {
     } else {
         AugmentConfig::cifar(mean, std)
     };
-    let epochs = args.epochs.unwrap_or(if digits { 40 } else { 200 });
+    let epochs = args.epochs.unwrap_or(if digits { 30 } else { 200 });
     let config = TrainConfig {
         method,
         model,
@@ -253,6 +260,7 @@ fn main_inner(args: &Args) -> Result<()> {
         lr: args.lr.unwrap_or(if digits { 0.1 } else { 0.05 }),
         momentum: args.momentum,
         weight_decay: args.weight_decay,
+        lars: args.lars,
         warmup_epochs: args
             .warmup_epochs
             .unwrap_or(if digits { 2 } else { 10 }.min(epochs - 1)),

@@ -44,6 +44,7 @@ fn config(method: Method) -> TrainConfig {
         lr: 0.05,
         momentum: 0.9,
         weight_decay: 1e-4,
+        lars: false,
         warmup_epochs: 1,
         temperature: 0.1,
         base_temperature: None,
@@ -223,6 +224,8 @@ fn baselines_run_and_bad_configs_are_errors() {
     let (train, test) = small_digits();
     for method in [Method::Ce, Method::SimClr] {
         let mut cfg = config(method);
+        // The baselines also exercise LARS.
+        cfg.lars = method == Method::SimClr;
         cfg.epochs = 2;
         cfg.warmup_epochs = 0;
         cfg.knn_every = 0;

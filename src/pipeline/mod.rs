@@ -11,6 +11,7 @@
 pub mod augment;
 pub mod data;
 pub mod eval;
+pub mod lars;
 pub mod model;
 pub mod plot;
 pub mod train;

@@ -84,6 +84,8 @@ pub struct TrainConfig {
     pub momentum: f64,
     /// L2 weight decay.
     pub weight_decay: f64,
+    /// LARS (layer-wise trust ratio, coefficient 0.001) instead of plain momentum SGD.
+    pub lars: bool,
     /// Epochs of linear warmup before the cosine decay.
     pub warmup_epochs: usize,
     /// Loss temperature τ.
@@ -305,6 +307,14 @@ fn build_model(config: &TrainConfig, data: &ImageDataset, device: &Device) -> Pr
 }
 
 fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
+    if config.lars {
+        return super::lars::LarsConfig {
+            momentum: config.momentum,
+            weight_decay: config.weight_decay,
+            trust_coefficient: 0.001,
+        }
+        .init();
+    }
     SgdConfig::new()
         .with_momentum(Some(
             MomentumConfig::new()
