@@ -1,7 +1,8 @@
 //! Checks the fused loss at a large N against an exact answer: the rows are copies of 10 class
 //! prototypes, so every s_ij depends only on the two classes and the loss is computable in O(K²)
 //! on the CPU. `cargo run --example check_large_n -- 16384` (prints loss, expected, relative
-//! error, n_valid and time). Used to find the open bug at N >= 32,768 on lavapipe (see README).
+//! error, n_valid and time); `-- N D` sets the feature dimension (default 128). Used to find the
+//! open bug on lavapipe (see README): wrong when a workgroup runs more than ~8,192 barriers.
 
 use supcon_wgpu::device::{Limits, request_device};
 use supcon_wgpu::{Positives, SupConLoss, SupConOptions, SupConShape};
@@ -14,7 +15,12 @@ fn main() {
     .unwrap();
     let loss = SupConLoss::new(&ctx.device).unwrap();
     let n: u32 = std::env::args().nth(1).unwrap().parse().unwrap();
-    let (bsz, d, k, tau) = ((n / 2) as usize, 128usize, 10usize, 0.1f64);
+    // Optional second argument: the feature dimension (default 128).
+    let d: usize = std::env::args()
+        .nth(2)
+        .map(|a| a.parse().unwrap())
+        .unwrap_or(128);
+    let (bsz, k, tau) = ((n / 2) as usize, 10usize, 0.1f64);
     let shape = SupConShape::new(n / 2, 2, d as u32);
     let mut st = 12345u64;
     let mut rnd = || {

@@ -239,6 +239,13 @@ pub fn linear_eval(
     let mut order: Vec<usize> = (0..n_train).collect();
     let mut epoch_losses = Vec::with_capacity(config.epochs);
     let mut step = 0usize;
+    let bar = indicatif::ProgressBar::new(config.epochs as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "linear eval [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
+        )
+        .expect("valid template"),
+    );
     for _ in 0..config.epochs {
         order.shuffle(&mut rng);
         let mut sum = Tensor::<1>::zeros([1], device);
@@ -263,7 +270,10 @@ pub fn linear_eval(
             )));
         }
         epoch_losses.push(mean_loss);
+        bar.set_message(format!("loss {mean_loss:.4}"));
+        bar.inc(1);
     }
+    bar.finish_and_clear();
     let classifier = classifier.valid();
     let accuracy = |x: Tensor<2>, labels: &[u32]| -> f64 {
         let pred: Vec<i64> = classifier
