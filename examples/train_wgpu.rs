@@ -89,6 +89,10 @@ struct Args {
     /// Folder of CIFAR binary files or of class folders.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Download the CIFAR archive into --data-dir first when its files are not there (needs
+    /// curl and a network).
+    #[arg(long)]
+    download: bool,
     /// Image side for --dataset folder (images are resized to a square).
     #[arg(long, default_value_t = 32)]
     image_size: u32,
@@ -195,6 +199,9 @@ fn load(args: &Args) -> Result<(ImageDataset, ImageDataset, &'static str)> {
                 _ => (Cifar::HundredCoarse, "cifar100-coarse"),
             };
             let d = dir()?;
+            if args.download && data::download_cifar(&d, which, None)? {
+                log::info!("downloaded {} into {}", which.archive_url(), d.display());
+            }
             (
                 data::load_cifar(&d, which, Split::Train)?,
                 data::load_cifar(&d, which, Split::Test)?,

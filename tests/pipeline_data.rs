@@ -644,3 +644,76 @@ fn image_folder_no_class_folders() {
     let err = load_image_folder(tmp.path(), 0).unwrap_err();
     assert!(matches!(err, DataError::Unsupported { .. }), "{err:?}");
 }
+
+/// A `.tar.gz` of a CIFAR-10 layout under `cifar-10-batches-bin/`, as the official archive.
+fn cifar10_archive(path: &Path) {
+    let src = TempDir::new("c10-src");
+    write_cifar10(&src.path().join("cifar-10-batches-bin"));
+    let gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(path).unwrap(),
+        flate2::Compression::fast(),
+    );
+    let mut archive = tar::Builder::new(gz);
+    archive
+        .append_dir_all(
+            "cifar-10-batches-bin",
+            src.path().join("cifar-10-batches-bin"),
+        )
+        .unwrap();
+    archive
+        .into_inner()
+        .unwrap()
+        .finish()
+        .unwrap()
+        .flush()
+        .unwrap();
+}
+
+fn file_url(path: &Path) -> String {
+    format!("file://{}", path.display())
+}
+
+#[test]
+fn cifar_download_unpacks_an_archive_once() {
+    let tmp = TempDir::new("c10-dl");
+    let archive = tmp.path().join("cifar-10-binary.tar.gz");
+    cifar10_archive(&archive);
+    let dir = tmp.path().join("data");
+    let url = file_url(&archive);
+    assert!(download_cifar(&dir, Cifar::Ten, Some(&url)).unwrap());
+    let train = load_cifar(&dir, Cifar::Ten, Split::Train).unwrap();
+    assert_eq!(train.labels, vec![1, 2, 3, 4, 5]);
+    check_pixels(&train, 0, 0);
+    assert_eq!(load_cifar(&dir, Cifar::Ten, Split::Test).unwrap().len(), 2);
+    // Present now: no second download, even from a bad address.
+    assert!(!download_cifar(&dir, Cifar::Ten, Some("file:///nonexistent/x.tar.gz")).unwrap());
+    // No partial file left behind.
+    assert!(
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .all(|e| !e.file_name().to_string_lossy().ends_with(".part"))
+    );
+}
+
+#[test]
+fn cifar_download_errors_are_clear() {
+    let tmp = TempDir::new("c10-dl-err");
+    let dir = tmp.path().join("data");
+    let missing = tmp.path().join("missing.tar.gz");
+    let err = download_cifar(&dir, Cifar::Ten, Some(&file_url(&missing))).unwrap_err();
+    assert!(
+        matches!(err, DataError::Download { .. }) && err.to_string().contains("curl failed"),
+        "{err}"
+    );
+    // Not a .tar.gz.
+    let junk = tmp.path().join("junk.tar.gz");
+    write(&junk, b"this is not an archive");
+    let err = download_cifar(&dir, Cifar::Ten, Some(&file_url(&junk))).unwrap_err();
+    assert!(err.to_string().contains("not a readable"), "{err}");
+    // A valid archive of the wrong data set.
+    let c10 = tmp.path().join("c10.tar.gz");
+    cifar10_archive(&c10);
+    let err = download_cifar(&dir, Cifar::HundredFine, Some(&file_url(&c10))).unwrap_err();
+    assert!(err.to_string().contains("did not contain"), "{err}");
+}

@@ -77,6 +77,17 @@ fn history(out: &Path) -> Vec<EpochMetrics> {
         .collect()
 }
 
+/// The bytes of the encoder's stem convolution weights.
+fn first_weights(encoder: &supcon_wgpu::pipeline::model::ResNet) -> Vec<u8> {
+    use burn::store::ModuleSnapshot;
+    let tensors = encoder.collect(None, None, false);
+    let stem = tensors
+        .iter()
+        .find(|t| t.name == "stem.conv.weight")
+        .expect("stem.conv.weight");
+    stem.to_bytes().expect("bytes").to_vec()
+}
+
 fn device() -> Option<Device> {
     gpu()?;
     let (device, _) = supcon_wgpu::backend::device::request_burn_device().expect("device");
@@ -156,6 +167,32 @@ fn pretrain_checkpoint_resume_evaluate() {
     ] {
         assert!(summary.get(key).is_some(), "summary.json has {key}");
     }
+    // The exported encoder loads into a fresh one (another Burn program's view): every tensor
+    // present, none left over, and the weights are the trained ones, not the fresh ones.
+    {
+        use burn::module::Module;
+        use burn::store::{ModuleSnapshot, SafetensorsStore};
+        #[allow(deprecated)]
+        let cpu = Device::ndarray();
+        let mut fresh = ModelPreset::Small.config(1, Stem::Cifar).init(&cpu);
+        let before = first_weights(&fresh);
+        let mut store = SafetensorsStore::from_file(a_dir.join("encoder.safetensors"));
+        let applied = fresh
+            .load_from(&mut store)
+            .expect("encoder.safetensors loads");
+        assert!(
+            applied.missing.is_empty() && applied.errors.is_empty() && applied.unused.is_empty(),
+            "{applied:?}"
+        );
+        assert!(
+            applied.applied.len() > 20,
+            "{} tensors",
+            applied.applied.len()
+        );
+        assert_ne!(first_weights(&fresh), before);
+        assert!(fresh.num_params() > 0);
+    }
+
     // Ten classes: chance is 10 %; even this tiny budget learns something.
     assert!(a.linear_eval_test_accuracy > 0.3, "{a:?}");
     assert!((0.0..=1.0).contains(&a.knn_test_accuracy));

@@ -235,6 +235,14 @@ pub enum DataError {
         /// What is wrong.
         what: String,
     },
+    /// Downloading or unpacking a data set failed.
+    #[error("downloading {url}: {reason}")]
+    Download {
+        /// The address.
+        url: String,
+        /// What went wrong and what to do.
+        reason: String,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
@@ -530,6 +538,81 @@ pub const CIFAR10_NAMES: [&str; 10] = [
 
 const CIFAR_SIDE: usize = 32;
 const CIFAR_PIXELS: usize = 3 * CIFAR_SIDE * CIFAR_SIDE;
+
+impl Cifar {
+    /// The address of the official binary archive (A. Krizhevsky's CIFAR page).
+    pub fn archive_url(self) -> &'static str {
+        match self {
+            Cifar::Ten => "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
+            Cifar::HundredFine | Cifar::HundredCoarse => {
+                "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz"
+            }
+        }
+    }
+
+    fn present(self, dir: &Path) -> bool {
+        [Split::Train, Split::Test].iter().all(|&split| {
+            [dir.to_path_buf(), dir.join(self.subfolder())]
+                .iter()
+                .any(|base| self.files(split).iter().all(|f| base.join(f).is_file()))
+        })
+    }
+}
+
+/// Makes sure the CIFAR binary files are in `dir`. When [`load_cifar`] would not find them,
+/// downloads the archive from `url` (default [`Cifar::archive_url`]) with the `curl` program
+/// and unpacks the `.tar.gz` into `dir` (which then holds `cifar-10-batches-bin/` or
+/// `cifar-100-binary/`). Any address curl takes works (`file://` included). Returns whether a
+/// download happened.
+///
+/// Errors: curl missing or failing (no network), an archive that is not a `.tar.gz`, or one
+/// without the expected files.
+pub fn download_cifar(dir: &Path, which: Cifar, url: Option<&str>) -> Result<bool, DataError> {
+    if which.present(dir) {
+        return Ok(false);
+    }
+    let url = url.unwrap_or(which.archive_url());
+    let fail = |reason: String| DataError::Download {
+        url: url.to_string(),
+        reason,
+    };
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let part = dir.join(format!(".{}.tar.gz.part", which.subfolder()));
+    let status = std::process::Command::new("curl")
+        .args(["--fail", "--location", "--silent", "--show-error", "--retry", "2", "--output"])
+        .arg(&part)
+        .arg(url)
+        .status()
+        .map_err(|e| {
+            fail(format!(
+                "cannot run curl ({e}); install curl, or download and unpack the archive into {} yourself",
+                dir.display()
+            ))
+        })?;
+    if !status.success() {
+        let _ = std::fs::remove_file(&part);
+        return Err(fail(format!(
+            "curl failed ({status}); without a network, download the archive elsewhere and unpack it into {}",
+            dir.display()
+        )));
+    }
+    let unpacked = std::fs::File::open(&part)
+        .map_err(|e| e.to_string())
+        .and_then(|file| {
+            tar::Archive::new(flate2::read::GzDecoder::new(file))
+                .unpack(dir)
+                .map_err(|e| e.to_string())
+        });
+    let _ = std::fs::remove_file(&part);
+    unpacked.map_err(|e| fail(format!("not a readable .tar.gz archive: {e}")))?;
+    if !which.present(dir) {
+        return Err(fail(format!(
+            "the archive did not contain {}",
+            which.expected()
+        )));
+    }
+    Ok(true)
+}
 
 /// Loads CIFAR-10 or CIFAR-100 from the official binary version in `dir` (or in its
 /// `cifar-10-batches-bin/` / `cifar-100-binary/` subfolder): 3 channels, 32×32, pixels
