@@ -649,7 +649,9 @@ pub fn run(
 
     // Stage 2: frozen encoder, linear classifier.
     let encoder = model.encoder.valid();
-    let bs = 512;
+    // Evaluation batches as large as the training batches (which hold two views each), so the
+    // evaluation never needs more device memory than training did.
+    let bs = config.batch_size;
     let train_f = extract_features(&encoder, train, &config.augment, bs, &plain);
     let test_f = extract_features(&encoder, test, &config.augment, bs, &plain);
     let knn = match history.last().and_then(|m| m.knn_test_accuracy) {
@@ -724,8 +726,8 @@ fn knn_of(
     plain: &Device,
 ) -> Result<f64> {
     let encoder = model.encoder.valid();
-    let train_f = extract_features(&encoder, train, &config.augment, 512, plain);
-    let test_f = extract_features(&encoder, test, &config.augment, 512, plain);
+    let train_f = extract_features(&encoder, train, &config.augment, config.batch_size, plain);
+    let test_f = extract_features(&encoder, test, &config.augment, config.batch_size, plain);
     knn_accuracy(
         train_f,
         &train.labels,
