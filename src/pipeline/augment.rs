@@ -376,9 +376,7 @@ pub fn augment(images: Tensor<4>, params: &AugmentParams, config: &AugmentConfig
         let g = gray(&x).expand([n, c, h, w]);
         x = x.clone() + gray_mask * (g - x);
     }
-    let mean = column(config.mean.clone(), [1, c, 1, 1], &device);
-    let std = column(config.std.clone(), [1, c, 1, 1], &device);
-    (x - mean) / std
+    normalize(x, config)
 }
 
 /// Only the normalisation (evaluation).

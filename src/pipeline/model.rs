@@ -213,6 +213,14 @@ impl Downsample {
     }
 }
 
+/// The residual branch: the projection where the block changes shape, else the input itself.
+fn shortcut(downsample: &Option<Downsample>, x: &Tensor<4>) -> Tensor<4> {
+    match downsample {
+        Some(d) => d.forward(x.clone()),
+        None => x.clone(),
+    }
+}
+
 /// ResNet basic block: 3×3 conv → BN → ReLU → 3×3 conv → BN, plus the shortcut, then ReLU.
 #[derive(Module, Debug)]
 pub struct BasicBlock {
@@ -235,10 +243,7 @@ impl BasicBlock {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let identity = match &self.downsample {
-            Some(d) => d.forward(x.clone()),
-            None => x.clone(),
-        };
+        let identity = shortcut(&self.downsample, &x);
         let y = relu(self.bn1.forward(self.conv1.forward(x)));
         let y = self.bn2.forward(self.conv2.forward(y));
         relu(y + identity)
@@ -272,10 +277,7 @@ impl Bottleneck {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let identity = match &self.downsample {
-            Some(d) => d.forward(x.clone()),
-            None => x.clone(),
-        };
+        let identity = shortcut(&self.downsample, &x);
         let y = relu(self.bn1.forward(self.conv1.forward(x)));
         let y = relu(self.bn2.forward(self.conv2.forward(y)));
         let y = self.bn3.forward(self.conv3.forward(y));

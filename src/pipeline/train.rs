@@ -169,6 +169,9 @@ pub fn learning_rate(lr: f64, step: usize, warmup: usize, total: usize) -> f64 {
     min + (lr - min) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
 }
 
+/// Steps between readbacks of the running loss during pretraining.
+const READ_EVERY: usize = 10;
+
 /// One line of `metrics.jsonl`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EpochMetrics {
@@ -526,6 +529,7 @@ pub fn run(
     let mut pretrain_time = 0.0;
     let mut pretrain_images = 0usize;
 
+    let mut final_features: Option<(Tensor<2>, Tensor<2>)> = None;
     let stop = options
         .stop_after_epochs
         .unwrap_or(config.epochs)
@@ -545,6 +549,8 @@ pub fn run(
             ),
         );
         let mut loss_sum = 0.0;
+        let mut loss_acc: Option<Tensor<1>> = None;
+        let first_step = step;
         let mut seen = 0usize;
         let mut lr = config.lr;
         for idx in order.chunks(config.batch_size).take(steps) {
@@ -573,23 +579,36 @@ pub fn run(
                     loss_fn.try_forward(features, labels)?
                 }
             };
-            let value = to_vec(loss.clone().inner())
-                .first()
-                .copied()
-                .unwrap_or(f32::NAN) as f64;
-            if !value.is_finite() {
-                return Err(PipelineError::Diverged(format!(
-                    "loss {value} at epoch {} step {step}; lower --lr",
-                    epoch + 1
-                )));
-            }
+            // The loss stays on the device: a running sum, read back every READ_EVERY steps and
+            // at the epoch's end (each readback waits for the queue).
+            let weighted = loss.clone().inner().mul_scalar(b as f32);
+            loss_acc = Some(match loss_acc {
+                Some(acc) => acc + weighted,
+                None => weighted,
+            });
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(lr, model, grads);
-            loss_sum += value * b as f64;
             seen += b;
             step += 1;
-            let rate = seen as f64 / t0.elapsed().as_secs_f64().max(1e-9);
-            bar.set_message(format!("loss {value:.4} lr {lr:.4} {rate:.0} img/s"));
+            let in_epoch = step - first_step;
+            if in_epoch % READ_EVERY == 0 || in_epoch == steps {
+                let sum = loss_acc
+                    .clone()
+                    .map(|t| to_vec(t).first().copied().unwrap_or(f32::NAN) as f64)
+                    .unwrap_or(0.0);
+                if !sum.is_finite() {
+                    return Err(PipelineError::Diverged(format!(
+                        "loss {sum} by epoch {} step {step}; lower --lr",
+                        epoch + 1
+                    )));
+                }
+                loss_sum = sum;
+                let rate = seen as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+                bar.set_message(format!(
+                    "loss {:.4} lr {lr:.4} {rate:.0} img/s",
+                    sum / seen as f64
+                ));
+            }
             bar.inc(1);
         }
         bar.finish_and_clear();
@@ -598,7 +617,12 @@ pub fn run(
         pretrain_images += seen;
         let last = epoch + 1 == config.epochs;
         let knn = if config.knn_every > 0 && ((epoch + 1) % config.knn_every == 0 || last) {
-            Some(knn_of(&model, train, test, config, &plain)?)
+            let (accuracy, features) = knn_of(&model, train, test, config, &plain)?;
+            if last {
+                // The model is final: stage 2 reuses these features.
+                final_features = Some(features);
+            }
+            Some(accuracy)
         } else {
             None
         };
@@ -649,11 +673,10 @@ pub fn run(
 
     // Stage 2: frozen encoder, linear classifier.
     let encoder = model.encoder.valid();
-    // Evaluation batches as large as the training batches (which hold two views each), so the
-    // evaluation never needs more device memory than training did.
-    let bs = config.batch_size;
-    let train_f = extract_features(&encoder, train, &config.augment, bs, &plain);
-    let test_f = extract_features(&encoder, test, &config.augment, bs, &plain);
+    let (train_f, test_f) = match final_features {
+        Some(features) => features,
+        None => features_of(&encoder, train, test, config, &plain),
+    };
     let knn = match history.last().and_then(|m| m.knn_test_accuracy) {
         Some(a) => a,
         None => knn_accuracy(
@@ -718,24 +741,41 @@ pub fn run(
     Ok(Some(summary))
 }
 
+/// Encoder features of the training and test images. Evaluation batches are as large as the
+/// training batches (which hold two views each), so evaluation never needs more device memory
+/// than training did.
+fn features_of(
+    encoder: &super::model::ResNet,
+    train: &ImageDataset,
+    test: &ImageDataset,
+    config: &TrainConfig,
+    plain: &Device,
+) -> (Tensor<2>, Tensor<2>) {
+    let bs = config.batch_size;
+    (
+        extract_features(encoder, train, &config.augment, bs, plain),
+        extract_features(encoder, test, &config.augment, bs, plain),
+    )
+}
+
+/// kNN test accuracy of the current encoder, with the features it was computed from.
 fn knn_of(
     model: &PretrainModel,
     train: &ImageDataset,
     test: &ImageDataset,
     config: &TrainConfig,
     plain: &Device,
-) -> Result<f64> {
-    let encoder = model.encoder.valid();
-    let train_f = extract_features(&encoder, train, &config.augment, config.batch_size, plain);
-    let test_f = extract_features(&encoder, test, &config.augment, config.batch_size, plain);
-    knn_accuracy(
-        train_f,
+) -> Result<(f64, (Tensor<2>, Tensor<2>))> {
+    let (train_f, test_f) = features_of(&model.encoder.valid(), train, test, config, plain);
+    let accuracy = knn_accuracy(
+        train_f.clone(),
         &train.labels,
-        test_f,
+        test_f.clone(),
         &test.labels,
         train.n_classes(),
         config.knn_k,
-    )
+    )?;
+    Ok((accuracy, (train_f, test_f)))
 }
 
 fn write_plots(
