@@ -12,6 +12,11 @@
 // accumulated from the same tiles, so each workgroup may own only a CHUNK_D slice of the output
 // columns. When status != 0 (non-finite input) the gradient is written as zeros.
 //
+// The column loop may be cut into passes, one dispatch each over contrast rows [col_begin,
+// col_end), as in supcon_forward.wgsl (lavapipe loses results past ~8,192 barriers per workgroup).
+// Passes before the last add their raw sums to `grad` and z_r . g_r to `row_dot`; the last pass
+// adds its own and applies the normalisation's projection. With one pass neither is read.
+//
 // Workgroup: 16 x 16 threads, TILE_R output rows x CHUNK_D output columns. Per column tile of
 // TILE_C rows: thread (tx, ty) computes the 4 x 4 cosines of rows 4ty..4ty+3 and columns
 // 4tx..4tx+3 through workgroup memory, turns them into weights W_rj = (G_rj + G_jr) / tau, hands
@@ -31,6 +36,10 @@ struct Params {
     inv_temperature: f32,
     loss_scale: f32,      // temperature / base_temperature
     pad: u32,
+    col_begin: u32,       // this pass's contrast rows: [col_begin, col_end) (a multiple of 64)
+    col_end: u32,         // (the kernels' column loop runs over several passes; see supcon.rs)
+    pad2: u32,
+    pad3: u32,
 }
 
 struct Output {
@@ -55,6 +64,8 @@ const NORM_EPS: f32 = 1e-12;
 @group(0) @binding(4) var<storage, read_write> anchor_stats: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> output: Output;
 @group(0) @binding(6) var<storage, read_write> grad: array<f32>;
+// [N]: sum_j W_rj cos_rj over the passes so far (written only by the workgroups of chunk 0).
+@group(0) @binding(7) var<storage, read_write> row_dot: array<f32>;
 
 var<workgroup> wp: Params;
 var<workgroup> base_r: array<u32, 64>;
@@ -145,11 +156,11 @@ fn main(
     var acc: array<vec4<f32>, 8>;  // acc[q][i]: row 4ty+i, column d0 + tx + 16q
     var zg = vec4<f32>(0.0);       // sum_j W_rj cos_rj for rows 4ty..4ty+3
     // Rows that are not anchors (contrast_mode one) only meet anchors' G_jr.
-    var col_end = p.n_rows;
+    var col_end = p.col_end;
     if (r0 >= p.n_anchors) {
-        col_end = p.n_anchors;
+        col_end = min(col_end, p.n_anchors);
     }
-    for (var c0 = 0u; c0 < col_end; c0 += TILE_C) {
+    for (var c0 = p.col_begin; c0 < col_end; c0 += TILE_C) {
         workgroupBarrier();  // the previous tile is done with base_c / scale_c / weights
         if (lid < TILE_C) {
             let r = min(c0 + lid, last);
@@ -256,13 +267,40 @@ fn main(
     }
 
     let ok = output.status == 0u;
+    let first = p.col_begin == 0u;
+    let last_pass = p.col_end >= p.n_rows;
     for (var i = 0u; i < 4u; i += 1u) {
         let r = r0 + ty * 4u + i;
         if (r >= p.n_rows) {
             continue;
         }
-        let inv = scale_r[ty * 4u + i];
         let base = base_r[ty * 4u + i];
+        if (!last_pass) {
+            // Keep the raw sums for the next pass.
+            if (d0 == 0u && tx == 0u) {
+                var prev = 0.0;
+                if (!first) {
+                    prev = row_dot[r];
+                }
+                row_dot[r] = prev + zg_row[i];
+            }
+            for (var q = 0u; q < CHUNK_D / WG; q += 1u) {
+                let d = d0 + tx + q * WG;
+                if (d < p.dim) {
+                    var g = acc[q][i];
+                    if (!first) {
+                        g += grad[base + d];
+                    }
+                    grad[base + d] = g;
+                }
+            }
+            continue;
+        }
+        var zg_total = zg_row[i];
+        if (!first) {
+            zg_total += row_dot[r];
+        }
+        let inv = scale_r[ty * 4u + i];
         // F.normalize divides by NORM_EPS when the norm is below it: no projection then.
         let clamped = inv >= 1.0 / NORM_EPS;
         for (var q = 0u; q < CHUNK_D / WG; q += 1u) {
@@ -271,8 +309,11 @@ fn main(
                 continue;
             }
             var g = acc[q][i];
+            if (!first) {
+                g += grad[base + d];
+            }
             if (!clamped) {
-                g -= features[base + d] * inv * zg_row[i];
+                g -= features[base + d] * inv * zg_total;
             }
             g *= inv;
             if (!ok) {

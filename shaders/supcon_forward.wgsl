@@ -6,7 +6,13 @@
 //   m   running max of s_ia over a in A(i)        sa  sum of exp(s_ia - m) over A(i)
 //   mp  running max of s_ip over p in P(i)        sp  sum of exp(s_ip - mp) over P(i)
 //   pl  sum of s_ip over P(i)                     pc  |P(i)|
-// The N x N similarity or mask is never stored. Output per anchor i:
+// The N x N similarity or mask is never stored.
+//
+// The column loop may be cut into passes (one dispatch each, contrast rows [col_begin, col_end)):
+// on lavapipe a workgroup that executes more than about 8,192 barriers loses results, so the host
+// bounds the barriers per workgroup (supcon.rs, `pass_columns`). Between passes the merged
+// statistics of each anchor wait in `running`; a single pass (the common case) never touches it.
+// Output per anchor i, written by the last pass:
 //   anchor_stats[i] = (lse_A(i), lse_P(i), |P(i)|, loss_i)
 // with loss_i = -(tau / tau_base) * (pl / pc - lse_A)              (L_out, the paper's Eq. 2)
 //      loss_i = -(tau / tau_base) * (lse_P - log(pc) - lse_A)     (L_in, Eq. 3)
@@ -30,6 +36,10 @@ struct Params {
     inv_temperature: f32,
     loss_scale: f32,      // temperature / base_temperature
     pad: u32,
+    col_begin: u32,       // this pass's contrast rows: [col_begin, col_end) (a multiple of 64)
+    col_end: u32,         // (the kernels' column loop runs over several passes; see supcon.rs)
+    pad2: u32,
+    pad3: u32,
 }
 
 const TILE_A: u32 = 64u;
@@ -43,6 +53,8 @@ const NEG_BIG: f32 = -3.0e38;
 @group(0) @binding(2) var<storage, read_write> positives: array<u32>;
 @group(0) @binding(3) var<storage, read_write> inv_norm: array<f32>;
 @group(0) @binding(4) var<storage, read_write> anchor_stats: array<vec4<f32>>;
+// [2 * n_anchors]: (m, sa, mp, sp), (pl, pc, 0, 0) per anchor after the passes so far.
+@group(0) @binding(5) var<storage, read_write> running: array<vec4<f32>>;
 
 var<workgroup> wp: Params;
 var<workgroup> tile_a: array<vec4<f32>, 256>;  // [k][anchor / 4], normalised values
@@ -140,8 +152,24 @@ fn main(
     var sp = vec4<f32>(0.0);
     var pl = vec4<f32>(0.0);
     var pc = vec4<f32>(0.0);
+    if (p.col_begin > 0u && tx == 0u) {
+        // A later pass: thread tx = 0 resumes from the statistics of the passes before.
+        for (var i = 0u; i < 4u; i += 1u) {
+            let r = a0 + ty * 4u + i;
+            if (r < p.n_anchors) {
+                let s0 = running[2u * r];
+                let s1 = running[2u * r + 1u];
+                m[i] = s0.x;
+                sa[i] = s0.y;
+                mp[i] = s0.z;
+                sp[i] = s0.w;
+                pl[i] = s1.x;
+                pc[i] = s1.y;
+            }
+        }
+    }
 
-    for (var c0 = 0u; c0 < p.n_rows; c0 += TILE_C) {
+    for (var c0 = p.col_begin; c0 < p.col_end; c0 += TILE_C) {
         workgroupBarrier();  // the previous tile is done with base_c / scale_c
         if (lid < TILE_C) {
             let r = min(c0 + lid, last);
@@ -227,6 +255,12 @@ fn main(
         for (var i = 0u; i < 4u; i += 1u) {
             let r = a0 + ty * 4u + i;
             if (r >= p.n_anchors) {
+                continue;
+            }
+            if (p.col_end < p.n_rows) {
+                // Not the last pass: keep the merged statistics for the next one.
+                running[2u * r] = vec4<f32>(m_row[i], sa_row[i], mp_row[i], sp_row[i]);
+                running[2u * r + 1u] = vec4<f32>(pl_row[i], pc_row[i], 0.0, 0.0);
                 continue;
             }
             let lse = m_row[i] + log(sa_row[i]);

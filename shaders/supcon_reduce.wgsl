@@ -21,6 +21,10 @@ struct Params {
     inv_temperature: f32,
     loss_scale: f32,      // temperature / base_temperature
     pad: u32,
+    col_begin: u32,       // this pass's contrast rows: [col_begin, col_end) (a multiple of 64)
+    col_end: u32,         // (the kernels' column loop runs over several passes; see supcon.rs)
+    pad2: u32,
+    pad3: u32,
 }
 
 struct Output {

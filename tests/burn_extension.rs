@@ -145,6 +145,41 @@ fn fused_on_wgpu_equals_composed_on_ndarray_and_the_reference() {
 }
 
 #[test]
+fn fused_column_loop_in_passes_through_burn() {
+    // The Burn launch path of the multi-pass column loop (passes of 64 contrast rows).
+    let Some(wgpu) = wgpu_device() else { return };
+    let mut rng = rng(37);
+    for (bsz, nv, dim, mode) in [
+        (65, 2, 9, ContrastMode::All),
+        (70, 3, 130, ContrastMode::One),
+    ] {
+        let shape = SupConShape::new(bsz, nv, dim);
+        let x = random_features(&mut rng, shape.len() as usize);
+        let l = random_labels(&mut rng, bsz as usize, 5);
+        let config = SupConLossConfig::new()
+            .with_temperature(0.1)
+            .with_contrast_mode(mode)
+            .with_variant(Variant::In);
+        let loss = config.init().with_pass_columns(64);
+        let f = features(&x, shape, &wgpu);
+        let value = loss.forward(f.clone(), Some(labels(&l, &wgpu)));
+        let g = to_vec(f.grad(&value.backward()).expect("gradient"));
+        let lv = to_vec(value)[0];
+        let want = reference::supcon(
+            &to_f64(&x),
+            shape,
+            Positives::Labels(&l),
+            &options_of(&config),
+        );
+        let rel = (f64::from(lv) - want.loss).abs() / want.loss.abs().max(1e-3);
+        assert!(rel <= 1e-4, "{shape:?}: loss {lv} vs {}", want.loss);
+        let term = 1.0 / (0.1 * want.anchor_loss.len() as f64);
+        let err = max_rel_err(&g, &want.grad, term);
+        assert!(err <= 1e-4, "{shape:?}: gradient error {err:e}");
+    }
+}
+
+#[test]
 fn gradient_flows_only_to_tracked_inputs() {
     let Some(device) = wgpu_device() else { return };
     let x: Vec<f32> = (0..24).map(|i| (i as f32 * 0.61).sin()).collect();

@@ -250,6 +250,94 @@ fn thousands_of_rows() {
 }
 
 #[test]
+fn column_loop_in_passes_matches_the_reference() {
+    // Passes of 64 contrast rows (one tile): the statistics of the forward pass and the raw
+    // gradient sums of the backward pass are carried across dispatches.
+    let Some((ctx, loss)) = kernels() else { return };
+    let loss = loss.with_pass_columns(64);
+    let mut rng = rng(13);
+    // N = 2 (one pass), 130 (3 passes, the last of 2 rows), 192 (3 full), 303 (5).
+    let mut cases = 0;
+    for (bsz, nv, dim) in [(1, 2, 5), (65, 2, 3), (64, 3, 130), (101, 3, 17)] {
+        let shape = SupConShape::new(bsz, nv, dim);
+        let x = random_features(&mut rng, shape.len() as usize);
+        let labels = random_labels(&mut rng, bsz as usize, 1 + bsz as i32 / 5);
+        let mask: Vec<bool> = (0..bsz * bsz).map(|_| rng.random_bool(0.3)).collect();
+        let plan = loss
+            .plan(
+                &ctx.device,
+                shape,
+                PositiveKind::Labels,
+                &SupConOptions::new(0.1),
+            )
+            .unwrap();
+        assert_eq!(plan.passes() as u64, shape.rows().div_ceil(64), "{shape:?}");
+        for options in option_grid(&[(0.07, 0.07), (0.5, 0.1)]) {
+            for positives in [
+                Positives::Labels(&labels),
+                Positives::None,
+                Positives::Mask(&mask),
+            ] {
+                check(&loss, ctx, &x, shape, positives, &options, 1e-4);
+                cases += 1;
+            }
+        }
+    }
+    assert!(cases >= 4 * 16 * 3, "only {cases} cases ran");
+
+    // A non-finite row still gives the error, and zeros at the encoder level, over passes.
+    let shape = SupConShape::new(100, 2, 4);
+    let mut x = random_features(&mut rng, shape.len() as usize);
+    x[777] = f32::NAN;
+    let labels = random_labels(&mut rng, 100, 7);
+    let r = loss.loss_and_grad(
+        &ctx.device,
+        &ctx.queue,
+        &x,
+        shape,
+        Positives::Labels(&labels),
+        &SupConOptions::new(0.1),
+    );
+    assert!(matches!(r, Err(Error::NonFiniteFeatures)), "{r:?}");
+    let (out, grad) = run_encoder_level(ctx, &loss, &x, shape, &labels, &SupConOptions::new(0.1));
+    assert_eq!(out.status, STATUS_NON_FINITE);
+    assert!(grad.iter().all(|&g| g == 0.0));
+}
+
+#[test]
+fn default_passes_bound_the_barriers_per_workgroup() {
+    use supcon_wgpu::kernels::supcon::{MAX_BARRIERS_PER_WORKGROUP, default_pass_columns};
+    for dim in [1, 16, 17, 128, 2048, 4096, 1 << 20] {
+        let columns = default_pass_columns(dim);
+        assert!(
+            columns >= 64 && columns.is_multiple_of(64),
+            "{dim}: {columns}"
+        );
+        let per_tile = 2 * u64::from(dim.div_ceil(16)) + 6;
+        let barriers = u64::from(columns / 64) * per_tile;
+        // At most the bound, unless one tile alone exceeds it.
+        assert!(
+            barriers <= MAX_BARRIERS_PER_WORKGROUP || columns == 64,
+            "{dim}: {barriers} barriers"
+        );
+        // And as many tiles as fit.
+        assert!(barriers + per_tile > MAX_BARRIERS_PER_WORKGROUP, "{dim}");
+    }
+    assert_eq!(default_pass_columns(128), 11_904);
+    // The case the bug was found on: N = 32,768 at D = 128 runs in 3 passes.
+    let Some((ctx, loss)) = kernels() else { return };
+    let plan = loss
+        .plan(
+            &ctx.device,
+            SupConShape::new(16_384, 2, 128),
+            PositiveKind::None,
+            &SupConOptions::new(0.1),
+        )
+        .unwrap();
+    assert_eq!(plan.passes(), 3);
+}
+
+#[test]
 fn zero_feature_rows_are_safe() {
     let Some((ctx, loss)) = kernels() else { return };
     let mut rng = rng(5);

@@ -119,13 +119,14 @@ fn empty_f32(like: &CubeTensor, shape: Shape) -> CubeTensor {
     )
 }
 
-fn params_handle(like: &CubeTensor, params: &LossParams) -> cubecl::server::Handle {
-    like.client
-        .create_from_slice(bytemuck::bytes_of(&kernel_params(
-            params.shape,
-            params.kind,
-            &params.options,
-        )))
+/// The kernels' parameter block for the pass over contrast rows `pass`.
+fn params_handle(
+    like: &CubeTensor,
+    params: &LossParams,
+    pass: (u32, u32),
+) -> cubecl::server::Handle {
+    let block = kernel_params(params.shape, params.kind, &params.options).for_pass(pass);
+    like.client.create_from_slice(bytemuck::bytes_of(&block))
 }
 
 impl SupConBackend for CubeBackend {
@@ -166,7 +167,11 @@ impl SupConBackend for CubeBackend {
         let stats = empty_f32(&x, Shape::new([n_anchors, 4]));
         let inv_norm = empty_f32(&x, Shape::new([rows as usize]));
         let output = empty_f32(&x, Shape::new([4]));
-        let p = params_handle(&x, &params);
+        let passes = params.passes();
+        // Statistics carried between passes (minimal with a single pass: never read then).
+        let running_rows = if passes.len() > 1 { 2 * n_anchors } else { 2 };
+        let running = empty_f32(&x, Shape::new([running_rows, 4]));
+        let p = params_handle(&x, &params, passes[0]);
         launch(
             PREPARE,
             &x,
@@ -178,19 +183,27 @@ impl SupConBackend for CubeBackend {
                 inv_norm.handle.clone().binding(),
             ],
         );
-        launch(
-            FORWARD,
-            &x,
-            CubeDim::new_2d(16, 16),
-            (n_anchors as u64).div_ceil(64),
-            vec![
-                p.clone().binding(),
-                x.handle.clone().binding(),
-                pos.handle.clone().binding(),
-                inv_norm.handle.clone().binding(),
-                stats.handle.clone().binding(),
-            ],
-        );
+        for (i, pass) in passes.iter().enumerate() {
+            let pass_params = if i == 0 {
+                p.clone()
+            } else {
+                params_handle(&x, &params, *pass)
+            };
+            launch(
+                FORWARD,
+                &x,
+                CubeDim::new_2d(16, 16),
+                (n_anchors as u64).div_ceil(64),
+                vec![
+                    pass_params.binding(),
+                    x.handle.clone().binding(),
+                    pos.handle.clone().binding(),
+                    inv_norm.handle.clone().binding(),
+                    stats.handle.clone().binding(),
+                    running.handle.clone().binding(),
+                ],
+            );
+        }
         launch(
             REDUCE,
             &x,
@@ -219,23 +232,37 @@ impl SupConBackend for CubeBackend {
         let x = f32_contiguous(features);
         let pos = i32_contiguous(positives);
         let grad = empty_f32(&x, shape);
-        let p = params_handle(&x, &params);
-        let groups = params.shape.rows().div_ceil(64) * u64::from(params.shape.dim).div_ceil(128);
-        launch(
-            BACKWARD,
-            &x,
-            CubeDim::new_2d(16, 16),
-            groups,
-            vec![
-                p.binding(),
-                x.handle.clone().binding(),
-                pos.handle.clone().binding(),
-                into_contiguous(inv_norm).handle.binding(),
-                into_contiguous(anchor_stats).handle.binding(),
-                into_contiguous(output).handle.binding(),
-                grad.handle.clone().binding(),
-            ],
+        let passes = params.passes();
+        let row_dot_len = if passes.len() > 1 {
+            params.shape.rows() as usize
+        } else {
+            1
+        };
+        let row_dot = empty_f32(&x, Shape::new([row_dot_len]));
+        let (inv_norm, anchor_stats, output) = (
+            into_contiguous(inv_norm),
+            into_contiguous(anchor_stats),
+            into_contiguous(output),
         );
+        let groups = params.shape.rows().div_ceil(64) * u64::from(params.shape.dim).div_ceil(128);
+        for pass in passes {
+            launch(
+                BACKWARD,
+                &x,
+                CubeDim::new_2d(16, 16),
+                groups,
+                vec![
+                    params_handle(&x, &params, pass).binding(),
+                    x.handle.clone().binding(),
+                    pos.handle.clone().binding(),
+                    inv_norm.handle.clone().binding(),
+                    anchor_stats.handle.clone().binding(),
+                    output.handle.clone().binding(),
+                    grad.handle.clone().binding(),
+                    row_dot.handle.clone().binding(),
+                ],
+            );
+        }
         grad
     }
 }

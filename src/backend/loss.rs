@@ -76,6 +76,7 @@ impl SupConLossConfig {
         Ok(SupConLoss {
             options,
             implementation: self.implementation,
+            pass_columns: None,
         })
     }
 }
@@ -85,9 +86,18 @@ impl SupConLossConfig {
 pub struct SupConLoss {
     options: SupConOptions,
     implementation: Implementation,
+    pass_columns: Option<u32>,
 }
 
 impl SupConLoss {
+    /// The fused kernels' column loop in passes of `columns` contrast rows instead of
+    /// [`default_pass_columns`](crate::kernels::supcon::default_pass_columns) (see
+    /// [`LossParams::pass_columns`]). For tests of the multi-pass path; the loss is the same.
+    pub fn with_pass_columns(mut self, columns: u32) -> Self {
+        self.pass_columns = Some(columns);
+        self
+    }
+
     /// The options in force.
     pub fn options(&self) -> &SupConOptions {
         &self.options
@@ -198,6 +208,7 @@ impl SupConLoss {
                 shape,
                 kind,
                 options: self.options,
+                pass_columns: self.pass_columns,
             };
             Ok(Tensor::from_dispatch(Dispatch::supcon_loss(
                 features.into_dispatch(),

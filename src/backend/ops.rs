@@ -23,6 +23,9 @@ pub struct LossParams {
     /// How the positives tensor is read.
     pub kind: PositiveKind,
     pub options: SupConOptions,
+    /// Contrast rows per pass of the kernels' column loop; `None`: the default,
+    /// [`default_pass_columns`](crate::kernels::supcon::default_pass_columns).
+    pub pass_columns: Option<u32>,
 }
 
 impl LossParams {
@@ -32,6 +35,15 @@ impl LossParams {
             crate::ContrastMode::All => self.shape.rows() as usize,
             crate::ContrastMode::One => self.shape.bsz as usize,
         }
+    }
+
+    /// Contrast rows `[begin, end)` of each pass of the column loop.
+    pub fn passes(&self) -> Vec<(u32, u32)> {
+        crate::kernels::supcon::column_passes(
+            self.shape.rows() as u32,
+            self.pass_columns
+                .unwrap_or_else(|| crate::kernels::supcon::default_pass_columns(self.shape.dim)),
+        )
     }
 }
 

@@ -189,7 +189,7 @@ pub(crate) fn binding(buffer: &wgpu::Buffer, bytes: u64) -> wgpu::BufferBinding<
 }
 
 /// Workgroup memory the kernels use at most (bytes); WebGPU's default limit is 16,384.
-pub const WORKGROUP_MEMORY_BYTES: u32 = 13_360;
+pub const WORKGROUP_MEMORY_BYTES: u32 = 13_376;
 
 /// Fails when the device cannot run the kernels (workgroup size or memory below WebGPU's
 /// defaults, which every WebGPU-conformant device meets).
@@ -209,9 +209,9 @@ pub(crate) fn check_device(device: &wgpu::Device) -> Result<()> {
             "the kernels need workgroups of 256 invocations (16 x 16 and 256 x 1)".into(),
         ));
     }
-    if l.max_storage_buffers_per_shader_stage < 7 {
+    if l.max_storage_buffers_per_shader_stage < 8 {
         return Err(Error::DeviceLimit(format!(
-            "max_storage_buffers_per_shader_stage is {}, the kernels need 7",
+            "max_storage_buffers_per_shader_stage is {}, the kernels need 8",
             l.max_storage_buffers_per_shader_stage
         )));
     }

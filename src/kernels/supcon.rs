@@ -6,7 +6,9 @@
 //! 3. `supcon_reduce`: the scalar loss, the anchor weight and the status word,
 //! 4. `supcon_backward` (only for the gradient): dL/dfeatures, recomputing the tiles.
 //!
-//! Extra device memory is O(N) (a few floats per row), never O(N²).
+//! Steps 2 and 4 loop over column tiles; that loop is cut into passes (one dispatch each) so that
+//! no workgroup executes more than [`MAX_BARRIERS_PER_WORKGROUP`] barriers (see
+//! [`default_pass_columns`]). Extra device memory is O(N) (a few floats per row), never O(N²).
 
 use super::{
     Kernel, binding, check_binding_size, check_buffer, check_device, read_buffer, shaders,
@@ -21,6 +23,35 @@ const FORWARD_ANCHORS: u64 = 64;
 /// Output rows and columns per workgroup of `supcon_backward.wgsl` (`TILE_R`, `CHUNK_D`).
 const BACKWARD_ROWS: u64 = 64;
 const BACKWARD_COLUMNS: u64 = 128;
+/// Contrast rows per column tile of `supcon_forward.wgsl` and `supcon_backward.wgsl` (`TILE_C`).
+const TILE_COLUMNS: u32 = 64;
+
+/// Most workgroup barriers one workgroup of the forward or backward kernel executes in one pass.
+///
+/// Measured on lavapipe (Mesa's software Vulkan driver): a workgroup of `supcon_forward.wgsl` that
+/// executes more than about 8,192 barriers loses results (only the first of each thread's four
+/// anchors kept its statistics); at 6,528 it was exact. The column loop is therefore cut into
+/// passes of at most this many barriers, half that threshold. Real GPUs do not need it, and the
+/// cost of a pass is one dispatch and a few floats per row.
+pub const MAX_BARRIERS_PER_WORKGROUP: u64 = 4096;
+
+/// Contrast rows one pass covers for feature dimension `dim` (a multiple of 64): as many column
+/// tiles as fit in [`MAX_BARRIERS_PER_WORKGROUP`] at the backward kernel's `2·⌈dim/16⌉ + 6`
+/// barriers per tile (the forward's `2·⌈dim/16⌉ + 1` is fewer). 11,904 rows at `dim = 128`.
+pub fn default_pass_columns(dim: u32) -> u32 {
+    let per_tile = 2 * u64::from(dim.div_ceil(16)) + 6;
+    let tiles = (MAX_BARRIERS_PER_WORKGROUP / per_tile).max(1);
+    (tiles * u64::from(TILE_COLUMNS)).min(u64::from(u32::MAX / 2)) as u32
+}
+
+/// The column ranges `[begin, end)` of the passes over `n_rows` contrast rows, `pass_columns`
+/// rows each (rounded down to whole tiles, at least one).
+pub(crate) fn column_passes(n_rows: u32, pass_columns: u32) -> Vec<(u32, u32)> {
+    let step = (pass_columns / TILE_COLUMNS).max(1) * TILE_COLUMNS;
+    (0..n_rows.div_ceil(step))
+        .map(|p| (p * step, ((p + 1) * step).min(n_rows)))
+        .collect()
+}
 
 /// Which rows are anchors.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -287,6 +318,21 @@ pub(crate) struct Params {
     inv_temperature: f32,
     loss_scale: f32,
     pad: u32,
+    col_begin: u32,
+    col_end: u32,
+    pad2: u32,
+    pad3: u32,
+}
+
+impl Params {
+    /// The same parameters for the pass over contrast rows `[begin, end)`.
+    pub(crate) fn for_pass(self, (begin, end): (u32, u32)) -> Params {
+        Params {
+            col_begin: begin,
+            col_end: end,
+            ..self
+        }
+    }
 }
 
 /// The kernels' parameter block for a validated problem.
@@ -322,6 +368,10 @@ pub(crate) fn kernel_params(
         inv_temperature: (1.0 / options.temperature) as f32,
         loss_scale: (options.temperature / options.base_temperature) as f32,
         pad: 0,
+        col_begin: 0,
+        col_end: n_rows,
+        pad2: 0,
+        pad3: 0,
     }
 }
 
@@ -332,6 +382,7 @@ pub struct SupConLoss {
     forward: Kernel,
     reduce: Kernel,
     backward: Kernel,
+    pass_columns: Option<u32>,
 }
 
 /// Result of the convenience calls [`SupConLoss::loss`] and [`SupConLoss::loss_and_grad`].
@@ -354,11 +405,21 @@ impl SupConLoss {
         super::with_error_scope(device, || {
             Ok(SupConLoss {
                 prepare: Kernel::new(device, "supcon_prepare", shaders::SUPCON_PREPARE, 3),
-                forward: Kernel::new(device, "supcon_forward", shaders::SUPCON_FORWARD, 5),
+                forward: Kernel::new(device, "supcon_forward", shaders::SUPCON_FORWARD, 6),
                 reduce: Kernel::new(device, "supcon_reduce", shaders::SUPCON_REDUCE, 4),
-                backward: Kernel::new(device, "supcon_backward", shaders::SUPCON_BACKWARD, 7),
+                backward: Kernel::new(device, "supcon_backward", shaders::SUPCON_BACKWARD, 8),
+                pass_columns: None,
             })
         })
+    }
+
+    /// Plans every later problem with passes of `columns` contrast rows (rounded down to a
+    /// multiple of 64, at least 64) instead of [`default_pass_columns`]. The result does not
+    /// depend on it beyond float rounding; it exists to test the multi-pass path on small inputs
+    /// and to bound a workgroup's work further on devices that need it.
+    pub fn with_pass_columns(mut self, columns: u32) -> Self {
+        self.pass_columns = Some(columns);
+        self
     }
 
     /// Validates a problem and allocates its O(N) workspace (parameters, inverse norms, anchor
@@ -399,6 +460,27 @@ impl SupConLoss {
             limit,
         )?;
 
+        let passes = column_passes(
+            n_rows,
+            self.pass_columns
+                .unwrap_or_else(|| default_pass_columns(shape.dim)),
+        );
+        // One parameter block per pass, at offsets the device accepts for storage bindings.
+        let param_stride = u64::from(device.limits().min_storage_buffer_offset_alignment)
+            .max(std::mem::size_of::<Params>() as u64);
+        let mut param_bytes = vec![0u8; param_stride as usize * passes.len()];
+        for (i, pass) in passes.iter().enumerate() {
+            let block = params.for_pass(*pass);
+            param_bytes[i * param_stride as usize..][..std::mem::size_of::<Params>()]
+                .copy_from_slice(bytemuck::bytes_of(&block));
+        }
+        // The state carried between passes; unused (and minimal) with a single pass.
+        let (running_bytes, row_dot_bytes) = if passes.len() > 1 {
+            (u64::from(n_anchors) * 32, rows * 4)
+        } else {
+            (32, 4)
+        };
+        check_binding_size(device, "running anchor statistics", running_bytes)?;
         let copy = wgpu::BufferUsages::COPY_SRC;
         let plan = super::with_error_scope(device, || {
             Ok(SupConPlan {
@@ -410,9 +492,13 @@ impl SupConLoss {
                 positives_len,
                 params: device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                     label: Some("supcon params"),
-                    contents: bytemuck::bytes_of(&params),
+                    contents: &param_bytes,
                     usage: wgpu::BufferUsages::STORAGE,
                 }),
+                param_stride,
+                passes,
+                running: super::storage_buffer(device, "supcon running", running_bytes, copy),
+                row_dot: super::storage_buffer(device, "supcon row_dot", row_dot_bytes, copy),
                 inv_norm: super::storage_buffer(device, "supcon inv_norm", rows * 4, copy),
                 anchor_stats: super::storage_buffer(
                     device,
@@ -538,7 +624,13 @@ pub struct SupConPlan {
     options: SupConOptions,
     n_anchors: u32,
     positives_len: Option<u64>,
+    /// One [`Params`] block per pass, `param_stride` bytes apart.
     params: wgpu::Buffer,
+    param_stride: u64,
+    /// Contrast rows `[begin, end)` of each pass of the column loops.
+    passes: Vec<(u32, u32)>,
+    running: wgpu::Buffer,
+    row_dot: wgpu::Buffer,
     inv_norm: wgpu::Buffer,
     anchor_stats: wgpu::Buffer,
     output: wgpu::Buffer,
@@ -571,10 +663,16 @@ impl SupConPlan {
     pub fn anchor_stats(&self) -> &wgpu::Buffer {
         &self.anchor_stats
     }
+    /// Number of passes (dispatches) of the forward and of the backward column loop.
+    pub fn passes(&self) -> usize {
+        self.passes.len()
+    }
     /// Device bytes the plan holds (its whole workspace).
     pub fn workspace_bytes(&self) -> u64 {
         [
             &self.params,
+            &self.running,
+            &self.row_dot,
             &self.inv_norm,
             &self.anchor_stats,
             &self.output,
@@ -583,6 +681,15 @@ impl SupConPlan {
         .iter()
         .map(|b| b.size())
         .sum()
+    }
+
+    /// The parameter block of pass `i`.
+    fn params_binding(&self, i: usize) -> wgpu::BufferBinding<'_> {
+        wgpu::BufferBinding {
+            buffer: &self.params,
+            offset: i as u64 * self.param_stride,
+            size: std::num::NonZeroU64::new(std::mem::size_of::<Params>() as u64),
+        }
     }
 
     fn positives_binding<'a>(
@@ -621,10 +728,11 @@ impl SupConPlan {
         let x = check_buffer(device, "features", features, self.shape.len() * 4, storage)?;
         let pos = self.positives_binding(device, positives)?;
         let rows = self.shape.rows();
-        let params = self.params.as_entire_buffer_binding();
+        let params = self.params_binding(0);
         let inv_norm = binding(&self.inv_norm, rows * 4);
         let stats = binding(&self.anchor_stats, u64::from(self.n_anchors) * 16);
         let output = self.output.as_entire_buffer_binding();
+        let running = self.running.as_entire_buffer_binding();
         let k = &self.kernels;
         k.prepare.dispatch(
             device,
@@ -633,13 +741,22 @@ impl SupConPlan {
             rows.div_ceil(PREPARE_ROWS),
             &[params.clone(), x.clone(), inv_norm.clone()],
         )?;
-        k.forward.dispatch(
-            device,
-            encoder,
-            "supcon_forward",
-            u64::from(self.n_anchors).div_ceil(FORWARD_ANCHORS),
-            &[params.clone(), x, pos, inv_norm.clone(), stats.clone()],
-        )?;
+        for pass in 0..self.passes.len() {
+            k.forward.dispatch(
+                device,
+                encoder,
+                "supcon_forward",
+                u64::from(self.n_anchors).div_ceil(FORWARD_ANCHORS),
+                &[
+                    self.params_binding(pass),
+                    x.clone(),
+                    pos.clone(),
+                    inv_norm.clone(),
+                    stats.clone(),
+                    running.clone(),
+                ],
+            )?;
+        }
         k.reduce.dispatch(
             device,
             encoder,
@@ -676,21 +793,25 @@ impl SupConPlan {
         let rows = self.shape.rows();
         let groups =
             rows.div_ceil(BACKWARD_ROWS) * u64::from(self.shape.dim).div_ceil(BACKWARD_COLUMNS);
-        self.kernels.backward.dispatch(
-            device,
-            encoder,
-            "supcon_backward",
-            groups,
-            &[
-                self.params.as_entire_buffer_binding(),
-                x,
-                pos,
-                binding(&self.inv_norm, rows * 4),
-                binding(&self.anchor_stats, u64::from(self.n_anchors) * 16),
-                self.output.as_entire_buffer_binding(),
-                g,
-            ],
-        )
+        for pass in 0..self.passes.len() {
+            self.kernels.backward.dispatch(
+                device,
+                encoder,
+                "supcon_backward",
+                groups,
+                &[
+                    self.params_binding(pass),
+                    x.clone(),
+                    pos.clone(),
+                    binding(&self.inv_norm, rows * 4),
+                    binding(&self.anchor_stats, u64::from(self.n_anchors) * 16),
+                    self.output.as_entire_buffer_binding(),
+                    g.clone(),
+                    self.row_dot.as_entire_buffer_binding(),
+                ],
+            )?;
+        }
+        Ok(())
     }
 }
 
