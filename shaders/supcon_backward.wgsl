@@ -19,9 +19,11 @@
 //
 // Workgroup: 16 x 16 threads, TILE_R output rows x CHUNK_D output columns. Per column tile of
 // TILE_C rows: thread (tx, ty) computes the 4 x 4 cosines of rows 4ty..4ty+3 and columns
-// 4tx..4tx+3 through workgroup memory, turns them into weights W_rj = (G_rj + G_jr) / tau, hands
-// them over in two halves through workgroup memory, and accumulates rows 4ty..4ty+3 at columns
-// tx, tx+16, ..., tx+112 of its chunk in registers. Workgroup memory: 9.1 KiB.
+// 4tx..4tx+3 from the normalised rows z (supcon_prepare.wgsl) in one of the two ways of
+// supcon_forward.wgsl (`strategy` 0: tiles through workgroup memory, 1: direct vec4 loads), turns
+// them into weights W_rj = (G_rj + G_jr) / tau, hands them over in two halves through workgroup
+// memory, and accumulates rows 4ty..4ty+3 at the vec4s tx and tx + 16 of its chunk in registers.
+// Workgroup memory: 8.1 KiB.
 
 struct Params {
     n_rows: u32,          // N = bsz * n_views
@@ -38,8 +40,8 @@ struct Params {
     pad: u32,
     col_begin: u32,       // this pass's contrast rows: [col_begin, col_end) (a multiple of 64)
     col_end: u32,         // (the kernels' column loop runs over several passes; see supcon.rs)
-    pad2: u32,
-    pad3: u32,
+    z_stride: u32,        // vec4s per row of the normalised copy z: ceil(dim / 4)
+    strategy: u32,        // 0: tiles through workgroup memory (GPUs), 1: direct loads (CPUs)
 }
 
 struct Output {
@@ -58,7 +60,7 @@ const WG: u32 = 16u;
 const NORM_EPS: f32 = 1e-12;
 
 @group(0) @binding(0) var<storage, read_write> params: Params;
-@group(0) @binding(1) var<storage, read_write> features: array<f32>;
+@group(0) @binding(1) var<storage, read_write> z: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> positives: array<u32>;
 @group(0) @binding(3) var<storage, read_write> inv_norm: array<f32>;
 @group(0) @binding(4) var<storage, read_write> anchor_stats: array<vec4<f32>>;
@@ -68,14 +70,10 @@ const NORM_EPS: f32 = 1e-12;
 @group(0) @binding(7) var<storage, read_write> row_dot: array<f32>;
 
 var<workgroup> wp: Params;
-var<workgroup> base_r: array<u32, 64>;
-var<workgroup> base_c: array<u32, 64>;
-var<workgroup> scale_r: array<f32, 64>;
-var<workgroup> scale_c: array<f32, 64>;
 // One block of workgroup memory, used in turn for
-// - the k-tiles of the similarity: [0, 256) rows [k][row / 4], [256, 512) columns [k][column / 4]
-//   (normalised values);
-// - the weights of half a column tile: [column][row / 4] = W_rj / ||x_j||;
+// - the k-tiles of the similarity (strategy 0): [0, 256) rows [k][row / 4], [256, 512) columns
+//   [k][column / 4];
+// - the weights of half a column tile: [column][row / 4] = W_rj;
 // - the final sum of z_r . g_r.
 var<workgroup> scratch: array<vec4<f32>, 512>;
 const COLUMNS: u32 = 256u;  // offset of the column k-tile in `scratch`
@@ -124,6 +122,59 @@ fn anchor_grad(s: f32, st: vec4<f32>, positive: bool) -> f32 {
     return g;
 }
 
+// Strategy 1: rows ra[i] against rows rc[j], offsets into z, vec4 by vec4 (no barrier).
+fn dots_direct(ra: vec4<u32>, rc: vec4<u32>, stride: u32) -> array<vec4<f32>, 4> {
+    var acc: array<vec4<f32>, 4>;
+    for (var k = 0u; k < stride; k += 1u) {
+        let a0 = z[ra.x + k];
+        let a1 = z[ra.y + k];
+        let a2 = z[ra.z + k];
+        let a3 = z[ra.w + k];
+        let c0 = z[rc.x + k];
+        let c1 = z[rc.y + k];
+        let c2 = z[rc.z + k];
+        let c3 = z[rc.w + k];
+        acc[0] += vec4<f32>(dot(a0, c0), dot(a0, c1), dot(a0, c2), dot(a0, c3));
+        acc[1] += vec4<f32>(dot(a1, c0), dot(a1, c1), dot(a1, c2), dot(a1, c3));
+        acc[2] += vec4<f32>(dot(a2, c0), dot(a2, c1), dot(a2, c2), dot(a2, c3));
+        acc[3] += vec4<f32>(dot(a3, c0), dot(a3, c1), dot(a3, c2), dot(a3, c3));
+    }
+    return acc;
+}
+
+// Strategy 0: thread lid stages vec4 lid % 4 of row lid / 4 (offset oa) and of column lid / 4
+// (offset oc) for each TILE_K-wide slice. Call in uniform control flow; ends with a barrier, so
+// `scratch` is free again on return.
+fn dots_tiled(oa: u32, oc: u32, lid: u32, tx: u32, ty: u32, stride: u32) -> array<vec4<f32>, 4> {
+    var acc: array<vec4<f32>, 4>;
+    let row = lid / 4u;
+    let q = lid % 4u;
+    for (var k0 = 0u; k0 < stride; k0 += TILE_K / 4u) {
+        workgroupBarrier();
+        var va = vec4<f32>(0.0);
+        var vc = vec4<f32>(0.0);
+        if (k0 + q < stride) {
+            va = z[oa + k0 + q];
+            vc = z[oc + k0 + q];
+        }
+        for (var c = 0u; c < 4u; c += 1u) {
+            scratch[(q * 4u + c) * WG + row / 4u][row % 4u] = va[c];
+            scratch[COLUMNS + (q * 4u + c) * WG + row / 4u][row % 4u] = vc[c];
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TILE_K; kk += 1u) {
+            let a = scratch[kk * WG + ty];
+            let b = scratch[COLUMNS + kk * WG + tx];
+            acc[0] += a.x * b;
+            acc[1] += a.y * b;
+            acc[2] += a.z * b;
+            acc[3] += a.w * b;
+        }
+    }
+    workgroupBarrier();
+    return acc;
+}
+
 @compute @workgroup_size(16, 16, 1)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -145,15 +196,22 @@ fn main(
     let r0 = (group / n_chunks) * TILE_R;
     let d0 = (group % n_chunks) * CHUNK_D;
     let last = p.n_rows - 1u;
+    let zs = p.z_stride;
     let coef = output.weight * params.loss_scale * params.inv_temperature;
 
-    if (lid < TILE_R) {
-        let r = min(r0 + lid, last);
-        base_r[lid] = memory_row(r) * p.dim;
-        scale_r[lid] = inv_norm[r];
+    // Offsets in z of the thread's four rows (direct) and of its staging row (tiles).
+    var ra: vec4<u32>;
+    for (var i = 0u; i < 4u; i += 1u) {
+        ra[i] = min(r0 + ty * 4u + i, last) * zs;
     }
+    let oa = min(r0 + lid / 4u, last) * zs;
+    // The thread's two vec4s of output columns (clamped into the row; written only if valid).
+    let v0 = d0 / 4u + tx;
+    let v1 = v0 + WG;
+    let v0c = min(v0, zs - 1u);
+    let v1c = min(v1, zs - 1u);
 
-    var acc: array<vec4<f32>, 8>;  // acc[q][i]: row 4ty+i, column d0 + tx + 16q
+    var acc: array<vec4<f32>, 8>;  // acc[4h + i]: row 4ty+i, vec4 v0 (h = 0) or v1 (h = 1)
     var zg = vec4<f32>(0.0);       // sum_j W_rj cos_rj for rows 4ty..4ty+3
     // Rows that are not anchors (contrast_mode one) only meet anchors' G_jr.
     var col_end = p.col_end;
@@ -161,42 +219,18 @@ fn main(
         col_end = min(col_end, p.n_anchors);
     }
     for (var c0 = p.col_begin; c0 < col_end; c0 += TILE_C) {
-        workgroupBarrier();  // the previous tile is done with base_c / scale_c / weights
-        if (lid < TILE_C) {
-            let r = min(c0 + lid, last);
-            base_c[lid] = memory_row(r) * p.dim;
-            scale_c[lid] = inv_norm[r];
-        }
         var dots: array<vec4<f32>, 4>;  // dots[i][j]: row 4ty+i, column 4tx+j (cosines)
-        for (var k0 = 0u; k0 < p.dim; k0 += TILE_K) {
-            workgroupBarrier();
-            for (var t = 0u; t < TILE_R * TILE_K / (WG * WG); t += 1u) {
-                let e = lid + t * WG * WG;
-                let row = e / TILE_K;
-                let kk = e % TILE_K;
-                var vr = 0.0;
-                var vc = 0.0;
-                if (k0 + kk < p.dim) {
-                    vr = features[base_r[row] + k0 + kk] * scale_r[row];
-                    vc = features[base_c[row] + k0 + kk] * scale_c[row];
-                }
-                scratch[kk * WG + row / 4u][row % 4u] = vr;
-                scratch[COLUMNS + kk * WG + row / 4u][row % 4u] = vc;
+        if (p.strategy == 1u) {
+            var rc: vec4<u32>;
+            for (var j = 0u; j < 4u; j += 1u) {
+                rc[j] = min(c0 + tx * 4u + j, last) * zs;
             }
-            workgroupBarrier();
-            for (var kk = 0u; kk < TILE_K; kk += 1u) {
-                let a = scratch[kk * WG + ty];
-                let b = scratch[COLUMNS + kk * WG + tx];
-                dots[0] += a.x * b;
-                dots[1] += a.y * b;
-                dots[2] += a.z * b;
-                dots[3] += a.w * b;
-            }
+            dots = dots_direct(ra, rc, zs);
+        } else {
+            dots = dots_tiled(oa, min(c0 + lid / 4u, last) * zs, lid, tx, ty, zs);
         }
 
-        // W_rj for the thread's 4 x 4 block; w[j] holds column 4tx+j over rows 4ty..4ty+3. Keys
-        // and statistics are looked up here rather than kept in registers across the k-loop's
-        // barriers (on software rasterisers every live value is saved and restored at each).
+        // W_rj for the thread's 4 x 4 block; w[j] holds column 4tx+j over rows 4ty..4ty+3.
         var key_c: array<u32, 4>;
         var stats_c: array<vec4<f32>, 4>;
         for (var j = 0u; j < 4u; j += 1u) {
@@ -221,44 +255,35 @@ fn main(
             }
         }
 
-        workgroupBarrier();  // every thread is done reading the k-tiles
-        // Weighted sum over the tile's columns, in two halves of HALF_C columns so that the
+        // Weighted sum of the tile's rows z_j, in two halves of HALF_C columns so that the
         // weights fit in workgroup memory: threads tx < 8 hand over columns 0..31, then the rest.
+        // (Weights of columns past N are 0, so their clamped rows add nothing.)
         for (var h = 0u; h < 2u; h += 1u) {
             if (tx / (WG / 2u) == h) {
                 for (var j = 0u; j < 4u; j += 1u) {
-                    let col = (tx % (WG / 2u)) * 4u + j;
-                    scratch[col * WG + ty] = w[j] * scale_c[h * HALF_C + col];
+                    scratch[((tx % (WG / 2u)) * 4u + j) * WG + ty] = w[j];
                 }
             }
             workgroupBarrier();
-            if (d0 + CHUNK_D <= p.dim) {
-                // A full chunk: no bounds test in the innermost loop.
-                for (var jj = 0u; jj < HALF_C; jj += 1u) {
-                    let wv = scratch[jj * WG + ty];
-                    let base = base_c[h * HALF_C + jj] + d0 + tx;
-                    for (var q = 0u; q < CHUNK_D / WG; q += 1u) {
-                        acc[q] += wv * features[base + q * WG];
-                    }
-                }
-            } else {
-                for (var jj = 0u; jj < HALF_C; jj += 1u) {
-                    let wv = scratch[jj * WG + ty];
-                    let base = base_c[h * HALF_C + jj];
-                    for (var q = 0u; q < CHUNK_D / WG; q += 1u) {
-                        let d = d0 + tx + q * WG;
-                        if (d < p.dim) {
-                            acc[q] += wv * features[base + d];
-                        }
-                    }
-                }
+            for (var jj = 0u; jj < HALF_C; jj += 1u) {
+                let wv = scratch[jj * WG + ty];
+                let row = min(c0 + h * HALF_C + jj, last) * zs;
+                let z0 = z[row + v0c];
+                let z1 = z[row + v1c];
+                acc[0] += wv.x * z0;
+                acc[1] += wv.y * z0;
+                acc[2] += wv.z * z0;
+                acc[3] += wv.w * z0;
+                acc[4] += wv.x * z1;
+                acc[5] += wv.y * z1;
+                acc[6] += wv.z * z1;
+                acc[7] += wv.w * z1;
             }
             workgroupBarrier();
         }
     }
 
     // Sum z_r . g_r over the 16 threads of each row group.
-    workgroupBarrier();
     scratch[ty * WG + tx] = zg;
     workgroupBarrier();
     var zg_row = vec4<f32>(0.0);
@@ -274,52 +299,51 @@ fn main(
         if (r >= p.n_rows) {
             continue;
         }
-        let base = base_r[ty * 4u + i];
-        if (!last_pass) {
-            // Keep the raw sums for the next pass.
-            if (d0 == 0u && tx == 0u) {
-                var prev = 0.0;
-                if (!first) {
-                    prev = row_dot[r];
-                }
-                row_dot[r] = prev + zg_row[i];
+        let base = memory_row(r) * p.dim;
+        if (!last_pass && d0 == 0u && tx == 0u) {
+            // Keep z_r . g_r for the next pass.
+            var prev = 0.0;
+            if (!first) {
+                prev = row_dot[r];
             }
-            for (var q = 0u; q < CHUNK_D / WG; q += 1u) {
-                let d = d0 + tx + q * WG;
-                if (d < p.dim) {
-                    var g = acc[q][i];
-                    if (!first) {
-                        g += grad[base + d];
-                    }
-                    grad[base + d] = g;
-                }
-            }
-            continue;
+            row_dot[r] = prev + zg_row[i];
         }
         var zg_total = zg_row[i];
-        if (!first) {
+        if (last_pass && !first) {
             zg_total += row_dot[r];
         }
-        let inv = scale_r[ty * 4u + i];
+        let inv = inv_norm[r];
         // F.normalize divides by NORM_EPS when the norm is below it: no projection then.
         let clamped = inv >= 1.0 / NORM_EPS;
-        for (var q = 0u; q < CHUNK_D / WG; q += 1u) {
-            let d = d0 + tx + q * WG;
-            if (d >= p.dim) {
+        for (var h = 0u; h < 2u; h += 1u) {
+            var v = v0;
+            if (h == 1u) {
+                v = v1;
+            }
+            if (v >= zs) {
                 continue;
             }
-            var g = acc[q][i];
-            if (!first) {
-                g += grad[base + d];
+            let z_r = z[r * zs + v];
+            for (var c = 0u; c < 4u; c += 1u) {
+                let d = 4u * v + c;
+                if (d >= p.dim) {
+                    continue;
+                }
+                var g = acc[4u * h + i][c];
+                if (!first) {
+                    g += grad[base + d];  // the raw sums of the passes before
+                }
+                if (last_pass) {
+                    if (!clamped) {
+                        g -= z_r[c] * zg_total;
+                    }
+                    g *= inv;
+                    if (!ok) {
+                        g = 0.0;
+                    }
+                }
+                grad[base + d] = g;
             }
-            if (!clamped) {
-                g -= features[base + d] * inv * zg_total;
-            }
-            g *= inv;
-            if (!ok) {
-                g = 0.0;
-            }
-            grad[base + d] = g;
         }
     }
 }

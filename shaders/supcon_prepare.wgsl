@@ -1,4 +1,5 @@
-// SupCon loss, step 1 of 4: per-row inverse L2 norms and the non-finite input check.
+// SupCon loss, step 1 of 4: per-row inverse L2 norms, the non-finite input check, and the
+// normalised rows z in view-major order (the only copy of the features the other kernels read).
 //
 // One invocation per row of the flattened, view-major feature matrix. Row r is sample r % bsz,
 // view r / bsz, stored at memory row (r % bsz) * n_views + r / bsz of the caller's
@@ -24,8 +25,8 @@ struct Params {
     pad: u32,
     col_begin: u32,       // this pass's contrast rows: [col_begin, col_end) (a multiple of 64)
     col_end: u32,         // (the kernels' column loop runs over several passes; see supcon.rs)
-    pad2: u32,
-    pad3: u32,
+    z_stride: u32,        // vec4s per row of the normalised copy z: ceil(dim / 4)
+    strategy: u32,        // 0: tiles through workgroup memory (GPUs), 1: direct loads (CPUs)
 }
 
 const WORKGROUP: u32 = 256u;
@@ -36,19 +37,12 @@ const EXPONENT_MASK: u32 = 0x7f800000u;
 @group(0) @binding(0) var<storage, read_write> params: Params;
 @group(0) @binding(1) var<storage, read_write> features: array<f32>;
 @group(0) @binding(2) var<storage, read_write> inv_norm: array<f32>;
+// [N, z_stride] view-major, zero-padded to whole vec4s: z_r = x_r * inv_norm[r] (zeros for a row
+// with NaN or infinity).
+@group(0) @binding(3) var<storage, read_write> z: array<vec4<f32>>;
 
-@compute @workgroup_size(256, 1, 1)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    // Large N may need a 2-D grid (max_compute_workgroups_per_dimension); linearise it.
-    let r = (wid.x + wid.y * nwg.x) * WORKGROUP + lid;
-    if (r >= params.n_rows) {
-        return;
-    }
-    let base = ((r % params.bsz) * params.n_views + r / params.bsz) * params.dim;
+// 1 / max(||x_r||, NORM_EPS), or NON_FINITE.
+fn inverse_norm(base: u32) -> f32 {
     // Two passes: the largest magnitude first, so the sum of squares cannot overflow for large
     // but finite values.
     var max_abs = 0.0;
@@ -62,13 +56,11 @@ fn main(
         max_abs = max(max_abs, abs(v));
     }
     if (!finite) {
-        inv_norm[r] = NON_FINITE;
-        return;
+        return NON_FINITE;
     }
     if (max_abs * sqrt(f32(params.dim)) <= NORM_EPS) {
         // The norm is at most NORM_EPS: F.normalize divides by NORM_EPS (a zero row stays zero).
-        inv_norm[r] = 1.0 / NORM_EPS;
-        return;
+        return 1.0 / NORM_EPS;
     }
     let scale = 1.0 / max_abs;
     var sum_sq = 0.0;
@@ -76,5 +68,35 @@ fn main(
         let v = features[base + k] * scale;
         sum_sq += v * v;
     }
-    inv_norm[r] = 1.0 / max(sqrt(sum_sq) * max_abs, NORM_EPS);
+    return 1.0 / max(sqrt(sum_sq) * max_abs, NORM_EPS);
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    // Large N may need a 2-D grid (max_compute_workgroups_per_dimension); linearise it.
+    let r = (wid.x + wid.y * nwg.x) * WORKGROUP + lid;
+    if (r >= params.n_rows) {
+        return;
+    }
+    let base = ((r % params.bsz) * params.n_views + r / params.bsz) * params.dim;
+    let inv = inverse_norm(base);
+    inv_norm[r] = inv;
+    var scale = inv;
+    if (inv < 0.0) {
+        scale = 0.0;
+    }
+    for (var q = 0u; q < params.z_stride; q += 1u) {
+        var v = vec4<f32>(0.0);
+        for (var c = 0u; c < 4u; c += 1u) {
+            let k = 4u * q + c;
+            if (k < params.dim) {
+                v[c] = features[base + k] * scale;
+            }
+        }
+        z[r * params.z_stride + q] = v;
+    }
 }

@@ -14,7 +14,7 @@ use supcon_wgpu::backend::{
     Implementation, SupConLossConfig, composed, cosine_similarity, fused_available,
 };
 use supcon_wgpu::kernels::supcon::reference;
-use supcon_wgpu::{ContrastMode, Error, Positives, Reduction, SupConShape, Variant};
+use supcon_wgpu::{ContrastMode, Error, Positives, Reduction, Strategy, SupConShape, Variant};
 
 /// The autodiff wgpu device, or a clear skip (a failure under CI=true), as the other GPU tests.
 fn wgpu_device() -> Option<Device> {
@@ -145,13 +145,15 @@ fn fused_on_wgpu_equals_composed_on_ndarray_and_the_reference() {
 }
 
 #[test]
-fn fused_column_loop_in_passes_through_burn() {
+fn fused_column_loop_in_passes_and_both_strategies_through_burn() {
     // The Burn launch path of the multi-pass column loop (passes of 64 contrast rows).
     let Some(wgpu) = wgpu_device() else { return };
     let mut rng = rng(37);
-    for (bsz, nv, dim, mode) in [
-        (65, 2, 9, ContrastMode::All),
-        (70, 3, 130, ContrastMode::One),
+    for (bsz, nv, dim, mode, strategy) in [
+        (65, 2, 9, ContrastMode::All, Strategy::Direct),
+        (70, 3, 130, ContrastMode::One, Strategy::Direct),
+        (65, 2, 9, ContrastMode::All, Strategy::Tiles),
+        (70, 3, 130, ContrastMode::One, Strategy::Tiles),
     ] {
         let shape = SupConShape::new(bsz, nv, dim);
         let x = random_features(&mut rng, shape.len() as usize);
@@ -160,7 +162,7 @@ fn fused_column_loop_in_passes_through_burn() {
             .with_temperature(0.1)
             .with_contrast_mode(mode)
             .with_variant(Variant::In);
-        let loss = config.init().with_pass_columns(64);
+        let loss = config.init().with_pass_columns(64).with_strategy(strategy);
         let f = features(&x, shape, &wgpu);
         let value = loss.forward(f.clone(), Some(labels(&l, &wgpu)));
         let g = to_vec(f.grad(&value.backward()).expect("gradient"));

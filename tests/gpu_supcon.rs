@@ -15,7 +15,7 @@ use common::*;
 use rand::Rng;
 use supcon_wgpu::kernels::supcon::{STATUS_NON_FINITE, pack_mask, reference};
 use supcon_wgpu::{
-    Error, PositiveKind, Positives, SupConLoss, SupConOptions, SupConOutput, SupConShape,
+    Error, PositiveKind, Positives, Strategy, SupConLoss, SupConOptions, SupConOutput, SupConShape,
 };
 
 fn kernels() -> Option<(&'static supcon_wgpu::device::GpuContext, SupConLoss)> {
@@ -251,10 +251,49 @@ fn thousands_of_rows() {
 
 #[test]
 fn column_loop_in_passes_matches_the_reference() {
+    for strategy in [Strategy::Direct, Strategy::Tiles] {
+        column_loop_in_passes(strategy);
+    }
+}
+
+#[test]
+fn both_strategies_match_the_reference() {
+    let Some((ctx, loss)) = kernels() else { return };
+    // The device's own choice: direct loads on a CPU adapter (lavapipe in CI), tiles on a GPU.
+    assert_eq!(
+        loss.strategy(),
+        Strategy::for_adapter(&ctx.device.adapter_info())
+    );
+    let mut rng = rng(17);
+    let mut cases = 0;
+    for strategy in [Strategy::Tiles, Strategy::Direct] {
+        let loss = loss.clone().with_strategy(strategy);
+        // D not a multiple of 4 or 16 (padded vec4s), one and several column tiles, D > 128.
+        for (bsz, nv, dim) in [(3, 2, 1), (33, 2, 130), (70, 3, 5), (40, 2, 300)] {
+            let shape = SupConShape::new(bsz, nv, dim);
+            let x = random_features(&mut rng, shape.len() as usize);
+            let labels = random_labels(&mut rng, bsz as usize, 1 + bsz as i32 / 4);
+            let mask: Vec<bool> = (0..bsz * bsz).map(|_| rng.random_bool(0.3)).collect();
+            for options in option_grid(&[(0.07, 0.07)]) {
+                for positives in [
+                    Positives::Labels(&labels),
+                    Positives::None,
+                    Positives::Mask(&mask),
+                ] {
+                    check(&loss, ctx, &x, shape, positives, &options, 1e-4);
+                    cases += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(cases, 2 * 4 * 8 * 3);
+}
+
+fn column_loop_in_passes(strategy: Strategy) {
     // Passes of 64 contrast rows (one tile): the statistics of the forward pass and the raw
     // gradient sums of the backward pass are carried across dispatches.
     let Some((ctx, loss)) = kernels() else { return };
-    let loss = loss.with_pass_columns(64);
+    let loss = loss.with_pass_columns(64).with_strategy(strategy);
     let mut rng = rng(13);
     // N = 2 (one pass), 130 (3 passes, the last of 2 rows), 192 (3 full), 303 (5).
     let mut cases = 0;

@@ -18,7 +18,7 @@ use cubecl::{CubeCount, CubeDim, RuntimeId, prelude::KernelId};
 
 use super::ops::{LossParams, SupConBackend};
 use crate::kernels::shaders;
-use crate::kernels::supcon::kernel_params;
+use crate::kernels::supcon::{Strategy, kernel_params, z_stride};
 
 /// One of the `.wgsl` files, as a Burn source kernel (entry point `main`).
 #[derive(Debug, Clone, Copy)]
@@ -125,8 +125,43 @@ fn params_handle(
     params: &LossParams,
     pass: (u32, u32),
 ) -> cubecl::server::Handle {
-    let block = kernel_params(params.shape, params.kind, &params.options).for_pass(pass);
+    let strategy = params.strategy.unwrap_or_else(|| {
+        // cubecl reports no physical card for a CPU adapter (lavapipe and the like).
+        if like.client.properties().identity.physical.is_none() {
+            Strategy::Direct
+        } else {
+            Strategy::Tiles
+        }
+    });
+    let block = kernel_params(params.shape, params.kind, &params.options, strategy).for_pass(pass);
     like.client.create_from_slice(bytemuck::bytes_of(&block))
+}
+
+/// Launches `supcon_prepare`: `(inv_norm [N], z [N, 4·⌈dim/4⌉])` of contiguous f32 features.
+fn prepare(
+    x: &CubeTensor,
+    params: &LossParams,
+    p: &cubecl::server::Handle,
+) -> (CubeTensor, CubeTensor) {
+    let rows = params.shape.rows();
+    let inv_norm = empty_f32(x, Shape::new([rows as usize]));
+    let z = empty_f32(
+        x,
+        Shape::new([rows as usize, 4 * z_stride(params.shape.dim) as usize]),
+    );
+    launch(
+        PREPARE,
+        x,
+        CubeDim::new_1d(256),
+        rows.div_ceil(256),
+        vec![
+            p.clone().binding(),
+            x.handle.clone().binding(),
+            inv_norm.handle.clone().binding(),
+            z.handle.clone().binding(),
+        ],
+    );
+    (inv_norm, z)
 }
 
 impl SupConBackend for CubeBackend {
@@ -162,27 +197,15 @@ impl SupConBackend for CubeBackend {
         check_runtime(&features, "supcon_forward");
         let x = f32_contiguous(features);
         let pos = i32_contiguous(positives);
-        let rows = params.shape.rows();
         let n_anchors = params.n_anchors();
         let stats = empty_f32(&x, Shape::new([n_anchors, 4]));
-        let inv_norm = empty_f32(&x, Shape::new([rows as usize]));
         let output = empty_f32(&x, Shape::new([4]));
         let passes = params.passes();
         // Statistics carried between passes (minimal with a single pass: never read then).
         let running_rows = if passes.len() > 1 { 2 * n_anchors } else { 2 };
         let running = empty_f32(&x, Shape::new([running_rows, 4]));
         let p = params_handle(&x, &params, passes[0]);
-        launch(
-            PREPARE,
-            &x,
-            CubeDim::new_1d(256),
-            rows.div_ceil(256),
-            vec![
-                p.clone().binding(),
-                x.handle.clone().binding(),
-                inv_norm.handle.clone().binding(),
-            ],
-        );
+        let (inv_norm, z) = prepare(&x, &params, &p);
         for (i, pass) in passes.iter().enumerate() {
             let pass_params = if i == 0 {
                 p.clone()
@@ -196,9 +219,8 @@ impl SupConBackend for CubeBackend {
                 (n_anchors as u64).div_ceil(64),
                 vec![
                     pass_params.binding(),
-                    x.handle.clone().binding(),
+                    z.handle.clone().binding(),
                     pos.handle.clone().binding(),
-                    inv_norm.handle.clone().binding(),
                     stats.handle.clone().binding(),
                     running.handle.clone().binding(),
                 ],
@@ -244,6 +266,8 @@ impl SupConBackend for CubeBackend {
             into_contiguous(anchor_stats),
             into_contiguous(output),
         );
+        // The normalised rows again (O(N·D), cheaper than keeping the forward's copy alive).
+        let (_, z) = prepare(&x, &params, &params_handle(&x, &params, passes[0]));
         let groups = params.shape.rows().div_ceil(64) * u64::from(params.shape.dim).div_ceil(128);
         for pass in passes {
             launch(
@@ -253,7 +277,7 @@ impl SupConBackend for CubeBackend {
                 groups,
                 vec![
                     params_handle(&x, &params, pass).binding(),
-                    x.handle.clone().binding(),
+                    z.handle.clone().binding(),
                     pos.handle.clone().binding(),
                     inv_norm.handle.clone().binding(),
                     anchor_stats.handle.clone().binding(),

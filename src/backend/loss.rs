@@ -77,6 +77,7 @@ impl SupConLossConfig {
             options,
             implementation: self.implementation,
             pass_columns: None,
+            strategy: None,
         })
     }
 }
@@ -87,6 +88,7 @@ pub struct SupConLoss {
     options: SupConOptions,
     implementation: Implementation,
     pass_columns: Option<u32>,
+    strategy: Option<crate::Strategy>,
 }
 
 impl SupConLoss {
@@ -95,6 +97,13 @@ impl SupConLoss {
     /// [`LossParams::pass_columns`]). For tests of the multi-pass path; the loss is the same.
     pub fn with_pass_columns(mut self, columns: u32) -> Self {
         self.pass_columns = Some(columns);
+        self
+    }
+
+    /// The fused kernels with `strategy` instead of the one chosen per device (see
+    /// [`LossParams::strategy`]). For tests and measurements; the loss is the same.
+    pub fn with_strategy(mut self, strategy: crate::Strategy) -> Self {
+        self.strategy = Some(strategy);
         self
     }
 
@@ -209,6 +218,7 @@ impl SupConLoss {
                 kind,
                 options: self.options,
                 pass_columns: self.pass_columns,
+                strategy: self.strategy,
             };
             Ok(Tensor::from_dispatch(Dispatch::supcon_loss(
                 features.into_dispatch(),

@@ -13,7 +13,7 @@ use burn::backend::{
 };
 use burn::tensor::Shape;
 
-use crate::kernels::supcon::{PositiveKind, SupConOptions, SupConShape};
+use crate::kernels::supcon::{PositiveKind, Strategy, SupConOptions, SupConShape};
 
 /// Host parameters of one fused loss call.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -26,6 +26,9 @@ pub struct LossParams {
     /// Contrast rows per pass of the kernels' column loop; `None`: the default,
     /// [`default_pass_columns`](crate::kernels::supcon::default_pass_columns).
     pub pass_columns: Option<u32>,
+    /// How the kernels compute their blocks; `None`: [`Strategy::Direct`] on a software adapter
+    /// (no physical card), [`Strategy::Tiles`] on a GPU.
+    pub strategy: Option<Strategy>,
 }
 
 impl LossParams {

@@ -1,7 +1,8 @@
 //! The fused, streaming SupCon loss (`shaders/supcon_*.wgsl`) and its f64 CPU reference.
 //!
 //! Four dispatches, recorded into the caller's encoder:
-//! 1. `supcon_prepare`: inverse L2 norm of every row (and the non-finite check),
+//! 1. `supcon_prepare`: inverse L2 norm of every row (and the non-finite check), and the
+//!    normalised rows `z` in view-major order, padded to whole vec4s (what steps 2 and 4 read),
 //! 2. `supcon_forward`: per-anchor log-sum-exps and losses, streaming over column tiles,
 //! 3. `supcon_reduce`: the scalar loss, the anchor weight and the status word,
 //! 4. `supcon_backward` (only for the gradient): dL/dfeatures, recomputing the tiles.
@@ -51,6 +52,30 @@ pub(crate) fn column_passes(n_rows: u32, pass_columns: u32) -> Vec<(u32, u32)> {
     (0..n_rows.div_ceil(step))
         .map(|p| (p * step, ((p + 1) * step).min(n_rows)))
         .collect()
+}
+
+/// How the forward and backward kernels compute their 4×4 blocks of dot products (the same
+/// `.wgsl` files, a uniform branch on a parameter). [`Strategy::for_adapter`] picks one per device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Strategy {
+    /// Slices of the rows staged in workgroup memory, two barriers per slice (GPUs).
+    Tiles,
+    /// Every thread reads its rows straight from memory as vec4s, no barriers: on CPU drivers
+    /// (lavapipe) workgroup memory is no faster than the cache and each barrier saves and
+    /// restores every invocation's registers; measured about 2× faster there.
+    Direct,
+}
+
+impl Strategy {
+    /// [`Direct`](Self::Direct) on a CPU adapter (`wgpu::DeviceType::Cpu`: lavapipe, WARP,
+    /// SwiftShader), [`Tiles`](Self::Tiles) on every GPU.
+    pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
+        if info.device_type == wgpu::DeviceType::Cpu {
+            Strategy::Direct
+        } else {
+            Strategy::Tiles
+        }
+    }
 }
 
 /// Which rows are anchors.
@@ -320,8 +345,8 @@ pub(crate) struct Params {
     pad: u32,
     col_begin: u32,
     col_end: u32,
-    pad2: u32,
-    pad3: u32,
+    z_stride: u32,
+    strategy: u32,
 }
 
 impl Params {
@@ -340,6 +365,7 @@ pub(crate) fn kernel_params(
     shape: SupConShape,
     kind: PositiveKind,
     options: &SupConOptions,
+    strategy: Strategy,
 ) -> Params {
     let n_rows = shape.rows() as u32;
     Params {
@@ -370,9 +396,17 @@ pub(crate) fn kernel_params(
         pad: 0,
         col_begin: 0,
         col_end: n_rows,
-        pad2: 0,
-        pad3: 0,
+        z_stride: z_stride(shape.dim),
+        strategy: match strategy {
+            Strategy::Tiles => 0,
+            Strategy::Direct => 1,
+        },
     }
+}
+
+/// vec4s per row of the normalised copy `z`.
+pub(crate) fn z_stride(dim: u32) -> u32 {
+    dim.div_ceil(4)
 }
 
 /// The SupCon kernels' pipelines on one device: create once, plan per problem shape.
@@ -383,6 +417,7 @@ pub struct SupConLoss {
     reduce: Kernel,
     backward: Kernel,
     pass_columns: Option<u32>,
+    strategy: Strategy,
 }
 
 /// Result of the convenience calls [`SupConLoss::loss`] and [`SupConLoss::loss_and_grad`].
@@ -404,11 +439,12 @@ impl SupConLoss {
         check_device(device)?;
         super::with_error_scope(device, || {
             Ok(SupConLoss {
-                prepare: Kernel::new(device, "supcon_prepare", shaders::SUPCON_PREPARE, 3),
-                forward: Kernel::new(device, "supcon_forward", shaders::SUPCON_FORWARD, 6),
+                prepare: Kernel::new(device, "supcon_prepare", shaders::SUPCON_PREPARE, 4),
+                forward: Kernel::new(device, "supcon_forward", shaders::SUPCON_FORWARD, 5),
                 reduce: Kernel::new(device, "supcon_reduce", shaders::SUPCON_REDUCE, 4),
                 backward: Kernel::new(device, "supcon_backward", shaders::SUPCON_BACKWARD, 8),
                 pass_columns: None,
+                strategy: Strategy::for_adapter(&device.adapter_info()),
             })
         })
     }
@@ -422,6 +458,18 @@ impl SupConLoss {
         self
     }
 
+    /// Uses `strategy` instead of [`Strategy::for_adapter`] (both give the same results up to
+    /// float rounding; for tests and measurements of the other one).
+    pub fn with_strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// The strategy plans use.
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
     /// Validates a problem and allocates its O(N) workspace (parameters, inverse norms, anchor
     /// statistics, output block). A plan is reused for every batch of the same shape.
     pub fn plan(
@@ -433,7 +481,7 @@ impl SupConLoss {
     ) -> Result<SupConPlan> {
         shape.validate()?;
         options.validate()?;
-        let params = kernel_params(shape, kind, options);
+        let params = kernel_params(shape, kind, options, self.strategy);
         let (n_rows, n_anchors) = (params.n_rows, params.n_anchors);
         let words = mask_words(shape.bsz);
         let positives_len = match kind {
@@ -481,6 +529,8 @@ impl SupConLoss {
             (32, 4)
         };
         check_binding_size(device, "running anchor statistics", running_bytes)?;
+        let z_bytes = rows * u64::from(params.z_stride) * 16;
+        check_binding_size(device, "normalised features", z_bytes)?;
         let copy = wgpu::BufferUsages::COPY_SRC;
         let plan = super::with_error_scope(device, || {
             Ok(SupConPlan {
@@ -499,6 +549,7 @@ impl SupConLoss {
                 passes,
                 running: super::storage_buffer(device, "supcon running", running_bytes, copy),
                 row_dot: super::storage_buffer(device, "supcon row_dot", row_dot_bytes, copy),
+                z: super::storage_buffer(device, "supcon z", z_bytes, copy),
                 inv_norm: super::storage_buffer(device, "supcon inv_norm", rows * 4, copy),
                 anchor_stats: super::storage_buffer(
                     device,
@@ -631,6 +682,9 @@ pub struct SupConPlan {
     passes: Vec<(u32, u32)>,
     running: wgpu::Buffer,
     row_dot: wgpu::Buffer,
+    /// `[N, ceil(dim/4)]` vec4s: the normalised rows, view-major (written by the forward pass,
+    /// read by both).
+    z: wgpu::Buffer,
     inv_norm: wgpu::Buffer,
     anchor_stats: wgpu::Buffer,
     output: wgpu::Buffer,
@@ -667,12 +721,18 @@ impl SupConPlan {
     pub fn passes(&self) -> usize {
         self.passes.len()
     }
-    /// Device bytes the plan holds (its whole workspace).
+    /// The strategy of the forward and backward kernels.
+    pub fn strategy(&self) -> Strategy {
+        self.kernels.strategy
+    }
+    /// Device bytes the plan holds (its whole workspace, including the normalised copy of the
+    /// features, `N·⌈dim/4⌉·16` bytes).
     pub fn workspace_bytes(&self) -> u64 {
         [
             &self.params,
             &self.running,
             &self.row_dot,
+            &self.z,
             &self.inv_norm,
             &self.anchor_stats,
             &self.output,
@@ -733,13 +793,14 @@ impl SupConPlan {
         let stats = binding(&self.anchor_stats, u64::from(self.n_anchors) * 16);
         let output = self.output.as_entire_buffer_binding();
         let running = self.running.as_entire_buffer_binding();
+        let z = self.z.as_entire_buffer_binding();
         let k = &self.kernels;
         k.prepare.dispatch(
             device,
             encoder,
             "supcon_prepare",
             rows.div_ceil(PREPARE_ROWS),
-            &[params.clone(), x.clone(), inv_norm.clone()],
+            &[params.clone(), x, inv_norm.clone(), z.clone()],
         )?;
         for pass in 0..self.passes.len() {
             k.forward.dispatch(
@@ -749,9 +810,8 @@ impl SupConPlan {
                 u64::from(self.n_anchors).div_ceil(FORWARD_ANCHORS),
                 &[
                     self.params_binding(pass),
-                    x.clone(),
+                    z.clone(),
                     pos.clone(),
-                    inv_norm.clone(),
                     stats.clone(),
                     running.clone(),
                 ],
@@ -768,7 +828,8 @@ impl SupConPlan {
 
     /// Records the backward pass into `encoder`: `grad = dL/dfeatures`. Record it after
     /// [`encode_forward`](Self::encode_forward) on the same features and positives (same or an
-    /// earlier submission); it reuses the forward pass's statistics.
+    /// earlier submission); it reuses the forward pass's statistics and its normalised copy of
+    /// the features (`features` is checked, and must not be `grad`).
     ///
     /// # Shapes
     /// - `grad`: `[bsz, n_views, dim]` f32, usage STORAGE, fully overwritten.
@@ -782,7 +843,7 @@ impl SupConPlan {
     ) -> Result<()> {
         let storage = wgpu::BufferUsages::STORAGE;
         let bytes = self.shape.len() * 4;
-        let x = check_buffer(device, "features", features, bytes, storage)?;
+        check_buffer(device, "features", features, bytes, storage)?;
         let g = check_buffer(device, "grad", grad, bytes, storage)?;
         if features == grad {
             return Err(Error::Positives(
@@ -801,7 +862,7 @@ impl SupConPlan {
                 groups,
                 &[
                     self.params_binding(pass),
-                    x.clone(),
+                    self.z.as_entire_buffer_binding(),
                     pos.clone(),
                     binding(&self.inv_norm, rows * 4),
                     binding(&self.anchor_stats, u64::from(self.n_anchors) * 16),
