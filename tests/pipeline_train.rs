@@ -103,8 +103,7 @@ fn pretrain_checkpoint_resume_evaluate() {
     // Warm-up: the first kernels of a process run while cubecl autotunes, and the variant in use
     // can change between steps (equal results up to rounding, which training amplifies). A whole
     // run, linear evaluation included, tunes every shape, so the two runs compared below use the
-    // same kernels. (A warm-up of one stopped epoch left linear evaluation untuned: the two
-    // linear-evaluation accuracies then differed by 3 of 120 test images once.)
+    // same kernels.
     let warm = out_dir("warm");
     run(
         &cfg,
@@ -234,8 +233,12 @@ fn pretrain_checkpoint_resume_evaluate() {
         );
         assert_eq!(x.lr, y.lr);
     }
+    // The linear classifier's initial weights are seeded (they once came from the device's shared
+    // generator, and the two runs differed by 3 of 120 test images); one image of slack is left
+    // for rounding.
     assert!(
-        (a.linear_eval_test_accuracy - b.linear_eval_test_accuracy).abs() <= 0.02,
+        (a.linear_eval_test_accuracy - b.linear_eval_test_accuracy).abs()
+            <= 1.0 / test.labels.len() as f64 + 1e-12,
         "{} vs {}",
         a.linear_eval_test_accuracy,
         b.linear_eval_test_accuracy

@@ -157,7 +157,7 @@ pub struct LinearEvalConfig {
     pub lr: f64,
     /// L2 penalty.
     pub weight_decay: f64,
-    /// Shuffling seed.
+    /// Seed of the classifier's initial weights and of the shuffling.
     pub seed: u64,
 }
 
@@ -223,7 +223,11 @@ pub fn linear_eval(
     let labels_i: Vec<i64> = train_labels.iter().map(|&l| l as i64).collect();
     let train_y = Tensor::<1, Int>::from_data(TensorData::new(labels_i, [n_train]), &ad);
 
-    let mut classifier: Linear = LinearConfig::new(d, n_classes).init(&ad);
+    // Seeded: the classifier's initial weights depend on `config.seed` alone, so a resumed run
+    // evaluates exactly as the uninterrupted one.
+    let mut classifier: Linear = super::seeded_init(&ad, config.seed, || {
+        LinearConfig::new(d, n_classes).init(&ad)
+    });
     let mut optim = SgdConfig::new()
         .with_momentum(Some(
             MomentumConfig::new().with_momentum(0.9).with_dampening(0.0),

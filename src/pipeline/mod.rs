@@ -67,6 +67,21 @@ pub(crate) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> PipelineEr
     }
 }
 
+/// Runs `init` right after seeding `device`'s random generator with `seed`, holding a process-wide
+/// lock meanwhile. The generator is shared by everything on the device, so without the lock
+/// concurrent runs in one process interleave their draws and the weights stop depending on the
+/// seed alone.
+pub(crate) fn seeded_init<T>(
+    device: &burn::tensor::Device,
+    seed: u64,
+    init: impl FnOnce() -> T,
+) -> T {
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
+    device.seed(seed);
+    init()
+}
+
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed to disk,
 /// then renamed over the target, so a reader sees the old file or the new one, never a part.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

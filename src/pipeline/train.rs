@@ -490,15 +490,7 @@ pub fn run(
     std::fs::create_dir_all(out).map_err(io_error(out))?;
     let plain = device.clone().inner();
     let ad = plain.clone().autodiff();
-    let mut model = {
-        // The device's random generator is shared by everything on it: hold a lock from seeding
-        // to the end of initialisation, so concurrent runs in one process cannot interleave
-        // draws and the weights depend on the seed alone.
-        static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
-        ad.seed(config.seed);
-        build_model(config, train, &ad)
-    };
+    let mut model = super::seeded_init(&ad, config.seed, || build_model(config, train, &ad));
     let mut optim = optimizer(config);
     let mut history = Vec::new();
     let mut epoch0 = 0;
