@@ -175,6 +175,84 @@ fn dots_tiled(oa: u32, oc: u32, lid: u32, tx: u32, ty: u32, stride: u32) -> arra
     return acc;
 }
 
+// W_rj of the thread's 4 x 4 block (w[j]: column c0+4tx+j over rows r0+4ty..r0+4ty+3) from its
+// cosines; adds sum_j W_rj cos_rj to zg.
+fn weights(
+    dots: array<vec4<f32>, 4>,
+    r0: u32,
+    c0: u32,
+    tx: u32,
+    ty: u32,
+    coef: f32,
+    zg: ptr<function, vec4<f32>>,
+) -> array<vec4<f32>, 4> {
+    let n_rows = params.n_rows;
+    let last = n_rows - 1u;
+    var key_c: array<u32, 4>;
+    var stats_c: array<vec4<f32>, 4>;
+    for (var j = 0u; j < 4u; j += 1u) {
+        let c = c0 + tx * 4u + j;
+        key_c[j] = row_key(min(c, last));
+        stats_c[j] = stats_of(c);
+    }
+    var w: array<vec4<f32>, 4>;
+    for (var i = 0u; i < 4u; i += 1u) {
+        let r = r0 + ty * 4u + i;
+        let key_r = row_key(min(r, last));
+        let stats_r = stats_of(r);
+        for (var j = 0u; j < 4u; j += 1u) {
+            let c = c0 + tx * 4u + j;
+            if (c < n_rows && r < n_rows && c != r) {
+                let s = dots[i][j] * params.inv_temperature;
+                // An explicit mask need not be symmetric: j in P(r) and r in P(j) differ.
+                w[j][i] = coef * (anchor_grad(s, stats_r, is_positive(key_r, key_c[j]))
+                    + anchor_grad(s, stats_c[j], is_positive(key_c[j], key_r)));
+                (*zg)[i] += w[j][i] * dots[i][j];
+            }
+        }
+    }
+    return w;
+}
+
+// Half h of the weighted sum of the tile's rows z_j: threads tx / 8 == h hand their weights over
+// through workgroup memory, then every thread adds columns c0 + 32h .. c0 + 32h + 31 to its rows
+// at its vec4s v0c, v1c. (Weights of columns past N are 0, so their clamped rows add nothing.)
+// Call in uniform control flow.
+fn accumulate_half(
+    h: u32,
+    w: array<vec4<f32>, 4>,
+    c0: u32,
+    tx: u32,
+    ty: u32,
+    v0c: u32,
+    v1c: u32,
+    acc: ptr<function, array<vec4<f32>, 8>>,
+) {
+    let last = params.n_rows - 1u;
+    let zs = params.z_stride;
+    if (tx / (WG / 2u) == h) {
+        for (var j = 0u; j < 4u; j += 1u) {
+            scratch[((tx % (WG / 2u)) * 4u + j) * WG + ty] = w[j];
+        }
+    }
+    workgroupBarrier();
+    for (var jj = 0u; jj < HALF_C; jj += 1u) {
+        let wv = scratch[jj * WG + ty];
+        let row = min(c0 + h * HALF_C + jj, last) * zs;
+        let z0 = z[row + v0c];
+        let z1 = z[row + v1c];
+        (*acc)[0] += wv.x * z0;
+        (*acc)[1] += wv.y * z0;
+        (*acc)[2] += wv.z * z0;
+        (*acc)[3] += wv.w * z0;
+        (*acc)[4] += wv.x * z1;
+        (*acc)[5] += wv.y * z1;
+        (*acc)[6] += wv.z * z1;
+        (*acc)[7] += wv.w * z1;
+    }
+    workgroupBarrier();
+}
+
 @compute @workgroup_size(16, 16, 1)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -218,68 +296,24 @@ fn main(
     if (r0 >= p.n_anchors) {
         col_end = min(col_end, p.n_anchors);
     }
-    for (var c0 = p.col_begin; c0 < col_end; c0 += TILE_C) {
-        var dots: array<vec4<f32>, 4>;  // dots[i][j]: row 4ty+i, column 4tx+j (cosines)
-        if (p.strategy == 1u) {
+    // One loop per strategy (on lavapipe a loop with the tiled path's barriers in an untaken
+    // branch slows the direct loads down).
+    if (p.strategy == 1u) {
+        for (var c0 = p.col_begin; c0 < col_end; c0 += TILE_C) {
             var rc: vec4<u32>;
             for (var j = 0u; j < 4u; j += 1u) {
                 rc[j] = min(c0 + tx * 4u + j, last) * zs;
             }
-            dots = dots_direct(ra, rc, zs);
-        } else {
-            dots = dots_tiled(oa, min(c0 + lid / 4u, last) * zs, lid, tx, ty, zs);
+            let w = weights(dots_direct(ra, rc, zs), r0, c0, tx, ty, coef, &zg);
+            accumulate_half(0u, w, c0, tx, ty, v0c, v1c, &acc);
+            accumulate_half(1u, w, c0, tx, ty, v0c, v1c, &acc);
         }
-
-        // W_rj for the thread's 4 x 4 block; w[j] holds column 4tx+j over rows 4ty..4ty+3.
-        var key_c: array<u32, 4>;
-        var stats_c: array<vec4<f32>, 4>;
-        for (var j = 0u; j < 4u; j += 1u) {
-            let c = c0 + tx * 4u + j;
-            key_c[j] = row_key(min(c, last));
-            stats_c[j] = stats_of(c);
-        }
-        var w: array<vec4<f32>, 4>;
-        for (var i = 0u; i < 4u; i += 1u) {
-            let r = r0 + ty * 4u + i;
-            let key_r = row_key(min(r, last));
-            let stats_r = stats_of(r);
-            for (var j = 0u; j < 4u; j += 1u) {
-                let c = c0 + tx * 4u + j;
-                if (c < p.n_rows && r < p.n_rows && c != r) {
-                    let s = dots[i][j] * params.inv_temperature;
-                    // An explicit mask need not be symmetric: j in P(r) and r in P(j) differ.
-                    w[j][i] = coef * (anchor_grad(s, stats_r, is_positive(key_r, key_c[j]))
-                        + anchor_grad(s, stats_c[j], is_positive(key_c[j], key_r)));
-                    zg[i] += w[j][i] * dots[i][j];
-                }
-            }
-        }
-
-        // Weighted sum of the tile's rows z_j, in two halves of HALF_C columns so that the
-        // weights fit in workgroup memory: threads tx < 8 hand over columns 0..31, then the rest.
-        // (Weights of columns past N are 0, so their clamped rows add nothing.)
-        for (var h = 0u; h < 2u; h += 1u) {
-            if (tx / (WG / 2u) == h) {
-                for (var j = 0u; j < 4u; j += 1u) {
-                    scratch[((tx % (WG / 2u)) * 4u + j) * WG + ty] = w[j];
-                }
-            }
-            workgroupBarrier();
-            for (var jj = 0u; jj < HALF_C; jj += 1u) {
-                let wv = scratch[jj * WG + ty];
-                let row = min(c0 + h * HALF_C + jj, last) * zs;
-                let z0 = z[row + v0c];
-                let z1 = z[row + v1c];
-                acc[0] += wv.x * z0;
-                acc[1] += wv.y * z0;
-                acc[2] += wv.z * z0;
-                acc[3] += wv.w * z0;
-                acc[4] += wv.x * z1;
-                acc[5] += wv.y * z1;
-                acc[6] += wv.z * z1;
-                acc[7] += wv.w * z1;
-            }
-            workgroupBarrier();
+    } else {
+        for (var c0 = p.col_begin; c0 < col_end; c0 += TILE_C) {
+            let dots = dots_tiled(oa, min(c0 + lid / 4u, last) * zs, lid, tx, ty, zs);
+            let w = weights(dots, r0, c0, tx, ty, coef, &zg);
+            accumulate_half(0u, w, c0, tx, ty, v0c, v1c, &acc);
+            accumulate_half(1u, w, c0, tx, ty, v0c, v1c, &acc);
         }
     }
 

@@ -169,6 +169,62 @@ fn dots_tiled(oa: u32, oc: u32, lid: u32, tx: u32, ty: u32, stride: u32) -> arra
     return acc;
 }
 
+// The running statistics of the thread's four anchors (component i: anchor 4ty+i) over the
+// contrast rows it has seen.
+struct State {
+    m: vec4<f32>,   // running max of s_ia over a in A(i)
+    sa: vec4<f32>,  // sum of exp(s_ia - m)
+    mp: vec4<f32>,  // running max of s_ip over p in P(i)
+    sp: vec4<f32>,  // sum of exp(s_ip - mp)
+    pl: vec4<f32>,  // sum of s_ip
+    pc: vec4<f32>,  // |P(i)| so far
+}
+
+// Folds the thread's 4 x 4 block of cosines (acc[i][j]: anchor a0+4ty+i, contrast row c0+4tx+j)
+// into its running statistics.
+fn fold(st: ptr<function, State>, acc: array<vec4<f32>, 4>, a0: u32, c0: u32, tx: u32, ty: u32) {
+    let n_rows = params.n_rows;
+    let last = n_rows - 1u;
+    var key_c: array<u32, 4>;
+    for (var j = 0u; j < 4u; j += 1u) {
+        key_c[j] = row_key(min(c0 + tx * 4u + j, last));
+    }
+    for (var i = 0u; i < 4u; i += 1u) {
+        let r = a0 + ty * 4u + i;
+        let key_a = row_key(min(r, last));
+        let s = acc[i] * params.inv_temperature;
+        var tile_max = NEG_BIG;
+        for (var j = 0u; j < 4u; j += 1u) {
+            let c = c0 + tx * 4u + j;
+            if (c < n_rows && c != r) {
+                tile_max = max(tile_max, s[j]);
+            }
+        }
+        if (tile_max == NEG_BIG) {
+            continue;
+        }
+        let m_old = (*st).m[i];
+        let m_new = max(m_old, tile_max);
+        var sum_a = (*st).sa[i] * exp(m_old - m_new);
+        for (var j = 0u; j < 4u; j += 1u) {
+            let c = c0 + tx * 4u + j;
+            if (c < n_rows && c != r) {
+                sum_a += exp(s[j] - m_new);
+                if (is_positive(key_a, key_c[j])) {
+                    let mp_old = (*st).mp[i];
+                    let mp_new = max(mp_old, s[j]);
+                    (*st).sp[i] = (*st).sp[i] * exp(mp_old - mp_new) + exp(s[j] - mp_new);
+                    (*st).mp[i] = mp_new;
+                    (*st).pl[i] += s[j];
+                    (*st).pc[i] += 1.0;
+                }
+            }
+        }
+        (*st).m[i] = m_new;
+        (*st).sa[i] = sum_a;
+    }
+}
+
 @compute @workgroup_size(16, 16, 1)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -197,12 +253,14 @@ fn main(
     }
     let oa = min(a0 + lid / 4u, last) * zs;
 
-    var m = vec4<f32>(NEG_BIG);
-    var sa = vec4<f32>(0.0);
-    var mp = vec4<f32>(NEG_BIG);
-    var sp = vec4<f32>(0.0);
-    var pl = vec4<f32>(0.0);
-    var pc = vec4<f32>(0.0);
+    var st = State(
+        vec4<f32>(NEG_BIG),
+        vec4<f32>(0.0),
+        vec4<f32>(NEG_BIG),
+        vec4<f32>(0.0),
+        vec4<f32>(0.0),
+        vec4<f32>(0.0),
+    );
     if (p.col_begin > 0u && tx == 0u) {
         // A later pass: thread tx = 0 resumes from the statistics of the passes before.
         for (var i = 0u; i < 4u; i += 1u) {
@@ -210,67 +268,38 @@ fn main(
             if (r < p.n_anchors) {
                 let s0 = running[2u * r];
                 let s1 = running[2u * r + 1u];
-                m[i] = s0.x;
-                sa[i] = s0.y;
-                mp[i] = s0.z;
-                sp[i] = s0.w;
-                pl[i] = s1.x;
-                pc[i] = s1.y;
+                st.m[i] = s0.x;
+                st.sa[i] = s0.y;
+                st.mp[i] = s0.z;
+                st.sp[i] = s0.w;
+                st.pl[i] = s1.x;
+                st.pc[i] = s1.y;
             }
         }
     }
 
-    for (var c0 = p.col_begin; c0 < p.col_end; c0 += TILE_C) {
-        var acc: array<vec4<f32>, 4>;  // acc[i][j]: anchor 4ty+i, contrast row 4tx+j (cosines)
-        if (p.strategy == 1u) {
+    // One loop per strategy: on lavapipe a loop that contains a barrier anywhere (even in a
+    // branch not taken) runs the direct loads 1.7x slower.
+    if (p.strategy == 1u) {
+        for (var c0 = p.col_begin; c0 < p.col_end; c0 += TILE_C) {
             var rc: vec4<u32>;
             for (var j = 0u; j < 4u; j += 1u) {
                 rc[j] = min(c0 + tx * 4u + j, last) * zs;
             }
-            acc = dots_direct(ra, rc, zs);
-        } else {
-            acc = dots_tiled(oa, min(c0 + lid / 4u, last) * zs, lid, tx, ty, zs);
+            fold(&st, dots_direct(ra, rc, zs), a0, c0, tx, ty);
         }
-
-        // Keys are looked up here rather than kept in registers across the k-loop's barriers
-        // (on software rasterisers every live value is saved and restored at each barrier).
-        var key_c: array<u32, 4>;
-        for (var j = 0u; j < 4u; j += 1u) {
-            key_c[j] = row_key(min(c0 + tx * 4u + j, last));
-        }
-        for (var i = 0u; i < 4u; i += 1u) {
-            let r = a0 + ty * 4u + i;
-            let key_a = row_key(min(r, last));
-            let s = acc[i] * params.inv_temperature;
-            var tile_max = NEG_BIG;
-            for (var j = 0u; j < 4u; j += 1u) {
-                let c = c0 + tx * 4u + j;
-                if (c < p.n_rows && c != r) {
-                    tile_max = max(tile_max, s[j]);
-                }
-            }
-            if (tile_max == NEG_BIG) {
-                continue;
-            }
-            let m_new = max(m[i], tile_max);
-            var sum_a = sa[i] * exp(m[i] - m_new);
-            for (var j = 0u; j < 4u; j += 1u) {
-                let c = c0 + tx * 4u + j;
-                if (c < p.n_rows && c != r) {
-                    sum_a += exp(s[j] - m_new);
-                    if (is_positive(key_a, key_c[j])) {
-                        let mp_new = max(mp[i], s[j]);
-                        sp[i] = sp[i] * exp(mp[i] - mp_new) + exp(s[j] - mp_new);
-                        mp[i] = mp_new;
-                        pl[i] += s[j];
-                        pc[i] += 1.0;
-                    }
-                }
-            }
-            m[i] = m_new;
-            sa[i] = sum_a;
+    } else {
+        for (var c0 = p.col_begin; c0 < p.col_end; c0 += TILE_C) {
+            let acc = dots_tiled(oa, min(c0 + lid / 4u, last) * zs, lid, tx, ty, zs);
+            fold(&st, acc, a0, c0, tx, ty);
         }
     }
+    let m = st.m;
+    let sa = st.sa;
+    let mp = st.mp;
+    let sp = st.sp;
+    let pl = st.pl;
+    let pc = st.pc;
 
     // Merge the 16 partial states of each anchor.
     let m_row = row_max(m, tx, ty);

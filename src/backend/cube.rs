@@ -119,20 +119,25 @@ fn empty_f32(like: &CubeTensor, shape: Shape) -> CubeTensor {
     )
 }
 
+/// The strategy in force: the one asked for, else [`Strategy::Direct`] where cubecl reports no
+/// physical card (a CPU adapter: lavapipe and the like) and [`Strategy::Tiles`] on a GPU.
+fn strategy(like: &CubeTensor, params: &LossParams) -> Strategy {
+    params.strategy.unwrap_or_else(|| {
+        if like.client.properties().identity.physical.is_none() {
+            Strategy::Direct
+        } else {
+            Strategy::Tiles
+        }
+    })
+}
+
 /// The kernels' parameter block for the pass over contrast rows `pass`.
 fn params_handle(
     like: &CubeTensor,
     params: &LossParams,
     pass: (u32, u32),
 ) -> cubecl::server::Handle {
-    let strategy = params.strategy.unwrap_or_else(|| {
-        // cubecl reports no physical card for a CPU adapter (lavapipe and the like).
-        if like.client.properties().identity.physical.is_none() {
-            Strategy::Direct
-        } else {
-            Strategy::Tiles
-        }
-    });
+    let strategy = strategy(like, params);
     let block = kernel_params(params.shape, params.kind, &params.options, strategy).for_pass(pass);
     like.client.create_from_slice(bytemuck::bytes_of(&block))
 }
