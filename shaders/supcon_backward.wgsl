@@ -1,4 +1,7 @@
 // SupCon loss, step 4 of 4: dL/dfeatures, recomputing the similarity tiles (no N x N storage).
+// This is the `Strategy::Tiles` kernel (GPUs); with `Strategy::Direct` (CPU adapters) the same
+// work is split into supcon_backward_weights.wgsl and supcon_backward_apply.wgsl, which need no
+// barrier inside their loops.
 //
 // With s_ij = z_i . z_j / tau, lse_i = log sum_{a in A(i)} exp s_ia and the anchor weight w (1 /
 // number of anchors averaged over, from supcon_reduce.wgsl), anchor i contributes
@@ -19,8 +22,7 @@
 //
 // Workgroup: 16 x 16 threads, TILE_R output rows x CHUNK_D output columns. Per column tile of
 // TILE_C rows: thread (tx, ty) computes the 4 x 4 cosines of rows 4ty..4ty+3 and columns
-// 4tx..4tx+3 from the normalised rows z (supcon_prepare.wgsl) in one of the two ways of
-// supcon_forward.wgsl (`strategy` 0: tiles through workgroup memory, 1: direct vec4 loads), turns
+// 4tx..4tx+3 from the normalised rows z (supcon_prepare.wgsl) through workgroup memory, turns
 // them into weights W_rj = (G_rj + G_jr) / tau, hands them over in two halves through workgroup
 // memory, and accumulates rows 4ty..4ty+3 at the vec4s tx and tx + 16 of its chunk in registers.
 // Workgroup memory: 8.1 KiB.
@@ -71,7 +73,7 @@ const NORM_EPS: f32 = 1e-12;
 
 var<workgroup> wp: Params;
 // One block of workgroup memory, used in turn for
-// - the k-tiles of the similarity (strategy 0): [0, 256) rows [k][row / 4], [256, 512) columns
+// - the k-tiles of the similarity: [0, 256) rows [k][row / 4], [256, 512) columns
 //   [k][column / 4];
 // - the weights of half a column tile: [column][row / 4] = W_rj;
 // - the final sum of z_r . g_r.
@@ -122,27 +124,7 @@ fn anchor_grad(s: f32, st: vec4<f32>, positive: bool) -> f32 {
     return g;
 }
 
-// Strategy 1: rows ra[i] against rows rc[j], offsets into z, vec4 by vec4 (no barrier).
-fn dots_direct(ra: vec4<u32>, rc: vec4<u32>, stride: u32) -> array<vec4<f32>, 4> {
-    var acc: array<vec4<f32>, 4>;
-    for (var k = 0u; k < stride; k += 1u) {
-        let a0 = z[ra.x + k];
-        let a1 = z[ra.y + k];
-        let a2 = z[ra.z + k];
-        let a3 = z[ra.w + k];
-        let c0 = z[rc.x + k];
-        let c1 = z[rc.y + k];
-        let c2 = z[rc.z + k];
-        let c3 = z[rc.w + k];
-        acc[0] += vec4<f32>(dot(a0, c0), dot(a0, c1), dot(a0, c2), dot(a0, c3));
-        acc[1] += vec4<f32>(dot(a1, c0), dot(a1, c1), dot(a1, c2), dot(a1, c3));
-        acc[2] += vec4<f32>(dot(a2, c0), dot(a2, c1), dot(a2, c2), dot(a2, c3));
-        acc[3] += vec4<f32>(dot(a3, c0), dot(a3, c1), dot(a3, c2), dot(a3, c3));
-    }
-    return acc;
-}
-
-// Strategy 0: thread lid stages vec4 lid % 4 of row lid / 4 (offset oa) and of column lid / 4
+// Thread lid stages vec4 lid % 4 of row lid / 4 (offset oa) and of column lid / 4
 // (offset oc) for each TILE_K-wide slice. Call in uniform control flow; ends with a barrier, so
 // `scratch` is free again on return.
 fn dots_tiled(oa: u32, oc: u32, lid: u32, tx: u32, ty: u32, stride: u32) -> array<vec4<f32>, 4> {
@@ -277,11 +259,7 @@ fn main(
     let zs = p.z_stride;
     let coef = output.weight * params.loss_scale * params.inv_temperature;
 
-    // Offsets in z of the thread's four rows (direct) and of its staging row (tiles).
-    var ra: vec4<u32>;
-    for (var i = 0u; i < 4u; i += 1u) {
-        ra[i] = min(r0 + ty * 4u + i, last) * zs;
-    }
+    // Offset in z of the thread's staging row.
     let oa = min(r0 + lid / 4u, last) * zs;
     // The thread's two vec4s of output columns (clamped into the row; written only if valid).
     let v0 = d0 / 4u + tx;
@@ -296,25 +274,11 @@ fn main(
     if (r0 >= p.n_anchors) {
         col_end = min(col_end, p.n_anchors);
     }
-    // One loop per strategy (on lavapipe a loop with the tiled path's barriers in an untaken
-    // branch slows the direct loads down).
-    if (p.strategy == 1u) {
-        for (var c0 = p.col_begin; c0 < col_end; c0 += TILE_C) {
-            var rc: vec4<u32>;
-            for (var j = 0u; j < 4u; j += 1u) {
-                rc[j] = min(c0 + tx * 4u + j, last) * zs;
-            }
-            let w = weights(dots_direct(ra, rc, zs), r0, c0, tx, ty, coef, &zg);
-            accumulate_half(0u, w, c0, tx, ty, v0c, v1c, &acc);
-            accumulate_half(1u, w, c0, tx, ty, v0c, v1c, &acc);
-        }
-    } else {
-        for (var c0 = p.col_begin; c0 < col_end; c0 += TILE_C) {
-            let dots = dots_tiled(oa, min(c0 + lid / 4u, last) * zs, lid, tx, ty, zs);
-            let w = weights(dots, r0, c0, tx, ty, coef, &zg);
-            accumulate_half(0u, w, c0, tx, ty, v0c, v1c, &acc);
-            accumulate_half(1u, w, c0, tx, ty, v0c, v1c, &acc);
-        }
+    for (var c0 = p.col_begin; c0 < col_end; c0 += TILE_C) {
+        let dots = dots_tiled(oa, min(c0 + lid / 4u, last) * zs, lid, tx, ty, zs);
+        let w = weights(dots, r0, c0, tx, ty, coef, &zg);
+        accumulate_half(0u, w, c0, tx, ty, v0c, v1c, &acc);
+        accumulate_half(1u, w, c0, tx, ty, v0c, v1c, &acc);
     }
 
     // Sum z_r . g_r over the 16 threads of each row group.

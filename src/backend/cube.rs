@@ -18,7 +18,7 @@ use cubecl::{CubeCount, CubeDim, RuntimeId, prelude::KernelId};
 
 use super::ops::{LossParams, SupConBackend};
 use crate::kernels::shaders;
-use crate::kernels::supcon::{Strategy, kernel_params, z_stride};
+use crate::kernels::supcon::{Strategy, backward_passes, kernel_params, z_stride};
 
 /// One of the `.wgsl` files, as a Burn source kernel (entry point `main`).
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +54,14 @@ const REDUCE: WgslKernel = WgslKernel {
 const BACKWARD: WgslKernel = WgslKernel {
     name: "supcon_backward",
     source: shaders::SUPCON_BACKWARD,
+};
+const BACKWARD_WEIGHTS: WgslKernel = WgslKernel {
+    name: "supcon_backward_weights",
+    source: shaders::SUPCON_BACKWARD_WEIGHTS,
+};
+const BACKWARD_APPLY: WgslKernel = WgslKernel {
+    name: "supcon_backward_apply",
+    source: shaders::SUPCON_BACKWARD_APPLY,
 };
 const SIMILARITY: WgslKernel = WgslKernel {
     name: "cosine_similarity",
@@ -259,8 +267,14 @@ impl SupConBackend for CubeBackend {
         let x = f32_contiguous(features);
         let pos = i32_contiguous(positives);
         let grad = empty_f32(&x, shape);
-        let passes = params.passes();
-        let row_dot_len = if passes.len() > 1 {
+        let strategy = strategy(&x, &params);
+        let (passes, weights_bytes) = backward_passes(
+            strategy,
+            params.shape,
+            &params.passes(),
+            params.pass_columns,
+        );
+        let row_dot_len = if passes.len() > 1 || strategy == Strategy::Direct {
             params.shape.rows() as usize
         } else {
             1
@@ -273,24 +287,61 @@ impl SupConBackend for CubeBackend {
         );
         // The normalised rows again (O(N·D), cheaper than keeping the forward's copy alive).
         let (_, z) = prepare(&x, &params, &params_handle(&x, &params, passes[0]));
-        let groups = params.shape.rows().div_ceil(64) * u64::from(params.shape.dim).div_ceil(128);
+        let weights = empty_f32(&x, Shape::new([weights_bytes as usize / 4]));
+        let row_blocks = params.shape.rows().div_ceil(64);
+        let groups = row_blocks * u64::from(params.shape.dim).div_ceil(128);
         for pass in passes {
-            launch(
-                BACKWARD,
-                &x,
-                CubeDim::new_2d(16, 16),
-                groups,
-                vec![
-                    params_handle(&x, &params, pass).binding(),
-                    z.handle.clone().binding(),
-                    pos.handle.clone().binding(),
-                    inv_norm.handle.clone().binding(),
-                    anchor_stats.handle.clone().binding(),
-                    output.handle.clone().binding(),
-                    grad.handle.clone().binding(),
-                    row_dot.handle.clone().binding(),
-                ],
-            );
+            let p = params_handle(&x, &params, pass);
+            match strategy {
+                Strategy::Tiles => launch(
+                    BACKWARD,
+                    &x,
+                    CubeDim::new_2d(16, 16),
+                    groups,
+                    vec![
+                        p.binding(),
+                        z.handle.clone().binding(),
+                        pos.handle.clone().binding(),
+                        inv_norm.handle.clone().binding(),
+                        anchor_stats.handle.clone().binding(),
+                        output.handle.clone().binding(),
+                        grad.handle.clone().binding(),
+                        row_dot.handle.clone().binding(),
+                    ],
+                ),
+                Strategy::Direct => {
+                    launch(
+                        BACKWARD_WEIGHTS,
+                        &x,
+                        CubeDim::new_2d(16, 16),
+                        row_blocks,
+                        vec![
+                            p.clone().binding(),
+                            z.handle.clone().binding(),
+                            pos.handle.clone().binding(),
+                            anchor_stats.handle.clone().binding(),
+                            output.handle.clone().binding(),
+                            weights.handle.clone().binding(),
+                            row_dot.handle.clone().binding(),
+                        ],
+                    );
+                    launch(
+                        BACKWARD_APPLY,
+                        &x,
+                        CubeDim::new_2d(16, 16),
+                        groups,
+                        vec![
+                            p.binding(),
+                            z.handle.clone().binding(),
+                            inv_norm.handle.clone().binding(),
+                            output.handle.clone().binding(),
+                            weights.handle.clone().binding(),
+                            grad.handle.clone().binding(),
+                            row_dot.handle.clone().binding(),
+                        ],
+                    );
+                }
+            }
         }
         grad
     }

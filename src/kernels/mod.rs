@@ -25,8 +25,14 @@ pub mod shaders {
     pub const SUPCON_FORWARD: &str = include_str!("../../shaders/supcon_forward.wgsl");
     /// SupCon step 3: the scalar loss, anchor weight and status word.
     pub const SUPCON_REDUCE: &str = include_str!("../../shaders/supcon_reduce.wgsl");
-    /// SupCon step 4: the gradient with respect to the raw features.
+    /// SupCon step 4: the gradient with respect to the raw features (`Strategy::Tiles`).
     pub const SUPCON_BACKWARD: &str = include_str!("../../shaders/supcon_backward.wgsl");
+    /// SupCon step 4a with `Strategy::Direct`: one pass's weights W_rj, transposed.
+    pub const SUPCON_BACKWARD_WEIGHTS: &str =
+        include_str!("../../shaders/supcon_backward_weights.wgsl");
+    /// SupCon step 4b with `Strategy::Direct`: the gradient from those weights.
+    pub const SUPCON_BACKWARD_APPLY: &str =
+        include_str!("../../shaders/supcon_backward_apply.wgsl");
 
     /// `(file name, source)` of every shader.
     pub const ALL: &[(&str, &str)] = &[
@@ -35,6 +41,8 @@ pub mod shaders {
         ("supcon_forward.wgsl", SUPCON_FORWARD),
         ("supcon_reduce.wgsl", SUPCON_REDUCE),
         ("supcon_backward.wgsl", SUPCON_BACKWARD),
+        ("supcon_backward_weights.wgsl", SUPCON_BACKWARD_WEIGHTS),
+        ("supcon_backward_apply.wgsl", SUPCON_BACKWARD_APPLY),
     ];
 }
 

@@ -45,6 +45,36 @@ pub fn default_pass_columns(dim: u32) -> u32 {
     (tiles * u64::from(TILE_COLUMNS)).min(u64::from(u32::MAX / 2)) as u32
 }
 
+/// The backward passes and the bytes of the weights workspace. With [`Strategy::Tiles`] the
+/// backward kernel takes the forward's passes and needs no workspace. With
+/// [`Strategy::Direct`] each pass is two barrier-free kernels, `supcon_backward_weights` (the
+/// pass's weights W_rj, stored transposed: `P·⌈N/4⌉` vec4s) and `supcon_backward_apply`; `P`
+/// columns per pass are as many as fit in the larger of the normalised copy's size and 8 MiB
+/// (at most the forward's pass length), or `pass_columns` when given.
+pub(crate) fn backward_passes(
+    strategy: Strategy,
+    shape: SupConShape,
+    forward: &[(u32, u32)],
+    pass_columns: Option<u32>,
+) -> (Vec<(u32, u32)>, u64) {
+    let n_rows = shape.rows() as u32;
+    match strategy {
+        Strategy::Tiles => (forward.to_vec(), 16),
+        Strategy::Direct => {
+            let n4 = u64::from(n_rows.div_ceil(4));
+            let columns = pass_columns.unwrap_or_else(|| {
+                let z_bytes = shape.rows() * u64::from(z_stride(shape.dim)) * 16;
+                let budget = z_bytes.clamp(8 << 20, 128 << 20);
+                let fit = (budget / (n4 * 16)).min(u64::from(default_pass_columns(shape.dim)));
+                fit.max(u64::from(TILE_COLUMNS)) as u32
+            });
+            let passes = column_passes(n_rows, columns);
+            let longest = passes.iter().map(|(b, e)| e - b).max().unwrap_or(1);
+            (passes, u64::from(longest) * n4 * 16)
+        }
+    }
+}
+
 /// The column ranges `[begin, end)` of the passes over `n_rows` contrast rows, `pass_columns`
 /// rows each (rounded down to whole tiles, at least one).
 pub(crate) fn column_passes(n_rows: u32, pass_columns: u32) -> Vec<(u32, u32)> {
@@ -416,6 +446,8 @@ pub struct SupConLoss {
     forward: Kernel,
     reduce: Kernel,
     backward: Kernel,
+    backward_weights: Kernel,
+    backward_apply: Kernel,
     pass_columns: Option<u32>,
     strategy: Strategy,
 }
@@ -443,6 +475,18 @@ impl SupConLoss {
                 forward: Kernel::new(device, "supcon_forward", shaders::SUPCON_FORWARD, 5),
                 reduce: Kernel::new(device, "supcon_reduce", shaders::SUPCON_REDUCE, 4),
                 backward: Kernel::new(device, "supcon_backward", shaders::SUPCON_BACKWARD, 8),
+                backward_weights: Kernel::new(
+                    device,
+                    "supcon_backward_weights",
+                    shaders::SUPCON_BACKWARD_WEIGHTS,
+                    7,
+                ),
+                backward_apply: Kernel::new(
+                    device,
+                    "supcon_backward_apply",
+                    shaders::SUPCON_BACKWARD_APPLY,
+                    7,
+                ),
                 pass_columns: None,
                 strategy: Strategy::for_adapter(&device.adapter_info()),
             })
@@ -516,17 +560,27 @@ impl SupConLoss {
         // One parameter block per pass, at offsets the device accepts for storage bindings.
         let param_stride = u64::from(device.limits().min_storage_buffer_offset_alignment)
             .max(std::mem::size_of::<Params>() as u64);
-        let mut param_bytes = vec![0u8; param_stride as usize * passes.len()];
-        for (i, pass) in passes.iter().enumerate() {
+        let (back_passes, weights_bytes) =
+            backward_passes(self.strategy, shape, &passes, self.pass_columns);
+        check_binding_size(device, "backward weights", weights_bytes)?;
+        let all_passes: Vec<(u32, u32)> = passes.iter().chain(&back_passes).copied().collect();
+        let mut param_bytes = vec![0u8; param_stride as usize * all_passes.len()];
+        for (i, pass) in all_passes.iter().enumerate() {
             let block = params.for_pass(*pass);
             param_bytes[i * param_stride as usize..][..std::mem::size_of::<Params>()]
                 .copy_from_slice(bytemuck::bytes_of(&block));
         }
         // The state carried between passes; unused (and minimal) with a single pass.
-        let (running_bytes, row_dot_bytes) = if passes.len() > 1 {
-            (u64::from(n_anchors) * 32, rows * 4)
+        let running_bytes = if passes.len() > 1 {
+            u64::from(n_anchors) * 32
         } else {
-            (32, 4)
+            32
+        };
+        // The direct backward always carries z_r . g_r from its first kernel to its second.
+        let row_dot_bytes = if back_passes.len() > 1 || self.strategy == Strategy::Direct {
+            rows * 4
+        } else {
+            4
         };
         check_binding_size(device, "running anchor statistics", running_bytes)?;
         let z_bytes = rows * u64::from(params.z_stride) * 16;
@@ -547,6 +601,8 @@ impl SupConLoss {
                 }),
                 param_stride,
                 passes,
+                back_passes,
+                weights: super::storage_buffer(device, "supcon weights", weights_bytes, copy),
                 running: super::storage_buffer(device, "supcon running", running_bytes, copy),
                 row_dot: super::storage_buffer(device, "supcon row_dot", row_dot_bytes, copy),
                 z: super::storage_buffer(device, "supcon z", z_bytes, copy),
@@ -680,6 +736,10 @@ pub struct SupConPlan {
     param_stride: u64,
     /// Contrast rows `[begin, end)` of each pass of the column loops.
     passes: Vec<(u32, u32)>,
+    /// The same for the backward pass; their parameter blocks follow the forward ones.
+    back_passes: Vec<(u32, u32)>,
+    /// One backward pass's weights, transposed (`Strategy::Direct`; minimal otherwise).
+    weights: wgpu::Buffer,
     running: wgpu::Buffer,
     row_dot: wgpu::Buffer,
     /// `[N, ceil(dim/4)]` vec4s: the normalised rows, view-major (written by the forward pass,
@@ -717,9 +777,14 @@ impl SupConPlan {
     pub fn anchor_stats(&self) -> &wgpu::Buffer {
         &self.anchor_stats
     }
-    /// Number of passes (dispatches) of the forward and of the backward column loop.
+    /// Number of passes (dispatches) of the forward column loop.
     pub fn passes(&self) -> usize {
         self.passes.len()
+    }
+    /// Number of passes of the backward column loop (each one dispatch with
+    /// [`Strategy::Tiles`], two with [`Strategy::Direct`]).
+    pub fn backward_passes(&self) -> usize {
+        self.back_passes.len()
     }
     /// The strategy of the forward and backward kernels.
     pub fn strategy(&self) -> Strategy {
@@ -733,6 +798,7 @@ impl SupConPlan {
             &self.running,
             &self.row_dot,
             &self.z,
+            &self.weights,
             &self.inv_norm,
             &self.anchor_stats,
             &self.output,
@@ -854,23 +920,65 @@ impl SupConPlan {
         let rows = self.shape.rows();
         let groups =
             rows.div_ceil(BACKWARD_ROWS) * u64::from(self.shape.dim).div_ceil(BACKWARD_COLUMNS);
-        for pass in 0..self.passes.len() {
-            self.kernels.backward.dispatch(
-                device,
-                encoder,
-                "supcon_backward",
-                groups,
-                &[
-                    self.params_binding(pass),
-                    self.z.as_entire_buffer_binding(),
-                    pos.clone(),
-                    binding(&self.inv_norm, rows * 4),
-                    binding(&self.anchor_stats, u64::from(self.n_anchors) * 16),
-                    self.output.as_entire_buffer_binding(),
-                    g.clone(),
-                    self.row_dot.as_entire_buffer_binding(),
-                ],
-            )?;
+        let inv_norm = binding(&self.inv_norm, rows * 4);
+        let stats = binding(&self.anchor_stats, u64::from(self.n_anchors) * 16);
+        let output = self.output.as_entire_buffer_binding();
+        let z = self.z.as_entire_buffer_binding();
+        let row_dot = self.row_dot.as_entire_buffer_binding();
+        let weights = self.weights.as_entire_buffer_binding();
+        let first = self.passes.len();
+        for pass in first..first + self.back_passes.len() {
+            let params = self.params_binding(pass);
+            match self.kernels.strategy {
+                Strategy::Tiles => self.kernels.backward.dispatch(
+                    device,
+                    encoder,
+                    "supcon_backward",
+                    groups,
+                    &[
+                        params,
+                        z.clone(),
+                        pos.clone(),
+                        inv_norm.clone(),
+                        stats.clone(),
+                        output.clone(),
+                        g.clone(),
+                        row_dot.clone(),
+                    ],
+                )?,
+                Strategy::Direct => {
+                    self.kernels.backward_weights.dispatch(
+                        device,
+                        encoder,
+                        "supcon_backward_weights",
+                        rows.div_ceil(BACKWARD_ROWS),
+                        &[
+                            params.clone(),
+                            z.clone(),
+                            pos.clone(),
+                            stats.clone(),
+                            output.clone(),
+                            weights.clone(),
+                            row_dot.clone(),
+                        ],
+                    )?;
+                    self.kernels.backward_apply.dispatch(
+                        device,
+                        encoder,
+                        "supcon_backward_apply",
+                        groups,
+                        &[
+                            params,
+                            z.clone(),
+                            inv_norm.clone(),
+                            output.clone(),
+                            weights.clone(),
+                            g.clone(),
+                            row_dot.clone(),
+                        ],
+                    )?;
+                }
+            }
         }
         Ok(())
     }
