@@ -18,7 +18,9 @@ use cubecl::{CubeCount, CubeDim, RuntimeId, prelude::KernelId};
 
 use super::ops::{LossParams, SupConBackend};
 use crate::kernels::shaders;
-use crate::kernels::supcon::{Strategy, backward_passes, kernel_params, z_stride};
+use crate::kernels::supcon::{
+    Strategy, backward_passes, kernel_params, row_dot_len, running_len, z_stride,
+};
 
 /// One of the `.wgsl` files, as a Burn source kernel (entry point `main`).
 #[derive(Debug, Clone, Copy)]
@@ -214,24 +216,20 @@ impl SupConBackend for CubeBackend {
         let stats = empty_f32(&x, Shape::new([n_anchors, 4]));
         let output = empty_f32(&x, Shape::new([4]));
         let passes = params.passes();
-        // Statistics carried between passes (minimal with a single pass: never read then).
-        let running_rows = if passes.len() > 1 { 2 * n_anchors } else { 2 };
-        let running = empty_f32(&x, Shape::new([running_rows, 4]));
+        let running = empty_f32(
+            &x,
+            Shape::new([running_len(n_anchors as u64, passes.len()) as usize]),
+        );
         let p = params_handle(&x, &params, passes[0]);
         let (inv_norm, z) = prepare(&x, &params, &p);
-        for (i, pass) in passes.iter().enumerate() {
-            let pass_params = if i == 0 {
-                p.clone()
-            } else {
-                params_handle(&x, &params, *pass)
-            };
+        for pass in &passes {
             launch(
                 FORWARD,
                 &x,
                 CubeDim::new_2d(16, 16),
                 (n_anchors as u64).div_ceil(64),
                 vec![
-                    pass_params.binding(),
+                    params_handle(&x, &params, *pass).binding(),
                     z.handle.clone().binding(),
                     pos.handle.clone().binding(),
                     stats.handle.clone().binding(),
@@ -274,12 +272,10 @@ impl SupConBackend for CubeBackend {
             &params.passes(),
             params.pass_columns,
         );
-        let row_dot_len = if passes.len() > 1 || strategy == Strategy::Direct {
-            params.shape.rows() as usize
-        } else {
-            1
-        };
-        let row_dot = empty_f32(&x, Shape::new([row_dot_len]));
+        let row_dot = empty_f32(
+            &x,
+            Shape::new([row_dot_len(strategy, params.shape.rows(), passes.len()) as usize]),
+        );
         let (inv_norm, anchor_stats, output) = (
             into_contiguous(inv_norm),
             into_contiguous(anchor_stats),

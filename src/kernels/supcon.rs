@@ -63,8 +63,7 @@ pub(crate) fn backward_passes(
         Strategy::Direct => {
             let n4 = u64::from(n_rows.div_ceil(4));
             let columns = pass_columns.unwrap_or_else(|| {
-                let z_bytes = shape.rows() * u64::from(z_stride(shape.dim)) * 16;
-                let budget = z_bytes.clamp(8 << 20, 128 << 20);
+                let budget = z_bytes(shape).clamp(8 << 20, 128 << 20);
                 let fit = (budget / (n4 * 16)).min(u64::from(default_pass_columns(shape.dim)));
                 fit.max(u64::from(TILE_COLUMNS)) as u32
             });
@@ -72,6 +71,27 @@ pub(crate) fn backward_passes(
             let longest = passes.iter().map(|(b, e)| e - b).max().unwrap_or(1);
             (passes, u64::from(longest) * n4 * 16)
         }
+    }
+}
+
+/// Bytes of the normalised copy `z` of the features (`N·⌈dim/4⌉` vec4s).
+pub(crate) fn z_bytes(shape: SupConShape) -> u64 {
+    shape.rows() * u64::from(z_stride(shape.dim)) * 16
+}
+
+/// f32s of `running`, the forward statistics carried between passes: 8 per anchor with several
+/// forward passes, else a minimal never-read 8.
+pub(crate) fn running_len(n_anchors: u64, forward_passes: usize) -> u64 {
+    if forward_passes > 1 { 8 * n_anchors } else { 8 }
+}
+
+/// f32s of `row_dot` (z_r · g_r per row): needed with several backward passes, and always with
+/// [`Strategy::Direct`], whose first backward kernel hands it to the second; else a minimal 1.
+pub(crate) fn row_dot_len(strategy: Strategy, rows: u64, backward_passes: usize) -> u64 {
+    if backward_passes > 1 || strategy == Strategy::Direct {
+        rows
+    } else {
+        1
     }
 }
 
@@ -570,20 +590,10 @@ impl SupConLoss {
             param_bytes[i * param_stride as usize..][..std::mem::size_of::<Params>()]
                 .copy_from_slice(bytemuck::bytes_of(&block));
         }
-        // The state carried between passes; unused (and minimal) with a single pass.
-        let running_bytes = if passes.len() > 1 {
-            u64::from(n_anchors) * 32
-        } else {
-            32
-        };
-        // The direct backward always carries z_r . g_r from its first kernel to its second.
-        let row_dot_bytes = if back_passes.len() > 1 || self.strategy == Strategy::Direct {
-            rows * 4
-        } else {
-            4
-        };
+        let running_bytes = 4 * running_len(u64::from(n_anchors), passes.len());
+        let row_dot_bytes = 4 * row_dot_len(self.strategy, rows, back_passes.len());
         check_binding_size(device, "running anchor statistics", running_bytes)?;
-        let z_bytes = rows * u64::from(params.z_stride) * 16;
+        let z_bytes = z_bytes(shape);
         check_binding_size(device, "normalised features", z_bytes)?;
         let copy = wgpu::BufferUsages::COPY_SRC;
         let plan = super::with_error_scope(device, || {
