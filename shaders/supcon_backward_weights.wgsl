@@ -5,12 +5,15 @@
 // lavapipe a loop holding barriers runs its loads about 1.7x slower.) Formulas: see
 // supcon_backward.wgsl.
 //
-// Each 16 x 16 workgroup owns TILE_R rows; thread (tx, ty) computes the cosines of rows
-// 4ty..4ty+3 and columns 4tx..4tx+3 of each column tile straight from z (vec4 loads, no barrier
-// in the loop), turns them into weights and stores them transposed, weights[c - col_begin][r],
-// as vec4s over 4 rows. It also adds sum_j W_rj cos_rj over the pass to row_dot[r] (the first
-// pass overwrites it). The N x N matrix is never stored: only the pass's [P, N] block.
-// Workgroup memory: 4.1 KiB.
+// Each 8 x 8 workgroup owns TILE_R rows; thread (tx, ty) computes the cosines of rows
+// 8ty..8ty+7 and columns 8tx..8tx+7 of each column tile straight from z (vec4 loads, no barrier
+// in the loop; the 8 x 8 blocks of supcon_forward_direct.wgsl, for the same reason), turns them
+// into weights and stores them transposed, weights[c - col_begin][r], as vec4s over 4 rows. It
+// also adds sum_j W_rj cos_rj over the pass to row_dot[r] (the first pass overwrites it). The
+// N x N matrix is never stored: only the pass's [P, N] block. As there, register arrays are only
+// indexed with constants (lavapipe keeps an array indexed with a variable in memory), hence the
+// per-row calls with literal indices, the vec4 arithmetic over 4 columns, and the 4 x 4
+// transposes that turn rows of weights into the stored columns. Workgroup memory: 2.1 KiB.
 
 struct Params {
     n_rows: u32,          // N = bsz * n_views
@@ -40,7 +43,8 @@ struct Output {
 
 const TILE_R: u32 = 64u;
 const TILE_C: u32 = 64u;
-const WG: u32 = 16u;
+const WG: u32 = 8u;     // threads per side of the workgroup
+const BLOCK: u32 = 8u;  // rows and columns per thread and tile
 
 @group(0) @binding(0) var<storage, read_write> params: Params;
 @group(0) @binding(1) var<storage, read_write> z: array<vec4<f32>>;
@@ -52,7 +56,7 @@ const WG: u32 = 16u;
 @group(0) @binding(6) var<storage, read_write> row_dot: array<f32>;
 
 var<workgroup> wp: Params;
-var<workgroup> red: array<vec4<f32>, 256>;
+var<workgroup> red: array<f32, 512>;  // [row][tx]: the final sum of z_r . g_r
 
 fn row_key(r: u32) -> u32 {
     let sample = r % params.bsz;
@@ -70,6 +74,24 @@ fn is_positive(key_i: u32, key_j: u32) -> bool {
     return key_i == key_j;
 }
 
+// The keys of rows rows.x..rows.w.
+fn keys4(rows: vec4<u32>) -> vec4<u32> {
+    return vec4<u32>(row_key(rows.x), row_key(rows.y), row_key(rows.z), row_key(rows.w));
+}
+
+// is_positive(a[k], b[k]) for each k.
+fn positive4(a: vec4<u32>, b: vec4<u32>) -> vec4<bool> {
+    if (params.pos_mode == 2u) {
+        return vec4<bool>(
+            is_positive(a.x, b.x),
+            is_positive(a.y, b.y),
+            is_positive(a.z, b.z),
+            is_positive(a.w, b.w),
+        );
+    }
+    return a == b;
+}
+
 // Anchor statistics of row r, or zeros (no contribution) when r is not an anchor.
 fn stats_of(r: u32) -> vec4<f32> {
     if (r < params.n_anchors) {
@@ -78,82 +100,154 @@ fn stats_of(r: u32) -> vec4<f32> {
     return vec4<f32>(0.0);
 }
 
-// d loss_i / d s_ij for anchor i with statistics st (0 if i has no positive).
-fn anchor_grad(s: f32, st: vec4<f32>, positive: bool) -> f32 {
-    if (st.z <= 0.0) {
-        return 0.0;
-    }
-    var g = exp(s - st.x);
-    if (positive) {
-        if (params.variant == 0u) {
-            g -= 1.0 / st.z;
-        } else {
-            g -= exp(s - st.y);
-        }
-    }
-    return g;
+// The statistics of 4 rows as columns: [0] lse_A, [1] lse_P, [2] |P| of rows rows.x..rows.w.
+fn stats4(rows: vec4<u32>) -> mat4x4<f32> {
+    return transpose(mat4x4<f32>(
+        stats_of(rows.x),
+        stats_of(rows.y),
+        stats_of(rows.z),
+        stats_of(rows.w),
+    ));
 }
 
-// Strategy 1: rows ra[i] against rows rc[j], offsets into z, vec4 by vec4 (no barrier).
-fn dots_direct(ra: vec4<u32>, rc: vec4<u32>, stride: u32) -> array<vec4<f32>, 4> {
-    var acc: array<vec4<f32>, 4>;
+// d loss_i / d s_ij for 4 (anchor i, row j) pairs with log-sum-exps lse and lse_p and |P(i)|
+// pc (0 where i has no positive).
+fn anchor_grad4(
+    s: vec4<f32>,
+    lse: vec4<f32>,
+    lse_p: vec4<f32>,
+    pc: vec4<f32>,
+    positive: vec4<bool>,
+) -> vec4<f32> {
+    let zero = vec4<f32>(0.0);
+    var g = exp(s - lse);
+    if (any(positive)) {
+        if (params.variant == 0u) {
+            g -= select(zero, 1.0 / max(pc, vec4<f32>(1.0)), positive);
+        } else {
+            g -= select(zero, exp(s - lse_p), positive);
+        }
+    }
+    return select(zero, g, pc > zero);
+}
+
+// acc[2i + h][j]: cosine of the rows at z offsets ra[i] and rc[4h + j] (ra, rc: rows 0-3 in
+// .lo, 4-7 in .hi).
+fn dots(ra_lo: vec4<u32>, ra_hi: vec4<u32>, rc_lo: vec4<u32>, rc_hi: vec4<u32>, stride: u32)
+    -> array<vec4<f32>, 16> {
+    var acc: array<vec4<f32>, 16>;
     for (var k = 0u; k < stride; k += 1u) {
-        let a0 = z[ra.x + k];
-        let a1 = z[ra.y + k];
-        let a2 = z[ra.z + k];
-        let a3 = z[ra.w + k];
-        let c0 = z[rc.x + k];
-        let c1 = z[rc.y + k];
-        let c2 = z[rc.z + k];
-        let c3 = z[rc.w + k];
+        let c0 = z[rc_lo.x + k];
+        let c1 = z[rc_lo.y + k];
+        let c2 = z[rc_lo.z + k];
+        let c3 = z[rc_lo.w + k];
+        let c4 = z[rc_hi.x + k];
+        let c5 = z[rc_hi.y + k];
+        let c6 = z[rc_hi.z + k];
+        let c7 = z[rc_hi.w + k];
+        let a0 = z[ra_lo.x + k];
+        let a1 = z[ra_lo.y + k];
+        let a2 = z[ra_lo.z + k];
+        let a3 = z[ra_lo.w + k];
+        let a4 = z[ra_hi.x + k];
+        let a5 = z[ra_hi.y + k];
+        let a6 = z[ra_hi.z + k];
+        let a7 = z[ra_hi.w + k];
         acc[0] += vec4<f32>(dot(a0, c0), dot(a0, c1), dot(a0, c2), dot(a0, c3));
-        acc[1] += vec4<f32>(dot(a1, c0), dot(a1, c1), dot(a1, c2), dot(a1, c3));
-        acc[2] += vec4<f32>(dot(a2, c0), dot(a2, c1), dot(a2, c2), dot(a2, c3));
-        acc[3] += vec4<f32>(dot(a3, c0), dot(a3, c1), dot(a3, c2), dot(a3, c3));
+        acc[1] += vec4<f32>(dot(a0, c4), dot(a0, c5), dot(a0, c6), dot(a0, c7));
+        acc[2] += vec4<f32>(dot(a1, c0), dot(a1, c1), dot(a1, c2), dot(a1, c3));
+        acc[3] += vec4<f32>(dot(a1, c4), dot(a1, c5), dot(a1, c6), dot(a1, c7));
+        acc[4] += vec4<f32>(dot(a2, c0), dot(a2, c1), dot(a2, c2), dot(a2, c3));
+        acc[5] += vec4<f32>(dot(a2, c4), dot(a2, c5), dot(a2, c6), dot(a2, c7));
+        acc[6] += vec4<f32>(dot(a3, c0), dot(a3, c1), dot(a3, c2), dot(a3, c3));
+        acc[7] += vec4<f32>(dot(a3, c4), dot(a3, c5), dot(a3, c6), dot(a3, c7));
+        acc[8] += vec4<f32>(dot(a4, c0), dot(a4, c1), dot(a4, c2), dot(a4, c3));
+        acc[9] += vec4<f32>(dot(a4, c4), dot(a4, c5), dot(a4, c6), dot(a4, c7));
+        acc[10] += vec4<f32>(dot(a5, c0), dot(a5, c1), dot(a5, c2), dot(a5, c3));
+        acc[11] += vec4<f32>(dot(a5, c4), dot(a5, c5), dot(a5, c6), dot(a5, c7));
+        acc[12] += vec4<f32>(dot(a6, c0), dot(a6, c1), dot(a6, c2), dot(a6, c3));
+        acc[13] += vec4<f32>(dot(a6, c4), dot(a6, c5), dot(a6, c6), dot(a6, c7));
+        acc[14] += vec4<f32>(dot(a7, c0), dot(a7, c1), dot(a7, c2), dot(a7, c3));
+        acc[15] += vec4<f32>(dot(a7, c4), dot(a7, c5), dot(a7, c6), dot(a7, c7));
     }
     return acc;
 }
 
-// W_rj of the thread's 4 x 4 block (w[j]: column c0+4tx+j over rows r0+4ty..r0+4ty+3) from its
-// cosines; adds sum_j W_rj cos_rj to zg.
-fn weights(
-    dots: array<vec4<f32>, 4>,
-    r0: u32,
-    c0: u32,
-    tx: u32,
-    ty: u32,
-    coef: f32,
-    zg: ptr<function, vec4<f32>>,
-) -> array<vec4<f32>, 4> {
-    let n_rows = params.n_rows;
-    let last = n_rows - 1u;
-    var key_c: array<u32, 4>;
-    var stats_c: array<vec4<f32>, 4>;
-    for (var j = 0u; j < 4u; j += 1u) {
-        let c = c0 + tx * 4u + j;
-        key_c[j] = row_key(min(c, last));
-        stats_c[j] = stats_of(c);
-    }
-    var w: array<vec4<f32>, 4>;
-    for (var i = 0u; i < 4u; i += 1u) {
-        let r = r0 + ty * 4u + i;
-        let key_r = row_key(min(r, last));
-        let stats_r = stats_of(r);
-        for (var j = 0u; j < 4u; j += 1u) {
-            let c = c0 + tx * 4u + j;
-            if (c < n_rows && r < n_rows && c != r) {
-                let s = dots[i][j] * params.inv_temperature;
-                // An explicit mask need not be symmetric: j in P(r) and r in P(j) differ.
-                w[j][i] = coef * (anchor_grad(s, stats_r, is_positive(key_r, key_c[j]))
-                    + anchor_grad(s, stats_c[j], is_positive(key_c[j], key_r)));
-                (*zg)[i] += w[j][i] * dots[i][j];
-            }
-        }
-    }
-    return w;
+// The 4 contrast rows of one half of the thread's columns: their indices, keys and statistics.
+struct Columns {
+    cols: vec4<u32>,
+    keys: vec4<u32>,
+    stats: mat4x4<f32>,  // stats4 of the columns
 }
 
-@compute @workgroup_size(16, 16, 1)
+fn columns(cols: vec4<u32>) -> Columns {
+    let rows = min(cols, vec4<u32>(params.n_rows - 1u));
+    return Columns(cols, keys4(rows), stats4(cols));
+}
+
+// The weights of row r against one half's 4 columns, W_rj = coef * (G_rj + G_jr) (0 outside
+// A(r)), in .w; sum_j W_rj cos_rj in .zg.
+struct Part {
+    w: vec4<f32>,
+    zg: f32,
+}
+
+fn weights4(r: u32, cosine: vec4<f32>, c: Columns, coef: f32) -> Part {
+    let n_rows = params.n_rows;
+    let valid = (c.cols < vec4<u32>(n_rows)) & (c.cols != vec4<u32>(r)) & vec4<bool>(r < n_rows);
+    let key_r = vec4<u32>(row_key(min(r, n_rows - 1u)));
+    let st_r = stats_of(r);
+    let s = cosine * params.inv_temperature;
+    // An explicit mask need not be symmetric: j in P(r) and r in P(j) differ.
+    let g_rj = anchor_grad4(
+        s,
+        vec4<f32>(st_r.x),
+        vec4<f32>(st_r.y),
+        vec4<f32>(st_r.z),
+        positive4(key_r, c.keys),
+    );
+    let g_jr = anchor_grad4(s, c.stats[0], c.stats[1], c.stats[2], positive4(c.keys, key_r));
+    let w = select(vec4<f32>(0.0), coef * (g_rj + g_jr), valid);
+    return Part(w, dot(w, cosine));
+}
+
+// Row r's weights against the thread's 8 columns: .lo columns 0-3, .hi 4-7.
+struct RowW {
+    lo: vec4<f32>,
+    hi: vec4<f32>,
+    zg: f32,
+}
+
+fn row_weights(r: u32, lo: vec4<f32>, hi: vec4<f32>, c_lo: Columns, c_hi: Columns, coef: f32)
+    -> RowW {
+    let a = weights4(r, lo, c_lo, coef);
+    let b = weights4(r, hi, c_hi, coef);
+    return RowW(a.w, b.w, a.zg + b.zg);
+}
+
+// Stores the weights m[j] (over 4 consecutive rows, vec4 rq of the transposed workspace) of
+// columns c + j, j = 0..3, of the pass.
+fn store4(c: u32, rq: u32, n4: u32, m: mat4x4<f32>) {
+    if (4u * rq >= params.n_rows) {
+        return;
+    }
+    let base = (c - params.col_begin) * n4 + rq;
+    let end = params.col_end;
+    if (c < end) {
+        weights_t[base] = m[0];
+    }
+    if (c + 1u < end) {
+        weights_t[base + n4] = m[1];
+    }
+    if (c + 2u < end) {
+        weights_t[base + 2u * n4] = m[2];
+    }
+    if (c + 3u < end) {
+        weights_t[base + 3u * n4] = m[3];
+    }
+}
+
+@compute @workgroup_size(8, 8, 1)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
@@ -175,11 +269,13 @@ fn main(
     let zs = p.z_stride;
     let n4 = (p.n_rows + 3u) / 4u;
     let coef = output.weight * params.loss_scale * params.inv_temperature;
-    var ra: vec4<u32>;
-    for (var i = 0u; i < 4u; i += 1u) {
-        ra[i] = min(r0 + ty * 4u + i, last) * zs;
-    }
-    var zg = vec4<f32>(0.0);
+    let rb = r0 + ty * BLOCK;  // the thread's first row
+    let lanes = vec4<u32>(0u, 1u, 2u, 3u);
+    let ra_lo = min(vec4<u32>(rb) + lanes, vec4<u32>(last)) * zs;
+    let ra_hi = min(vec4<u32>(rb + 4u) + lanes, vec4<u32>(last)) * zs;
+    let rq = rb / 4u;  // the thread's rows as vec4s of the workspace: rq and rq + 1
+    var zg_lo = vec4<f32>(0.0);
+    var zg_hi = vec4<f32>(0.0);
     // Rows that are not anchors (contrast_mode one) only meet anchors' G_jr; their weights
     // for the other columns stay 0.
     var col_end = p.col_end;
@@ -187,38 +283,61 @@ fn main(
         col_end = min(col_end, p.n_anchors);
     }
     for (var c0 = p.col_begin; c0 < p.col_end; c0 += TILE_C) {
-        var w: array<vec4<f32>, 4>;
+        let cb = c0 + tx * BLOCK;  // the thread's first column
+        var w_lo_lo = mat4x4<f32>();  // rows 0-3 x columns 0-3, one row per matrix column
+        var w_lo_hi = mat4x4<f32>();  // rows 0-3 x columns 4-7
+        var w_hi_lo = mat4x4<f32>();  // rows 4-7 x columns 0-3
+        var w_hi_hi = mat4x4<f32>();  // rows 4-7 x columns 4-7
         if (c0 < col_end) {
-            var rc: vec4<u32>;
-            for (var j = 0u; j < 4u; j += 1u) {
-                rc[j] = min(c0 + tx * 4u + j, last) * zs;
-            }
-            w = weights(dots_direct(ra, rc, zs), r0, c0, tx, ty, coef, &zg);
+            let cols = vec4<u32>(cb) + lanes;
+            let rows_lo = min(cols, vec4<u32>(last));
+            let rows_hi = min(cols + vec4<u32>(4u), vec4<u32>(last));
+            let acc = dots(ra_lo, ra_hi, rows_lo * zs, rows_hi * zs, zs);
+            let c_lo = columns(cols);
+            let c_hi = columns(cols + vec4<u32>(4u));
+            let w0 = row_weights(rb, acc[0], acc[1], c_lo, c_hi, coef);
+            let w1 = row_weights(rb + 1u, acc[2], acc[3], c_lo, c_hi, coef);
+            let w2 = row_weights(rb + 2u, acc[4], acc[5], c_lo, c_hi, coef);
+            let w3 = row_weights(rb + 3u, acc[6], acc[7], c_lo, c_hi, coef);
+            let w4 = row_weights(rb + 4u, acc[8], acc[9], c_lo, c_hi, coef);
+            let w5 = row_weights(rb + 5u, acc[10], acc[11], c_lo, c_hi, coef);
+            let w6 = row_weights(rb + 6u, acc[12], acc[13], c_lo, c_hi, coef);
+            let w7 = row_weights(rb + 7u, acc[14], acc[15], c_lo, c_hi, coef);
+            zg_lo += vec4<f32>(w0.zg, w1.zg, w2.zg, w3.zg);
+            zg_hi += vec4<f32>(w4.zg, w5.zg, w6.zg, w7.zg);
+            w_lo_lo = mat4x4<f32>(w0.lo, w1.lo, w2.lo, w3.lo);
+            w_lo_hi = mat4x4<f32>(w0.hi, w1.hi, w2.hi, w3.hi);
+            w_hi_lo = mat4x4<f32>(w4.lo, w5.lo, w6.lo, w7.lo);
+            w_hi_hi = mat4x4<f32>(w4.hi, w5.hi, w6.hi, w7.hi);
         }
-        for (var j = 0u; j < 4u; j += 1u) {
-            let c = c0 + tx * 4u + j;
-            if (c < p.col_end && r0 + ty * 4u < p.n_rows) {
-                weights_t[(c - p.col_begin) * n4 + r0 / 4u + ty] = w[j];
-            }
-        }
+        // Transposed: column j of each matrix is one contrast row's weights over 4 rows.
+        store4(cb, rq, n4, transpose(w_lo_lo));
+        store4(cb + 4u, rq, n4, transpose(w_lo_hi));
+        store4(cb, rq + 1u, n4, transpose(w_hi_lo));
+        store4(cb + 4u, rq + 1u, n4, transpose(w_hi_hi));
     }
 
-    // Sum z_r . g_r over the 16 threads of each row group.
-    red[ty * WG + tx] = zg;
+    // Sum z_r . g_r over the 8 threads of each row group.
+    var zg = array<f32, 8>(
+        zg_lo.x, zg_lo.y, zg_lo.z, zg_lo.w, zg_hi.x, zg_hi.y, zg_hi.z, zg_hi.w,
+    );
+    for (var i = 0u; i < BLOCK; i += 1u) {
+        red[(ty * BLOCK + i) * WG + tx] = zg[i];
+    }
     workgroupBarrier();
     if (tx == 0u) {
-        var zg_row = vec4<f32>(0.0);
-        for (var t = 0u; t < WG; t += 1u) {
-            zg_row += red[ty * WG + t];
-        }
-        for (var i = 0u; i < 4u; i += 1u) {
-            let r = r0 + ty * 4u + i;
+        for (var i = 0u; i < BLOCK; i += 1u) {
+            let r = r0 + ty * BLOCK + i;
             if (r < p.n_rows) {
+                var total = 0.0;
+                for (var t = 0u; t < WG; t += 1u) {
+                    total += red[(ty * BLOCK + i) * WG + t];
+                }
                 var prev = 0.0;
                 if (p.col_begin > 0u) {
                     prev = row_dot[r];
                 }
-                row_dot[r] = prev + zg_row[i];
+                row_dot[r] = prev + total;
             }
         }
     }

@@ -22,13 +22,10 @@
 //
 // Thread (tx, ty) of the 16 x 16 workgroup holds the 4 x 4 block of anchors 4ty..4ty+3 and
 // contrast rows 4tx..4tx+3 of the current tile; the 16 partial statistics of an anchor are merged
-// through workgroup memory at the end. The block's dot products come one of two ways (`strategy`,
-// chosen by the host per device, uniform over the dispatch):
-//   0  tiles: TILE_K-wide slices of the anchor and contrast rows staged in workgroup memory, two
-//      barriers per slice (the classic GPU layout: each value loaded once per workgroup);
-//   1  direct: each thread reads its 8 rows straight from z as vec4s, no barrier at all. On CPU
-//      drivers (lavapipe) workgroup memory is no faster than cached memory and every barrier
-//      saves and restores each invocation's registers, so this runs about 2x faster there.
+// through workgroup memory at the end. The block's dot products come from TILE_K-wide slices of
+// the anchor and contrast rows staged in workgroup memory, two barriers per slice (the classic
+// GPU layout: each value loaded once per workgroup). This is the `Strategy::Tiles` kernel (GPUs);
+// on CPU adapters supcon_forward_direct.wgsl computes the same with no barrier in its loop.
 // Workgroup memory: 12.1 KiB (WebGPU's default limit is 16).
 
 struct Params {
@@ -118,27 +115,7 @@ fn row_max(v: vec4<f32>, tx: u32, ty: u32) -> vec4<f32> {
     return row_reduce(v, tx, ty, true);
 }
 
-// Strategy 1: rows ra[i] (anchors) against rows rc[j] (contrast), offsets into z, vec4 by vec4.
-fn dots_direct(ra: vec4<u32>, rc: vec4<u32>, stride: u32) -> array<vec4<f32>, 4> {
-    var acc: array<vec4<f32>, 4>;
-    for (var k = 0u; k < stride; k += 1u) {
-        let a0 = z[ra.x + k];
-        let a1 = z[ra.y + k];
-        let a2 = z[ra.z + k];
-        let a3 = z[ra.w + k];
-        let c0 = z[rc.x + k];
-        let c1 = z[rc.y + k];
-        let c2 = z[rc.z + k];
-        let c3 = z[rc.w + k];
-        acc[0] += vec4<f32>(dot(a0, c0), dot(a0, c1), dot(a0, c2), dot(a0, c3));
-        acc[1] += vec4<f32>(dot(a1, c0), dot(a1, c1), dot(a1, c2), dot(a1, c3));
-        acc[2] += vec4<f32>(dot(a2, c0), dot(a2, c1), dot(a2, c2), dot(a2, c3));
-        acc[3] += vec4<f32>(dot(a3, c0), dot(a3, c1), dot(a3, c2), dot(a3, c3));
-    }
-    return acc;
-}
-
-// Strategy 0: thread lid stages vec4 q = lid % 4 of anchor row lid / 4 (offset oa) and of
+// Thread lid stages vec4 q = lid % 4 of anchor row lid / 4 (offset oa) and of
 // contrast row lid / 4 (offset oc) for each TILE_K-wide slice. Call in uniform control flow.
 fn dots_tiled(oa: u32, oc: u32, lid: u32, tx: u32, ty: u32, stride: u32) -> array<vec4<f32>, 4> {
     var acc: array<vec4<f32>, 4>;
@@ -246,11 +223,7 @@ fn main(
     let last = p.n_rows - 1u;
 
     let zs = p.z_stride;
-    // Offsets in z of the thread's four anchors (direct) and of its staging row (tiles).
-    var ra: vec4<u32>;
-    for (var i = 0u; i < 4u; i += 1u) {
-        ra[i] = min(a0 + ty * 4u + i, last) * zs;
-    }
+    // Offset in z of the thread's staging row.
     let oa = min(a0 + lid / 4u, last) * zs;
 
     var st = State(
@@ -278,21 +251,9 @@ fn main(
         }
     }
 
-    // One loop per strategy: on lavapipe a loop that contains a barrier anywhere (even in a
-    // branch not taken) runs the direct loads 1.7x slower.
-    if (p.strategy == 1u) {
-        for (var c0 = p.col_begin; c0 < p.col_end; c0 += TILE_C) {
-            var rc: vec4<u32>;
-            for (var j = 0u; j < 4u; j += 1u) {
-                rc[j] = min(c0 + tx * 4u + j, last) * zs;
-            }
-            fold(&st, dots_direct(ra, rc, zs), a0, c0, tx, ty);
-        }
-    } else {
-        for (var c0 = p.col_begin; c0 < p.col_end; c0 += TILE_C) {
-            let acc = dots_tiled(oa, min(c0 + lid / 4u, last) * zs, lid, tx, ty, zs);
-            fold(&st, acc, a0, c0, tx, ty);
-        }
+    for (var c0 = p.col_begin; c0 < p.col_end; c0 += TILE_C) {
+        let acc = dots_tiled(oa, min(c0 + lid / 4u, last) * zs, lid, tx, ty, zs);
+        fold(&st, acc, a0, c0, tx, ty);
     }
     let m = st.m;
     let sa = st.sa;

@@ -49,6 +49,10 @@ const FORWARD: WgslKernel = WgslKernel {
     name: "supcon_forward",
     source: shaders::SUPCON_FORWARD,
 };
+const FORWARD_DIRECT: WgslKernel = WgslKernel {
+    name: "supcon_forward_direct",
+    source: shaders::SUPCON_FORWARD_DIRECT,
+};
 const REDUCE: WgslKernel = WgslKernel {
     name: "supcon_reduce",
     source: shaders::SUPCON_REDUCE,
@@ -222,11 +226,15 @@ impl SupConBackend for CubeBackend {
         );
         let p = params_handle(&x, &params, passes[0]);
         let (inv_norm, z) = prepare(&x, &params, &p);
+        let (kernel, cube_dim) = match strategy(&x, &params) {
+            Strategy::Tiles => (FORWARD, CubeDim::new_2d(16, 16)),
+            Strategy::Direct => (FORWARD_DIRECT, CubeDim::new_2d(8, 8)),
+        };
         for pass in &passes {
             launch(
-                FORWARD,
+                kernel,
                 &x,
-                CubeDim::new_2d(16, 16),
+                cube_dim,
                 (n_anchors as u64).div_ceil(64),
                 vec![
                     params_handle(&x, &params, *pass).binding(),
@@ -309,7 +317,7 @@ impl SupConBackend for CubeBackend {
                     launch(
                         BACKWARD_WEIGHTS,
                         &x,
-                        CubeDim::new_2d(16, 16),
+                        CubeDim::new_2d(8, 8),
                         row_blocks,
                         vec![
                             p.clone().binding(),
@@ -324,7 +332,7 @@ impl SupConBackend for CubeBackend {
                     launch(
                         BACKWARD_APPLY,
                         &x,
-                        CubeDim::new_2d(16, 16),
+                        CubeDim::new_2d(8, 8),
                         groups,
                         vec![
                             p.binding(),

@@ -21,8 +21,12 @@ pub mod shaders {
     pub const COSINE_SIMILARITY: &str = include_str!("../../shaders/cosine_similarity.wgsl");
     /// SupCon step 1: inverse row norms and the non-finite check.
     pub const SUPCON_PREPARE: &str = include_str!("../../shaders/supcon_prepare.wgsl");
-    /// SupCon step 2: streaming forward pass (per-anchor statistics and losses).
+    /// SupCon step 2: streaming forward pass (per-anchor statistics and losses;
+    /// `Strategy::Tiles`).
     pub const SUPCON_FORWARD: &str = include_str!("../../shaders/supcon_forward.wgsl");
+    /// SupCon step 2 with `Strategy::Direct`: the same, without barriers in its loop.
+    pub const SUPCON_FORWARD_DIRECT: &str =
+        include_str!("../../shaders/supcon_forward_direct.wgsl");
     /// SupCon step 3: the scalar loss, anchor weight and status word.
     pub const SUPCON_REDUCE: &str = include_str!("../../shaders/supcon_reduce.wgsl");
     /// SupCon step 4: the gradient with respect to the raw features (`Strategy::Tiles`).
@@ -39,6 +43,7 @@ pub mod shaders {
         ("cosine_similarity.wgsl", COSINE_SIMILARITY),
         ("supcon_prepare.wgsl", SUPCON_PREPARE),
         ("supcon_forward.wgsl", SUPCON_FORWARD),
+        ("supcon_forward_direct.wgsl", SUPCON_FORWARD_DIRECT),
         ("supcon_reduce.wgsl", SUPCON_REDUCE),
         ("supcon_backward.wgsl", SUPCON_BACKWARD),
         ("supcon_backward_weights.wgsl", SUPCON_BACKWARD_WEIGHTS),

@@ -3,9 +3,12 @@
 //! Four dispatches, recorded into the caller's encoder:
 //! 1. `supcon_prepare`: inverse L2 norm of every row (and the non-finite check), and the
 //!    normalised rows `z` in view-major order, padded to whole vec4s (what steps 2 and 4 read),
-//! 2. `supcon_forward`: per-anchor log-sum-exps and losses, streaming over column tiles,
+//! 2. `supcon_forward` ([`Strategy::Tiles`]) or `supcon_forward_direct` ([`Strategy::Direct`]):
+//!    per-anchor log-sum-exps and losses, streaming over column tiles,
 //! 3. `supcon_reduce`: the scalar loss, the anchor weight and the status word,
-//! 4. `supcon_backward` (only for the gradient): dL/dfeatures, recomputing the tiles.
+//! 4. (only for the gradient) dL/dfeatures, recomputing the tiles: `supcon_backward`
+//!    ([`Strategy::Tiles`]) or, per pass, `supcon_backward_weights` then `supcon_backward_apply`
+//!    ([`Strategy::Direct`]).
 //!
 //! Steps 2 and 4 loop over column tiles; that loop is cut into passes (one dispatch each) so that
 //! no workgroup executes more than [`MAX_BARRIERS_PER_WORKGROUP`] barriers (see
@@ -104,15 +107,20 @@ pub(crate) fn column_passes(n_rows: u32, pass_columns: u32) -> Vec<(u32, u32)> {
         .collect()
 }
 
-/// How the forward and backward kernels compute their 4×4 blocks of dot products (the same
-/// `.wgsl` files, a uniform branch on a parameter). [`Strategy::for_adapter`] picks one per device.
+/// Which forward and backward kernels run (the same results up to float rounding).
+/// [`Strategy::for_adapter`] picks one per device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Strategy {
-    /// Slices of the rows staged in workgroup memory, two barriers per slice (GPUs).
+    /// GPUs: `supcon_forward.wgsl` and `supcon_backward.wgsl`, 16×16 workgroups whose threads
+    /// compute 4×4 blocks of dot products from slices of the rows staged in workgroup memory, two
+    /// barriers per slice.
     Tiles,
-    /// Every thread reads its rows straight from memory as vec4s, no barriers: on CPU drivers
-    /// (lavapipe) workgroup memory is no faster than the cache and each barrier saves and
-    /// restores every invocation's registers; measured about 2× faster there.
+    /// CPU adapters: `supcon_forward_direct.wgsl`, then per backward pass
+    /// `supcon_backward_weights.wgsl` and `supcon_backward_apply.wgsl`. 8×8 workgroups whose
+    /// threads read their rows straight from memory as vec4s into 8×8 register blocks, with no
+    /// barrier in any loop: on CPU drivers (lavapipe) workgroup memory is no faster than the
+    /// cache, each barrier saves and restores every invocation's registers, and each loaded value
+    /// should feed as many multiply-adds as possible. Measured about 3× faster there than `Tiles`.
     Direct,
 }
 
@@ -464,6 +472,7 @@ pub(crate) fn z_stride(dim: u32) -> u32 {
 pub struct SupConLoss {
     prepare: Kernel,
     forward: Kernel,
+    forward_direct: Kernel,
     reduce: Kernel,
     backward: Kernel,
     backward_weights: Kernel,
@@ -486,13 +495,19 @@ pub struct SupConResult {
 }
 
 impl SupConLoss {
-    /// Builds the four pipelines and their bind-group layouts on `device`.
+    /// Builds the pipelines of both strategies and their bind-group layouts on `device`.
     pub fn new(device: &wgpu::Device) -> Result<Self> {
         check_device(device)?;
         super::with_error_scope(device, || {
             Ok(SupConLoss {
                 prepare: Kernel::new(device, "supcon_prepare", shaders::SUPCON_PREPARE, 4),
                 forward: Kernel::new(device, "supcon_forward", shaders::SUPCON_FORWARD, 5),
+                forward_direct: Kernel::new(
+                    device,
+                    "supcon_forward_direct",
+                    shaders::SUPCON_FORWARD_DIRECT,
+                    5,
+                ),
                 reduce: Kernel::new(device, "supcon_reduce", shaders::SUPCON_REDUCE, 4),
                 backward: Kernel::new(device, "supcon_backward", shaders::SUPCON_BACKWARD, 8),
                 backward_weights: Kernel::new(
@@ -878,11 +893,15 @@ impl SupConPlan {
             rows.div_ceil(PREPARE_ROWS),
             &[params.clone(), x, inv_norm.clone(), z.clone()],
         )?;
+        let (forward, forward_name) = match k.strategy {
+            Strategy::Tiles => (&k.forward, "supcon_forward"),
+            Strategy::Direct => (&k.forward_direct, "supcon_forward_direct"),
+        };
         for pass in 0..self.passes.len() {
-            k.forward.dispatch(
+            forward.dispatch(
                 device,
                 encoder,
-                "supcon_forward",
+                forward_name,
                 u64::from(self.n_anchors).div_ceil(FORWARD_ANCHORS),
                 &[
                     self.params_binding(pass),
