@@ -42,6 +42,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (device, queue) = (&ctx.device, &ctx.queue);
     let loss = SupConLoss::new(device)?;
     let sim = CosineSimilarity::new(device)?;
+    println!(
+        "strategy: {:?} (both the loss and the similarity kernel)",
+        sim.strategy()
+    );
     let limit = device
         .limits()
         .max_storage_buffer_binding_size

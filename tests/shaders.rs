@@ -18,7 +18,7 @@ const _: () = assert!(WORKGROUP_MEMORY_BYTES <= 16384, "WebGPU default limit");
 
 #[test]
 fn every_shader_validates_and_translates() {
-    assert_eq!(shaders::ALL.len(), 8);
+    assert_eq!(shaders::ALL.len(), 9);
     for (name, source) in shaders::ALL {
         let (module, info) = parse(name, source);
 

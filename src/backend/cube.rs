@@ -73,6 +73,10 @@ const SIMILARITY: WgslKernel = WgslKernel {
     name: "cosine_similarity",
     source: shaders::COSINE_SIMILARITY,
 };
+const SIMILARITY_DIRECT: WgslKernel = WgslKernel {
+    name: "cosine_similarity_direct",
+    source: shaders::COSINE_SIMILARITY_DIRECT,
+};
 
 /// Workgroups per grid dimension every WebGPU device allows.
 const MAX_GROUPS_PER_DIM: u32 = 65_535;
@@ -133,16 +137,19 @@ fn empty_f32(like: &CubeTensor, shape: Shape) -> CubeTensor {
     )
 }
 
-/// The strategy in force: the one asked for, else [`Strategy::Direct`] where cubecl reports no
-/// physical card (a CPU adapter: lavapipe and the like) and [`Strategy::Tiles`] on a GPU.
+/// [`Strategy::Direct`] where cubecl reports no physical card (a CPU adapter: lavapipe and the
+/// like), [`Strategy::Tiles`] on a GPU.
+fn device_strategy(like: &CubeTensor) -> Strategy {
+    if like.client.properties().identity.physical.is_none() {
+        Strategy::Direct
+    } else {
+        Strategy::Tiles
+    }
+}
+
+/// The strategy in force: the one asked for, else the device's.
 fn strategy(like: &CubeTensor, params: &LossParams) -> Strategy {
-    params.strategy.unwrap_or_else(|| {
-        if like.client.properties().identity.physical.is_none() {
-            Strategy::Direct
-        } else {
-            Strategy::Tiles
-        }
-    })
+    params.strategy.unwrap_or_else(|| device_strategy(like))
 }
 
 /// The kernels' parameter block for the pass over contrast rows `pass`.
@@ -193,10 +200,14 @@ impl SupConBackend for CubeBackend {
         let params: [u32; 4] = [n as u32, m as u32, d as u32, 0];
         let params = a.client.create_from_slice(bytemuck::cast_slice(&params));
         let groups = (n as u64).div_ceil(64) * (m as u64).div_ceil(64);
+        let (kernel, cube_dim) = match device_strategy(&a) {
+            Strategy::Tiles => (SIMILARITY, CubeDim::new_2d(16, 16)),
+            Strategy::Direct => (SIMILARITY_DIRECT, CubeDim::new_2d(8, 8)),
+        };
         launch(
-            SIMILARITY,
+            kernel,
             &a,
-            CubeDim::new_2d(16, 16),
+            cube_dim,
             groups,
             vec![
                 params.binding(),

@@ -17,8 +17,11 @@ use crate::{Error, Result};
 /// `main` (the name Burn's raw-kernel path launches), and declares every storage binding
 /// `read_write` (Burn pools tensors in shared buffers; a read-only binding then fails validation).
 pub mod shaders {
-    /// Pairwise cosine similarity.
+    /// Pairwise cosine similarity (`Strategy::Tiles`).
     pub const COSINE_SIMILARITY: &str = include_str!("../../shaders/cosine_similarity.wgsl");
+    /// Pairwise cosine similarity with `Strategy::Direct`.
+    pub const COSINE_SIMILARITY_DIRECT: &str =
+        include_str!("../../shaders/cosine_similarity_direct.wgsl");
     /// SupCon step 1: inverse row norms and the non-finite check.
     pub const SUPCON_PREPARE: &str = include_str!("../../shaders/supcon_prepare.wgsl");
     /// SupCon step 2: streaming forward pass (per-anchor statistics and losses;
@@ -41,6 +44,7 @@ pub mod shaders {
     /// `(file name, source)` of every shader.
     pub const ALL: &[(&str, &str)] = &[
         ("cosine_similarity.wgsl", COSINE_SIMILARITY),
+        ("cosine_similarity_direct.wgsl", COSINE_SIMILARITY_DIRECT),
         ("supcon_prepare.wgsl", SUPCON_PREPARE),
         ("supcon_forward.wgsl", SUPCON_FORWARD),
         ("supcon_forward_direct.wgsl", SUPCON_FORWARD_DIRECT),

@@ -1,10 +1,12 @@
-//! Pairwise cosine similarity, `shaders/cosine_similarity.wgsl`, and its CPU reference.
+//! Pairwise cosine similarity, `shaders/cosine_similarity.wgsl` (GPUs) and
+//! `shaders/cosine_similarity_direct.wgsl` (CPU adapters), and its CPU reference.
 
+use super::supcon::Strategy;
 use super::{Kernel, check_buffer, check_device, read_buffer, shaders, upload, with_error_scope};
 use crate::{Error, Result};
 use wgpu::util::DeviceExt;
 
-/// Output rows and columns per workgroup (the shader's `TILE`).
+/// Output rows and columns per workgroup (both shaders' `TILE`).
 const TILE: u64 = 64;
 
 #[repr(C)]
@@ -18,25 +20,46 @@ struct Params {
 
 /// The cosine-similarity kernel on a caller's device: `S[i][j] = â_i · b̂_j` for row-major
 /// `A [n, dim]`, `B [m, dim]`, rows L2-normalised with an epsilon of 1e-12 (as torch's
-/// `F.normalize`). `A` and `B` may be the same buffer. Created once; the pipeline is cached.
+/// `F.normalize`). `A` and `B` may be the same buffer. Created once; the pipelines are cached.
+///
+/// Two kernels give the same result up to float rounding, chosen like the loss's
+/// ([`Strategy::for_adapter`]): [`Strategy::Tiles`] stages the rows in workgroup memory (GPUs),
+/// [`Strategy::Direct`] reads them straight into 8×8 register blocks with no barrier (CPU
+/// adapters; about 1.6× faster on lavapipe at n = m = 2,048, d = 128).
 #[derive(Clone, Debug)]
 pub struct CosineSimilarity {
-    kernel: Kernel,
+    tiles: Kernel,
+    direct: Kernel,
+    strategy: Strategy,
 }
 
 impl CosineSimilarity {
     /// Builds the pipeline and its bind-group layout on `device`.
     pub fn new(device: &wgpu::Device) -> Result<Self> {
         check_device(device)?;
-        let kernel = with_error_scope(device, || {
-            Ok(Kernel::new(
-                device,
-                "cosine_similarity",
-                shaders::COSINE_SIMILARITY,
-                4,
-            ))
-        })?;
-        Ok(CosineSimilarity { kernel })
+        with_error_scope(device, || {
+            Ok(CosineSimilarity {
+                tiles: Kernel::new(device, "cosine_similarity", shaders::COSINE_SIMILARITY, 4),
+                direct: Kernel::new(
+                    device,
+                    "cosine_similarity_direct",
+                    shaders::COSINE_SIMILARITY_DIRECT,
+                    4,
+                ),
+                strategy: Strategy::for_adapter(&device.adapter_info()),
+            })
+        })
+    }
+
+    /// Uses `strategy` instead of [`Strategy::for_adapter`] (for tests and measurements).
+    pub fn with_strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// The kernel in use.
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
     }
 
     /// Records `out[n, m] = cos(a[n, dim], b[m, dim])` into `encoder`. `a`, `b` and `out` need
@@ -79,10 +102,14 @@ impl CosineSimilarity {
             usage: wgpu::BufferUsages::STORAGE,
         });
         let groups = n64.div_ceil(TILE) * m64.div_ceil(TILE);
-        self.kernel.dispatch(
+        let (kernel, name) = match self.strategy {
+            Strategy::Tiles => (&self.tiles, "cosine_similarity"),
+            Strategy::Direct => (&self.direct, "cosine_similarity_direct"),
+        };
+        kernel.dispatch(
             device,
             encoder,
-            "cosine_similarity",
+            name,
             groups,
             &[params.as_entire_buffer_binding(), a, b, out],
         )
