@@ -1,8 +1,9 @@
-// SupCon loss, step 4b of the backward pass on CPU adapters (`strategy` 1): grad += sum_j W_rj z_j
-// over one pass's contrast rows, from the weights supcon_backward_weights.wgsl wrote, with no
-// workgroup barrier at all. The first pass overwrites the gradient buffer; later passes add to
-// it; the last pass applies the normalisation's projection with z_r . g_r from row_dot (complete
-// by then) and multiplies by 1 / ||x_r||, as in supcon_backward.wgsl.
+// SupCon loss, step 4b of the backward pass on CPU adapters (`Strategy::Direct`):
+// grad += sum_j W_rj z_j over one pass's contrast rows, from the weights
+// supcon_backward_weights.wgsl wrote, with no workgroup barrier at all. The first pass
+// overwrites the gradient buffer; later passes add to it; the last pass applies the
+// normalisation's projection with z_r . g_r from row_dot (complete by then) and multiplies by
+// 1 / ||x_r||, as in supcon_backward.wgsl.
 //
 // Each 8 x 8 workgroup owns TILE_R rows and CHUNK_D output columns; thread (tx, ty) accumulates
 // rows 8ty..8ty+7 at the 4 vec4s 4tx..4tx+3 of its chunk: per contrast row, 2 vec4 loads of
@@ -28,7 +29,6 @@ struct Params {
     col_begin: u32,       // this pass's contrast rows: [col_begin, col_end) (a multiple of 64)
     col_end: u32,         // (the kernels' column loop runs over several passes; see supcon.rs)
     z_stride: u32,        // vec4s per row of the normalised copy z: ceil(dim / 4)
-    strategy: u32,        // 0: tiles through workgroup memory (GPUs), 1: direct loads (CPUs)
 }
 
 struct Output {

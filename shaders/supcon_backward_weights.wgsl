@@ -1,6 +1,7 @@
-// SupCon loss, step 4a of the backward pass on CPU adapters (`strategy` 1, see supcon.rs): the
-// weights W_rj = (G_rj + G_jr) / tau of one pass's contrast rows [col_begin, col_end), written
-// out so that supcon_backward_apply.wgsl can form sum_j W_rj z_j without workgroup barriers.
+// SupCon loss, step 4a of the backward pass on CPU adapters (`Strategy::Direct`, see
+// supcon.rs): the weights W_rj = (G_rj + G_jr) / tau of one pass's contrast rows
+// [col_begin, col_end), written out so that supcon_backward_apply.wgsl can form sum_j W_rj z_j
+// without workgroup barriers.
 // (supcon_backward.wgsl does both in one kernel, exchanging W through workgroup memory; on
 // lavapipe a loop holding barriers runs its loads about 1.7x slower.) Formulas: see
 // supcon_backward.wgsl.
@@ -31,7 +32,6 @@ struct Params {
     col_begin: u32,       // this pass's contrast rows: [col_begin, col_end) (a multiple of 64)
     col_end: u32,         // (the kernels' column loop runs over several passes; see supcon.rs)
     z_stride: u32,        // vec4s per row of the normalised copy z: ceil(dim / 4)
-    strategy: u32,        // 0: tiles through workgroup memory (GPUs), 1: direct loads (CPUs)
 }
 
 struct Output {

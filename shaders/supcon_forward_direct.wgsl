@@ -36,7 +36,6 @@ struct Params {
     col_begin: u32,       // this pass's contrast rows: [col_begin, col_end) (a multiple of 64)
     col_end: u32,         // (the kernels' column loop runs over several passes; see supcon.rs)
     z_stride: u32,        // vec4s per row of the normalised copy z: ceil(dim / 4)
-    strategy: u32,        // 0: tiles through workgroup memory (GPUs), 1: direct loads (CPUs)
 }
 
 const TILE_A: u32 = 64u;

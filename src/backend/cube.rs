@@ -158,8 +158,7 @@ fn params_handle(
     params: &LossParams,
     pass: (u32, u32),
 ) -> cubecl::server::Handle {
-    let strategy = strategy(like, params);
-    let block = kernel_params(params.shape, params.kind, &params.options, strategy).for_pass(pass);
+    let block = kernel_params(params.shape, params.kind, &params.options).for_pass(pass);
     like.client.create_from_slice(bytemuck::bytes_of(&block))
 }
 

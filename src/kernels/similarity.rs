@@ -34,7 +34,7 @@ pub struct CosineSimilarity {
 }
 
 impl CosineSimilarity {
-    /// Builds the pipeline and its bind-group layout on `device`.
+    /// Builds both pipelines and their bind-group layouts on `device`.
     pub fn new(device: &wgpu::Device) -> Result<Self> {
         check_device(device)?;
         with_error_scope(device, || {

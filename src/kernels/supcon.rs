@@ -404,7 +404,6 @@ pub(crate) struct Params {
     col_begin: u32,
     col_end: u32,
     z_stride: u32,
-    strategy: u32,
 }
 
 impl Params {
@@ -423,7 +422,6 @@ pub(crate) fn kernel_params(
     shape: SupConShape,
     kind: PositiveKind,
     options: &SupConOptions,
-    strategy: Strategy,
 ) -> Params {
     let n_rows = shape.rows() as u32;
     Params {
@@ -455,10 +453,6 @@ pub(crate) fn kernel_params(
         col_begin: 0,
         col_end: n_rows,
         z_stride: z_stride(shape.dim),
-        strategy: match strategy {
-            Strategy::Tiles => 0,
-            Strategy::Direct => 1,
-        },
     }
 }
 
@@ -560,7 +554,7 @@ impl SupConLoss {
     ) -> Result<SupConPlan> {
         shape.validate()?;
         options.validate()?;
-        let params = kernel_params(shape, kind, options, self.strategy);
+        let params = kernel_params(shape, kind, options);
         let (n_rows, n_anchors) = (params.n_rows, params.n_anchors);
         let words = mask_words(shape.bsz);
         let positives_len = match kind {
