@@ -212,15 +212,27 @@ fn split_deterministic_disjoint_covering_proportional() {
 }
 
 #[test]
-fn split_keeps_one_in_train() {
-    // Class 0 has one member, class 1 two: with fraction 0.9 each keeps one in train.
-    let labels = [0u32, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2];
+fn split_keeps_one_on_each_side() {
+    // With fraction 0.9 each class keeps one in train; with 0.1 a class of two still puts one
+    // in test (round(0.2) would be 0: the class would be missing from the test set).
+    let labels = [1u32, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2];
     let (train, test) = stratified_split(&labels, 0.9, 1).unwrap();
     let train_labels: Vec<u32> = train.iter().map(|&i| labels[i]).collect();
-    assert_eq!(train_labels.iter().filter(|&&l| l == 0).count(), 1);
     assert_eq!(train_labels.iter().filter(|&&l| l == 1).count(), 1);
     assert_eq!(train_labels.iter().filter(|&&l| l == 2).count(), 1);
-    assert_eq!(test.len(), labels.len() - 3);
+    assert_eq!(test.len(), labels.len() - 2);
+    let (train, test) = stratified_split(&labels, 0.1, 1).unwrap();
+    let test_labels: Vec<u32> = test.iter().map(|&i| labels[i]).collect();
+    assert_eq!(test_labels.iter().filter(|&&l| l == 1).count(), 1);
+    assert_eq!(test_labels.iter().filter(|&&l| l == 2).count(), 1);
+    assert_eq!(train.len(), labels.len() - 2);
+    // A class of one image cannot be on both sides: an error that names it.
+    let err = stratified_split(&[0, 1, 1, 1], 0.2, 0).unwrap_err();
+    assert!(
+        matches!(err, DataError::ClassTooSmall { class: 0, count: 1 }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("class 0 has 1 image"), "{err}");
 }
 
 #[test]
@@ -539,7 +551,7 @@ fn image_folder_loads_sorted_classes_and_pixels() {
     std::fs::write(dogs.join("notes.txt"), b"not an image").unwrap();
     std::fs::write(root.join("README"), b"root file").unwrap();
 
-    let d = load_image_folder(root, 4).unwrap();
+    let d = load_image_folder(root, 4, FolderChannels::Auto).unwrap();
     assert_eq!(d.class_names, vec!["a_cats", "b_dogs"]);
     assert_eq!((d.channels, d.height, d.width), (3, 4, 4));
     assert_eq!(d.len(), 5);
@@ -591,7 +603,7 @@ fn image_folder_loads_sorted_classes_and_pixels() {
     }
 
     // Another size: everything resized.
-    let small = load_image_folder(root, 2).unwrap();
+    let small = load_image_folder(root, 2, FolderChannels::Auto).unwrap();
     assert_eq!((small.height, small.width), (2, 2));
     assert_eq!(small.images.len(), 5 * 3 * 2 * 2);
     assert!(small.images.iter().all(|v| (0.0..=1.0).contains(v)));
@@ -607,7 +619,7 @@ fn image_folder_corrupt_png() {
     let bad = class.join("b_broken.png");
     let noise: Vec<u8> = (0..200u32).map(|i| (i * 7919 % 251) as u8).collect();
     std::fs::write(&bad, noise).unwrap();
-    let err = load_image_folder(tmp.path(), 3).unwrap_err();
+    let err = load_image_folder(tmp.path(), 3, FolderChannels::Auto).unwrap_err();
     match &err {
         DataError::ImageDecode { path, .. } => assert_eq!(path, &bad),
         other => panic!("expected ImageDecode, got {other:?}"),
@@ -624,7 +636,7 @@ fn image_folder_empty_class() {
     std::fs::create_dir_all(&empty).unwrap();
     rgb_image(2, 2, gradient).save(full.join("a.png")).unwrap();
     std::fs::write(empty.join("readme.txt"), b"no images here").unwrap();
-    let err = load_image_folder(tmp.path(), 2).unwrap_err();
+    let err = load_image_folder(tmp.path(), 2, FolderChannels::Auto).unwrap_err();
     match &err {
         DataError::EmptyClass { dir } => assert_eq!(dir, &empty),
         other => panic!("expected EmptyClass, got {other:?}"),
@@ -637,12 +649,118 @@ fn image_folder_no_class_folders() {
     rgb_image(2, 2, gradient)
         .save(tmp.path().join("a.png"))
         .unwrap();
-    let err = load_image_folder(tmp.path(), 2).unwrap_err();
+    let err = load_image_folder(tmp.path(), 2, FolderChannels::Auto).unwrap_err();
     assert!(matches!(err, DataError::NoClassFolders { .. }), "{err:?}");
-    let err = load_image_folder(&tmp.path().join("missing"), 2).unwrap_err();
+    let err = load_image_folder(&tmp.path().join("missing"), 2, FolderChannels::Auto).unwrap_err();
     assert!(matches!(err, DataError::MissingDir { .. }), "{err:?}");
-    let err = load_image_folder(tmp.path(), 0).unwrap_err();
-    assert!(matches!(err, DataError::Unsupported { .. }), "{err:?}");
+    for size in [0, MAX_FOLDER_IMAGE_SIDE + 1] {
+        let err = load_image_folder(tmp.path(), size, FolderChannels::Auto).unwrap_err();
+        assert!(matches!(err, DataError::Unsupported { .. }), "{err:?}");
+    }
+}
+
+#[test]
+fn image_folder_channels_follow_the_content() {
+    let tmp = TempDir::new("gray");
+    let root = tmp.path();
+    for class in ["a", "b"] {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+    }
+    let value = |x: u32, y: u32| (x * 37 + y * 11) as u8;
+    // Grayscale stored two ways: an 8-bit gray PNG and an RGB PNG with equal channels.
+    image::GrayImage::from_fn(4, 4, |x, y| image::Luma([value(x, y)]))
+        .save_with_format(root.join("a/gray.png"), image::ImageFormat::Png)
+        .unwrap();
+    rgb_image(4, 4, |x, y| [value(x, y); 3])
+        .save(root.join("b/rgb_gray.png"))
+        .unwrap();
+    let auto = load_image_folder(root, 4, FolderChannels::Auto).unwrap();
+    assert_eq!(
+        auto.channels, 1,
+        "a folder of grayscale images loads with one channel"
+    );
+    for i in 0..2 {
+        for y in 0..4u32 {
+            for x in 0..4u32 {
+                let want = value(x, y) as f32 / 255.0;
+                assert_eq!(auto.image(i)[(y * 4 + x) as usize], want);
+            }
+        }
+    }
+    let rgb = load_image_folder(root, 4, FolderChannels::Rgb).unwrap();
+    assert_eq!(rgb.channels, 3);
+    assert_eq!(rgb.first_channel(), auto);
+    assert_eq!(auto.to_rgb(), rgb);
+    assert!(rgb.is_grayscale());
+
+    // One colour image makes the folder colour.
+    rgb_image(4, 4, gradient)
+        .save(root.join("b/colour.png"))
+        .unwrap();
+    let mixed = load_image_folder(root, 4, FolderChannels::Auto).unwrap();
+    assert_eq!(mixed.channels, 3);
+    assert!(!mixed.is_grayscale());
+    // Forced to one channel: colour becomes luma, gray stays as it is.
+    let gray = load_image_folder(root, 4, FolderChannels::Gray).unwrap();
+    assert_eq!(gray.channels, 1);
+    assert_eq!(gray.image(0), auto.image(0));
+    let [r, g, b] = gradient(1, 2).map(f32::from);
+    let luma = (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255.0;
+    let got = gray.image(1)[2 * 4 + 1];
+    assert!((got - luma).abs() <= 1.0 / 255.0, "luma {got} vs {luma}");
+}
+
+#[test]
+fn digits_written_as_a_folder_read_back() {
+    let all = digits().unwrap();
+    let picks: Vec<usize> = (0..all.len()).step_by(60).collect();
+    let some = all.subset(&picks);
+    let tmp = TempDir::new("export");
+    let root = tmp.path().join("digits");
+    write_image_folder(&some, &root).unwrap();
+    // Refuses to write into a folder that holds something.
+    let err = write_image_folder(&some, &root).unwrap_err();
+    assert!(err.to_string().contains("not empty"), "{err}");
+
+    let check = |back: &ImageDataset| {
+        assert_eq!((back.channels, back.height, back.width), (1, 8, 8));
+        assert_eq!(back.len(), some.len());
+        assert_eq!(back.class_names, some.class_names);
+        // Folders are read class by class: compare as multisets of (label, image).
+        let mut want: Vec<(u32, Vec<u8>)> = (0..some.len())
+            .map(|i| {
+                (
+                    some.labels[i],
+                    some.image(i)
+                        .iter()
+                        .map(|v| (v * 255.0).round() as u8)
+                        .collect(),
+                )
+            })
+            .collect();
+        let mut got: Vec<(u32, Vec<u8>)> = (0..back.len())
+            .map(|i| {
+                (
+                    back.labels[i],
+                    back.image(i)
+                        .iter()
+                        .map(|v| (v * 255.0).round() as u8)
+                        .collect(),
+                )
+            })
+            .collect();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want);
+    };
+    check(&load_image_folder(&root, 8, FolderChannels::Auto).unwrap());
+    // Stored as RGB, still read as one channel.
+    let rgb_root = tmp.path().join("digits-rgb");
+    write_image_folder(&some.to_rgb(), &rgb_root).unwrap();
+    check(&load_image_folder(&rgb_root, 8, FolderChannels::Auto).unwrap());
+    // Resized on load.
+    let big = load_image_folder(&rgb_root, 16, FolderChannels::Auto).unwrap();
+    assert_eq!((big.channels, big.height, big.width), (1, 16, 16));
 }
 
 /// A `.tar.gz` of a CIFAR-10 layout under `cifar-10-batches-bin/`, as the official archive.

@@ -88,6 +88,58 @@ impl ImageDataset {
         }
     }
 
+    /// The same images with only their first channel (for images whose channels are equal).
+    pub fn first_channel(&self) -> ImageDataset {
+        let plane = self.height * self.width;
+        let mut images = Vec::with_capacity(self.len() * plane);
+        for i in 0..self.len() {
+            images.extend_from_slice(&self.image(i)[..plane]);
+        }
+        ImageDataset {
+            images,
+            channels: 1,
+            labels: self.labels.clone(),
+            height: self.height,
+            width: self.width,
+            class_names: self.class_names.clone(),
+        }
+    }
+
+    /// The same images with their single channel repeated as R, G and B (a copy of `self` when
+    /// it already has three channels).
+    pub fn to_rgb(&self) -> ImageDataset {
+        if self.channels != 1 {
+            return self.clone();
+        }
+        let mut images = Vec::with_capacity(self.images.len() * 3);
+        for i in 0..self.len() {
+            let img = self.image(i);
+            for _ in 0..3 {
+                images.extend_from_slice(img);
+            }
+        }
+        ImageDataset {
+            images,
+            channels: 3,
+            labels: self.labels.clone(),
+            height: self.height,
+            width: self.width,
+            class_names: self.class_names.clone(),
+        }
+    }
+
+    /// Whether every image has three equal channels (grayscale content stored as RGB) or one.
+    pub fn is_grayscale(&self) -> bool {
+        if self.channels == 1 {
+            return true;
+        }
+        let plane = self.height * self.width;
+        (0..self.len()).all(|i| {
+            let img = self.image(i);
+            (0..plane).all(|p| (1..self.channels).all(|c| img[c * plane + p] == img[p]))
+        })
+    }
+
     /// Number of images per class: element `k` counts label `k`. The length is `n_classes()`
     /// (longer only if some label is out of range, which the loaders never produce).
     pub fn class_counts(&self) -> Vec<usize> {
@@ -208,6 +260,15 @@ pub enum DataError {
         #[source]
         source: image::ImageError,
     },
+    /// An image file cannot be written.
+    #[error("cannot write image {}: {source}", path.display())]
+    ImageEncode {
+        /// The image file.
+        path: PathBuf,
+        /// The encoder's error.
+        #[source]
+        source: image::ImageError,
+    },
     /// An image-folder root holds no class subdirectory.
     #[error(
         "{}: no class folders (expected one subdirectory per class, each holding \
@@ -228,6 +289,17 @@ pub enum DataError {
     EmptyDataset {
         /// Which data set.
         what: String,
+    },
+    /// A class has too few images to appear in both the training and the test split.
+    #[error(
+        "class {class} has {count} image(s); a train/test split needs at least 2 per class \
+         (add images or remove the class)"
+    )]
+    ClassTooSmall {
+        /// The class label.
+        class: u32,
+        /// Its number of images.
+        count: usize,
     },
     /// An argument has an unsupported value.
     #[error("unsupported value: {what}")]
@@ -368,11 +440,12 @@ pub fn parse_digits_csv_gz(bytes: &[u8]) -> Result<ImageDataset, DataError> {
 // ---------------------------------------------------------------------------------------------
 
 /// Splits indices `0..labels.len()` into `(train, test)`, class by class: of a class with `n`
-/// images, `round(n * test_fraction)` go to test, but at least one stays in train. Which ones
+/// images, `round(n * test_fraction)` go to test, but at least one goes to each side. Which ones
 /// is drawn with a generator seeded by `seed`, so the split is deterministic for a seed. Both
 /// lists are sorted, disjoint and together cover every index.
 ///
-/// Errors: `test_fraction` not in the open interval `(0, 1)`, or no label.
+/// Errors: `test_fraction` not in the open interval `(0, 1)`, no label, or a class with a single
+/// image (it could not be both trained on and tested).
 pub fn stratified_split(
     labels: &[u32],
     test_fraction: f64,
@@ -397,9 +470,12 @@ pub fn stratified_split(
     let mut rng = StdRng::seed_from_u64(seed);
     let mut train = Vec::with_capacity(labels.len());
     let mut test = Vec::new();
-    for members in by_class.values_mut() {
+    for (&class, members) in by_class.iter_mut() {
         let n = members.len();
-        let n_test = ((n as f64 * test_fraction).round() as usize).min(n - 1);
+        if n < 2 {
+            return Err(DataError::ClassTooSmall { class, count: n });
+        }
+        let n_test = ((n as f64 * test_fraction).round() as usize).clamp(1, n - 1);
         members.shuffle(&mut rng);
         test.extend_from_slice(&members[..n_test]);
         train.extend_from_slice(&members[n_test..]);
@@ -559,6 +635,24 @@ impl Cifar {
     }
 }
 
+/// curl's flags: fail on HTTP errors, follow redirects, retry twice, give up on a connection
+/// that takes over 30 s or a transfer that stays under 1 KiB/s for 60 s (a stalled network ends
+/// with an error instead of hanging).
+pub const CURL_ARGS: [&str; 12] = [
+    "--fail",
+    "--location",
+    "--silent",
+    "--show-error",
+    "--retry",
+    "2",
+    "--connect-timeout",
+    "30",
+    "--speed-limit",
+    "1024",
+    "--speed-time",
+    "60",
+];
+
 /// Makes sure the CIFAR binary files are in `dir`. When [`load_cifar`] would not find them,
 /// downloads the archive from `url` (default [`Cifar::archive_url`]) with the `curl` program
 /// and unpacks the `.tar.gz` into `dir` (which then holds `cifar-10-batches-bin/` or
@@ -579,7 +673,8 @@ pub fn download_cifar(dir: &Path, which: Cifar, url: Option<&str>) -> Result<boo
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let part = dir.join(format!(".{}.tar.gz.part", which.subfolder()));
     let status = std::process::Command::new("curl")
-        .args(["--fail", "--location", "--silent", "--show-error", "--retry", "2", "--output"])
+        .args(CURL_ARGS)
+        .arg("--output")
         .arg(&part)
         .arg(url)
         .status()
@@ -783,10 +878,28 @@ fn list_dir(dir: &Path, keep: impl Fn(&Path) -> bool) -> Result<Vec<(String, Pat
     Ok(out)
 }
 
-/// Decodes one image file into `size×size` RGB, CHW f32 in `[0, 1]`, appended to `out`.
+/// How many channels [`load_image_folder`] gives the images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FolderChannels {
+    /// One channel when every image of the folder is grayscale — stored as gray, or as RGB with
+    /// equal red, green and blue in every pixel — three otherwise.
+    #[default]
+    Auto,
+    /// One channel: colour images are converted to luma.
+    Gray,
+    /// Three channels: grayscale images are repeated in R, G and B.
+    Rgb,
+}
+
+/// The largest `size` [`load_image_folder`] accepts (pixels per side).
+pub const MAX_FOLDER_IMAGE_SIDE: u32 = 2048;
+
+/// Decodes one image file into `size×size`, CHW f32 in `[0, 1]` (three planes, or one for
+/// `gray`), appended to `out`.
 fn decode_image(
     path: &Path,
     size: u32,
+    gray: bool,
     table: &[f32; 256],
     out: &mut Vec<f32>,
 ) -> Result<(), DataError> {
@@ -798,12 +911,20 @@ fn decode_image(
         .map_err(io_err(path))?
         .with_guessed_format()
         .map_err(io_err(path))?;
-    let rgb = reader.decode().map_err(decode_err)?.into_rgb8();
-    let rgb = if rgb.width() == size && rgb.height() == size {
-        rgb
-    } else {
-        image::imageops::resize(&rgb, size, size, image::imageops::FilterType::Triangle)
+    let decoded = reader.decode().map_err(decode_err)?;
+    let fit = |img: image::DynamicImage| {
+        if img.width() == size && img.height() == size {
+            img
+        } else {
+            img.resize_exact(size, size, image::imageops::FilterType::Triangle)
+        }
     };
+    if gray {
+        let luma = fit(decoded).into_luma8();
+        out.extend(luma.as_raw().iter().map(|&b| table[b as usize]));
+        return Ok(());
+    }
+    let rgb = fit(decoded).into_rgb8();
     let raw = rgb.as_raw();
     for c in 0..3 {
         out.extend(raw.iter().skip(c).step_by(3).map(|&b| table[b as usize]));
@@ -813,15 +934,22 @@ fn decode_image(
 
 /// Loads `root/class_name/*.{png,jpg,jpeg}` (extension in any case; other files ignored, as are
 /// hidden entries whose name starts with `.`). Classes are the sorted subdirectory names
-/// (label = index); files are read in sorted order within a class. Images are converted to RGB
-/// and resized to `size×size` (triangle filter) unless already that size; 3 channels.
+/// (label = index); files are read in sorted order within a class. Images are resized to
+/// `size×size` (triangle filter) unless already that size. `channels` chooses 1 or 3 channels;
+/// with [`FolderChannels::Auto`] a folder of grayscale images (even when stored as RGB) loads
+/// with one channel.
 ///
 /// Errors: `root` missing, no class folder, a class folder without image, a file that cannot be
-/// read or decoded (named), `size == 0`.
-pub fn load_image_folder(root: &Path, size: u32) -> Result<ImageDataset, DataError> {
-    if size == 0 {
+/// read or decoded (named), `size` 0 or over [`MAX_FOLDER_IMAGE_SIDE`], or a data set too large
+/// to hold in memory.
+pub fn load_image_folder(
+    root: &Path,
+    size: u32,
+    channels: FolderChannels,
+) -> Result<ImageDataset, DataError> {
+    if size == 0 || size > MAX_FOLDER_IMAGE_SIDE {
         return Err(DataError::Unsupported {
-            what: "image size 0 (expected at least 1)".to_string(),
+            what: format!("image size {size} (expected 1..={MAX_FOLDER_IMAGE_SIDE} pixels)"),
         });
     }
     if !root.is_dir() {
@@ -844,10 +972,26 @@ pub fn load_image_folder(root: &Path, size: u32) -> Result<ImageDataset, DataErr
         }
         items.extend(files.into_iter().map(|(_, p)| (p, label as u32)));
     }
+    let gray = channels == FolderChannels::Gray;
+    let planes = if gray { 1 } else { 3 };
+    let per_image = planes * size as usize * size as usize;
+    // f32 pixels of the whole set, held in memory: refuse sizes that cannot be.
+    let total_bytes = (items.len() as u64)
+        .checked_mul(per_image as u64 * 4)
+        .filter(|&b| b <= MAX_FOLDER_BYTES);
+    if total_bytes.is_none() {
+        return Err(DataError::Unsupported {
+            what: format!(
+                "{} images of {planes}×{size}×{size} need more than {} GiB as f32; \
+                 choose a smaller --image-size",
+                items.len(),
+                MAX_FOLDER_BYTES >> 30
+            ),
+        });
+    }
 
     // Decode in parallel over contiguous chunks; results are joined in order, so the output
     // (and the first error reported) does not depend on the thread count.
-    let per_image = 3 * size as usize * size as usize;
     let table = byte_table();
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -862,7 +1006,7 @@ pub fn load_image_folder(root: &Path, size: u32) -> Result<ImageDataset, DataErr
                 s.spawn(move || {
                     let mut out = Vec::with_capacity(part.len() * per_image);
                     for (path, _) in part {
-                        decode_image(path, size, table, &mut out)?;
+                        decode_image(path, size, gray, table, &mut out)?;
                     }
                     Ok(out)
                 })
@@ -877,12 +1021,68 @@ pub fn load_image_folder(root: &Path, size: u32) -> Result<ImageDataset, DataErr
     for part in parts {
         images.extend_from_slice(&part?);
     }
-    Ok(ImageDataset {
+    let dataset = ImageDataset {
         images,
         labels: items.iter().map(|(_, l)| *l).collect(),
-        channels: 3,
+        channels: planes,
         height: size as usize,
         width: size as usize,
         class_names: classes.into_iter().map(|(name, _)| name).collect(),
-    })
+    };
+    Ok(
+        if channels == FolderChannels::Auto && dataset.is_grayscale() {
+            dataset.first_channel()
+        } else {
+            dataset
+        },
+    )
+}
+
+/// The most memory [`load_image_folder`] fills with f32 pixels (16 GiB).
+const MAX_FOLDER_BYTES: u64 = 16 << 30;
+
+/// Writes `data` as an image folder that [`load_image_folder`] reads back: `root/<class name>/
+/// <index>.png`, 8-bit grayscale for one channel, RGB for three (pixels rounded to 1/255).
+/// `root` must not exist yet or be empty, so nothing is overwritten.
+pub fn write_image_folder(data: &ImageDataset, root: &Path) -> Result<(), DataError> {
+    if data.channels != 1 && data.channels != 3 {
+        return Err(DataError::Unsupported {
+            what: format!("{}-channel images as PNG (expected 1 or 3)", data.channels),
+        });
+    }
+    if root.exists()
+        && std::fs::read_dir(root)
+            .map_err(io_err(root))?
+            .next()
+            .is_some()
+    {
+        return Err(DataError::Unsupported {
+            what: format!("writing into {}: the folder is not empty", root.display()),
+        });
+    }
+    let (w, h) = (data.width as u32, data.height as u32);
+    let plane = data.width * data.height;
+    let byte = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+    for i in 0..data.len() {
+        let class = &data.class_names[data.labels[i] as usize];
+        let dir = root.join(class);
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let path = dir.join(format!("{i:06}.png"));
+        let img = data.image(i);
+        let encoded = if data.channels == 1 {
+            image::GrayImage::from_fn(w, h, |x, y| image::Luma([byte(img[(y * w + x) as usize])]))
+                .save_with_format(&path, image::ImageFormat::Png)
+        } else {
+            image::RgbImage::from_fn(w, h, |x, y| {
+                let p = (y * w + x) as usize;
+                image::Rgb([byte(img[p]), byte(img[plane + p]), byte(img[2 * plane + p])])
+            })
+            .save_with_format(&path, image::ImageFormat::Png)
+        };
+        encoded.map_err(|source| DataError::ImageEncode {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(())
 }
