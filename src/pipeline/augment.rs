@@ -48,42 +48,92 @@ pub struct AugmentConfig {
     pub std: Vec<f32>,
 }
 
-impl AugmentConfig {
-    /// The paper's CIFAR recipe: crop scale 0.2–1, ratio 3/4–4/3, flip 0.5, jitter
-    /// (0.4, 0.4, 0.4, 0.1) with p = 0.8, grayscale p = 0.2.
-    pub fn cifar(mean: Vec<f32>, std: Vec<f32>) -> Self {
-        AugmentConfig {
-            crop_scale: (0.2, 1.0),
-            crop_ratio: (3.0 / 4.0, 4.0 / 3.0),
-            flip_p: 0.5,
-            jitter_p: 0.8,
-            brightness: 0.4,
-            contrast: 0.4,
-            saturation: 0.4,
-            hue: 0.1,
-            gray_p: 0.2,
-            mean,
-            std,
+/// A named augmentation recipe; [`Recipe::for_images`] picks one from what the images are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Recipe {
+    /// The SupCon paper's recipe for natural colour images (CIFAR): crops of 20–100 % of the
+    /// area, horizontal flips, colour jitter and random grayscale.
+    Natural,
+    /// For grayscale content such as handwriting, glyphs and digits: crops of 50–100 % of the
+    /// area (a small fragment of a digit shares too little with its class), no flip (a
+    /// mirrored 2 is not a 2), brightness/contrast jitter only.
+    Mild,
+}
+
+/// The smallest crop side any recipe draws, in pixels: a crop of tiny images never shrinks
+/// below this (the area floor is `(MIN_CROP_SIDE / side)²`).
+pub const MIN_CROP_SIDE: f64 = 4.0;
+
+impl Recipe {
+    /// The rule: images with colour (three channels that differ somewhere) get
+    /// [`Recipe::Natural`], grayscale images (one channel, or three equal ones) [`Recipe::Mild`].
+    /// Loaders convert grayscale stored as RGB to one channel, so the rule reads the channel
+    /// count.
+    pub fn for_images(channels: usize) -> Recipe {
+        if channels >= 3 {
+            Recipe::Natural
+        } else {
+            Recipe::Mild
         }
     }
 
-    /// A milder recipe for 8×8 digits: crops of 50–100 % of the area (a 0.2 crop would keep
-    /// 3×3 pixels), no flip (a mirrored 2 is not a 2), brightness/contrast jitter 0.4 with
-    /// p = 0.8.
-    pub fn digits(mean: Vec<f32>, std: Vec<f32>) -> Self {
-        AugmentConfig {
-            crop_scale: (0.5, 1.0),
-            crop_ratio: (3.0 / 4.0, 4.0 / 3.0),
-            flip_p: 0.0,
-            jitter_p: 0.8,
-            brightness: 0.4,
-            contrast: 0.4,
-            saturation: 0.0,
-            hue: 0.0,
-            gray_p: 0.0,
-            mean,
-            std,
+    /// The recipe's name as the command line spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Recipe::Natural => "natural",
+            Recipe::Mild => "mild",
         }
+    }
+
+    /// The recipe for `side × side`-pixel images (the smaller side of non-square ones), with the
+    /// given normalisation. The crop's area floor is raised to keep at least
+    /// [`MIN_CROP_SIDE`] pixels of side.
+    pub fn config(self, side: usize, mean: Vec<f32>, std: Vec<f32>) -> AugmentConfig {
+        let floor = (MIN_CROP_SIDE / side.max(1) as f64).powi(2).min(1.0);
+        let mut config = match self {
+            Recipe::Natural => AugmentConfig {
+                crop_scale: (0.2, 1.0),
+                crop_ratio: (3.0 / 4.0, 4.0 / 3.0),
+                flip_p: 0.5,
+                jitter_p: 0.8,
+                brightness: 0.4,
+                contrast: 0.4,
+                saturation: 0.4,
+                hue: 0.1,
+                gray_p: 0.2,
+                mean,
+                std,
+            },
+            Recipe::Mild => AugmentConfig {
+                crop_scale: (0.5, 1.0),
+                crop_ratio: (3.0 / 4.0, 4.0 / 3.0),
+                flip_p: 0.0,
+                jitter_p: 0.8,
+                brightness: 0.4,
+                contrast: 0.4,
+                saturation: 0.0,
+                hue: 0.0,
+                gray_p: 0.0,
+                mean,
+                std,
+            },
+        };
+        config.crop_scale.0 = config.crop_scale.0.max(floor);
+        config
+    }
+}
+
+impl AugmentConfig {
+    /// The paper's CIFAR recipe ([`Recipe::Natural`] at 32×32): crop scale 0.2–1, ratio
+    /// 3/4–4/3, flip 0.5, jitter (0.4, 0.4, 0.4, 0.1) with p = 0.8, grayscale p = 0.2.
+    pub fn cifar(mean: Vec<f32>, std: Vec<f32>) -> Self {
+        Recipe::Natural.config(32, mean, std)
+    }
+
+    /// [`Recipe::Mild`] at 8×8 (the embedded digits): crops of 50–100 % of the area, no
+    /// flip, brightness/contrast jitter 0.4 with p = 0.8.
+    pub fn digits(mean: Vec<f32>, std: Vec<f32>) -> Self {
+        Recipe::Mild.config(8, mean, std)
     }
 
     /// Checks ranges; the message names the bad field.
@@ -222,6 +272,27 @@ impl AugmentConfig {
             h as u32,
             w as u32,
         ]
+    }
+}
+
+impl std::fmt::Display for AugmentConfig {
+    /// One line: crop, flip, jitter and grayscale settings.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "crop scale {:.2}–{:.2} (ratio {:.2}–{:.2}), flip p {:.2}, ",
+            self.crop_scale.0, self.crop_scale.1, self.crop_ratio.0, self.crop_ratio.1, self.flip_p
+        )?;
+        if self.jitter_p > 0.0 {
+            write!(
+                f,
+                "colour jitter p {:.2} (brightness {:.2}, contrast {:.2}, saturation {:.2}, hue {:.2}), ",
+                self.jitter_p, self.brightness, self.contrast, self.saturation, self.hue
+            )?;
+        } else {
+            write!(f, "no colour jitter, ")?;
+        }
+        write!(f, "grayscale p {:.2}", self.gray_p)
     }
 }
 
