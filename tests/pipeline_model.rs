@@ -1,9 +1,16 @@
 //! Encoder shapes and sizes: parameter counts equal torchvision's ResNets (without the final
 //! fully connected layer, with the CIFAR 3×3 stem where stated), and forward shapes.
 
+mod common;
+
 use burn::module::Module;
-use burn::tensor::{Device, Tensor};
-use supcon_wgpu::pipeline::model::{HeadKind, ModelPreset, PretrainModel, ProjectionHead, Stem};
+use burn::nn::BatchNormConfig;
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::Rng;
+use supcon_wgpu::pipeline::eval::to_vec;
+use supcon_wgpu::pipeline::model::{
+    HeadKind, ModelPreset, PretrainModel, ProjectionHead, Stem, batch_norm,
+};
 
 #[allow(deprecated)]
 fn cpu() -> Device {
@@ -77,4 +84,76 @@ fn preset_names_round_trip() {
         assert_eq!(ModelPreset::from_name(p.name()), Some(p));
     }
     assert_eq!(ModelPreset::from_name("resnet101"), None);
+}
+
+/// Batch statistics of a channel spread over more values than Burn reduces correctly in one op
+/// on wgpu (512 views of 16×16: 131,072 per channel): the running statistics after one training
+/// step with momentum 1 must equal the batch's, the output must be the normalised input, and
+/// the evaluation path must use the running statistics. (Burn 0.22.1's `BatchNorm::forward`
+/// fails this on lavapipe: channel means off by 0.5.)
+#[test]
+fn batch_norm_statistics_are_exact_for_long_channels() {
+    let Some(_) = common::gpu() else { return };
+    let (device, _) = supcon_wgpu::backend::device::request_burn_device().expect("device");
+    let device = device.inner().autodiff();
+    let (n, c, h) = (512, 16, 16);
+    let plane = h * h;
+    let mut rng = common::rng(3);
+    // Channel k: values around k - 1 with spread k + 1.
+    let values: Vec<f32> = (0..n * c * plane)
+        .map(|i| {
+            let k = (i / plane % c) as f32;
+            (k - 1.0) + (k + 1.0) * (rng.random::<f32>() - 0.5) * 3.0
+        })
+        .collect();
+    let mut mean = vec![0f64; c];
+    let mut var = vec![0f64; c];
+    for (i, &v) in values.iter().enumerate() {
+        mean[i / plane % c] += v as f64;
+    }
+    mean.iter_mut().for_each(|m| *m /= (n * plane) as f64);
+    for (i, &v) in values.iter().enumerate() {
+        var[i / plane % c] += (v as f64 - mean[i / plane % c]).powi(2);
+    }
+    var.iter_mut().for_each(|s| *s /= (n * plane) as f64);
+
+    let bn = BatchNormConfig::new(c).with_momentum(1.0).init(&device);
+    let x = Tensor::<4>::from_data(TensorData::new(values.clone(), [n, c, h, h]), &device);
+    let y = to_vec(batch_norm(&bn, x).inner());
+    let close = |got: f32, want: f64, what: &str| {
+        assert!(
+            (got as f64 - want).abs() <= 1e-4 * want.abs().max(1.0),
+            "{what}: {got} vs {want}"
+        );
+    };
+    let running_mean = to_vec(bn.running_mean.value().inner());
+    let running_var = to_vec(bn.running_var.value().inner());
+    for k in 0..c {
+        close(
+            running_mean[k],
+            mean[k],
+            &format!("running mean of channel {k}"),
+        );
+        close(
+            running_var[k],
+            var[k],
+            &format!("running variance of channel {k}"),
+        );
+    }
+    for i in (0..values.len()).step_by(997) {
+        let k = i / plane % c;
+        let want = (values[i] as f64 - mean[k]) / (var[k] + 1e-5).sqrt();
+        close(y[i], want, &format!("output {i}"));
+    }
+    // Evaluation mode (a plain device): the running statistics, no batch statistics.
+    let plain = device.clone().inner();
+    let bn_eval = bn.valid();
+    let shifted: Vec<f32> = values.iter().take(2 * c * plane).map(|v| v + 1.0).collect();
+    let x = Tensor::<4>::from_data(TensorData::new(shifted.clone(), [2, c, h, h]), &plain);
+    let y = to_vec(batch_norm(&bn_eval, x));
+    for i in (0..shifted.len()).step_by(101) {
+        let k = i / plane % c;
+        let want = (shifted[i] as f64 - mean[k]) / (var[k] + 1e-5).sqrt();
+        close(y[i], want, &format!("evaluation output {i}"));
+    }
 }

@@ -185,6 +185,48 @@ fn bn(channels: usize, device: &Device) -> BatchNorm {
     BatchNormConfig::new(channels).init(device)
 }
 
+/// Batch norm with `bn`'s parameters and running statistics, as `BatchNorm::forward` (batch
+/// statistics on an autodiff device while the layer trains, running statistics otherwise), but
+/// with the batch statistics reduced one axis at a time (batch, then height, then width).
+///
+/// Burn 0.22.1 computes them with a single reduction over the N·H·W values of each channel, and
+/// on wgpu such a reduction goes wrong beyond about 65,536 values (measured on lavapipe: a
+/// relative error of 1 at 131,072, e.g. 512 views of 16×16). The training output stays
+/// normalised by whatever statistics came out, so training seems to work, but the running
+/// statistics are garbage and every evaluation-mode feature collapses to one point. Each axis
+/// here is at most as long as the batch or an image side.
+///
+/// # Shapes
+/// - `x`: `[batch, channels, height, width]`
+pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    let device = x.device();
+    if !(device.is_autodiff() && bn.training.is_enabled()) {
+        // Running statistics: no reduction.
+        return bn.forward(x);
+    }
+    let [_, channels, _, _] = x.dims();
+    let per_channel = |t: Tensor<4>| t.mean_dim(0).mean_dim(2).mean_dim(3);
+    let mean = per_channel(x.clone());
+    let centered = x - mean.clone();
+    let variance = per_channel(centered.clone().powi_scalar(2));
+    let shape = [1, channels, 1, 1];
+    let output = centered / variance.clone().add_scalar(bn.epsilon).sqrt()
+        * bn.gamma.val().reshape(shape)
+        + bn.beta.val().reshape(shape);
+    let m = bn.momentum;
+    let update = |state: &burn::module::RunningState<Tensor<1>>, batch: Tensor<4>| {
+        let running = state
+            .value_sync()
+            .to_device(&device)
+            .mul_scalar(1.0 - m)
+            .add(batch.reshape([channels]).detach().mul_scalar(m));
+        state.update(running.detach());
+    };
+    update(&bn.running_mean, mean);
+    update(&bn.running_var, variance);
+    output
+}
+
 /// The stem: a convolution, batch norm, ReLU and (ImageNet stem) a max-pool.
 #[derive(Module, Debug)]
 pub struct StemLayers {
@@ -209,7 +251,7 @@ impl Downsample {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.bn.forward(self.conv.forward(x))
+        batch_norm(&self.bn, self.conv.forward(x))
     }
 }
 
@@ -244,8 +286,8 @@ impl BasicBlock {
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = shortcut(&self.downsample, &x);
-        let y = relu(self.bn1.forward(self.conv1.forward(x)));
-        let y = self.bn2.forward(self.conv2.forward(y));
+        let y = relu(batch_norm(&self.bn1, self.conv1.forward(x)));
+        let y = batch_norm(&self.bn2, self.conv2.forward(y));
         relu(y + identity)
     }
 }
@@ -278,9 +320,9 @@ impl Bottleneck {
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = shortcut(&self.downsample, &x);
-        let y = relu(self.bn1.forward(self.conv1.forward(x)));
-        let y = relu(self.bn2.forward(self.conv2.forward(y)));
-        let y = self.bn3.forward(self.conv3.forward(y));
+        let y = relu(batch_norm(&self.bn1, self.conv1.forward(x)));
+        let y = relu(batch_norm(&self.bn2, self.conv2.forward(y)));
+        let y = batch_norm(&self.bn3, self.conv3.forward(y));
         relu(y + identity)
     }
 }
@@ -319,7 +361,7 @@ impl ResNet {
     /// - `images`: `[batch, in_channels, height, width]`
     /// - output: `[batch, feature_dim]`
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let mut x = relu(self.stem.bn.forward(self.stem.conv.forward(images)));
+        let mut x = relu(batch_norm(&self.stem.bn, self.stem.conv.forward(images)));
         if let Some(pool) = &self.stem.pool {
             x = pool.forward(x);
         }
