@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
-use supcon_wgpu::pipeline::augment::AugmentConfig;
-use supcon_wgpu::pipeline::data::{self, Cifar, ImageDataset, Split};
+use supcon_wgpu::pipeline::augment::{AugmentConfig, Recipe};
+use supcon_wgpu::pipeline::data::{self, Cifar, FolderChannels, ImageDataset, Split};
 use supcon_wgpu::pipeline::eval::LinearEvalConfig;
 use supcon_wgpu::pipeline::model::{HeadKind, ModelPreset, Stem};
 use supcon_wgpu::pipeline::train::{Method, RunInfo, RunOptions, TrainConfig, run};
@@ -58,6 +58,28 @@ enum StemArg {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum RecipeArg {
+    /// `natural` for colour images, `mild` for grayscale ones.
+    Auto,
+    /// The paper's CIFAR recipe: crop 20–100 % of the area, flips, colour jitter, grayscale.
+    Natural,
+    /// For grayscale glyphs and digits: crop 50–100 %, no flip, brightness/contrast jitter.
+    Mild,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ChannelsArg {
+    /// One channel when every image is grayscale (even if stored as RGB), else three.
+    Auto,
+    /// One channel (colour images converted to luma).
+    #[value(name = "1")]
+    One,
+    /// Three channels.
+    #[value(name = "3")]
+    Three,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum HeadArg {
     Mlp,
     Linear,
@@ -96,6 +118,25 @@ struct Args {
     /// Image side for --dataset folder (images are resized to a square).
     #[arg(long, default_value_t = 32)]
     image_size: u32,
+    /// Channels of --dataset folder images.
+    #[arg(long, value_enum, default_value = "auto")]
+    channels: ChannelsArg,
+    /// Augmentation recipe (auto: from the images' channels).
+    #[arg(long, value_enum, default_value = "auto")]
+    recipe: RecipeArg,
+    /// Crop area range MIN,MAX as fractions of the image (overrides the recipe's).
+    #[arg(long, value_parser = parse_range, value_name = "MIN,MAX")]
+    crop_scale: Option<(f64, f64)>,
+    /// Horizontal-flip probability (overrides the recipe's).
+    #[arg(long)]
+    flip: Option<f64>,
+    /// No horizontal flip (--flip 0).
+    #[arg(long, conflicts_with = "flip")]
+    no_flip: bool,
+    /// Colour-jitter strength S (overrides the recipe's): brightness, contrast and saturation
+    /// factors from [1-S, 1+S], hue shift ±S/4; 0 turns jitter off.
+    #[arg(long, value_name = "S")]
+    color_jitter: Option<f64>,
     /// Pretraining epochs.
     #[arg(long)]
     epochs: Option<usize>,
@@ -142,11 +183,68 @@ struct Args {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Continue from the newest checkpoint in the output folder.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "overwrite")]
     resume: bool,
+    /// Start over in an output folder that holds another run (its checkpoints, metrics,
+    /// summary, encoder and plots are deleted first).
+    #[arg(long)]
+    overwrite: bool,
     /// Stop after this many epochs in total (checkpointed; continue later with --resume).
     #[arg(long)]
     stop_after_epochs: Option<usize>,
+}
+
+fn parse_range(text: &str) -> std::result::Result<(f64, f64), String> {
+    let (a, b) = text
+        .split_once(',')
+        .ok_or_else(|| format!("expected MIN,MAX (e.g. 0.2,1), got {text:?}"))?;
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<f64>()
+            .map_err(|_| format!("{v:?} is not a number"))
+    };
+    Ok((parse(a)?, parse(b)?))
+}
+
+/// The augmentation recipe: the rule's (or the chosen) preset, then the override flags.
+fn augmentation(args: &Args, train: &ImageDataset, mean: Vec<f32>, std: Vec<f32>) -> AugmentConfig {
+    let recipe = match args.recipe {
+        RecipeArg::Auto => Recipe::for_images(train.channels),
+        RecipeArg::Natural => Recipe::Natural,
+        RecipeArg::Mild => Recipe::Mild,
+    };
+    let mut config = recipe.config(train.height.min(train.width), mean, std);
+    if let Some(scale) = args.crop_scale {
+        config.crop_scale = scale;
+    }
+    if let Some(p) = args.flip {
+        config.flip_p = p;
+    }
+    if args.no_flip {
+        config.flip_p = 0.0;
+    }
+    if let Some(s) = args.color_jitter {
+        config.brightness = s;
+        config.contrast = s;
+        config.saturation = s;
+        config.hue = s / 4.0;
+        if s == 0.0 {
+            config.jitter_p = 0.0;
+        }
+    }
+    log::info!(
+        "augmentation: {} recipe{} for {}-channel {}×{} images: {config}",
+        recipe.name(),
+        if args.recipe == RecipeArg::Auto {
+            " (auto)"
+        } else {
+            ""
+        },
+        train.channels,
+        train.height,
+        train.width
+    );
+    config
 }
 
 fn channel_stats(data: &ImageDataset) -> (Vec<f32>, Vec<f32>) {
@@ -189,7 +287,12 @@ fn load(args: &Args) -> Result<(ImageDataset, ImageDataset, &'static str)> {
             (a, b, "digits")
         }
         DatasetArg::Folder => {
-            let (a, b) = split(data::load_image_folder(&dir()?, args.image_size)?)?;
+            let channels = match args.channels {
+                ChannelsArg::Auto => FolderChannels::Auto,
+                ChannelsArg::One => FolderChannels::Gray,
+                ChannelsArg::Three => FolderChannels::Rgb,
+            };
+            let (a, b) = split(data::load_image_folder(&dir()?, args.image_size, channels)?)?;
             (a, b, "folder")
         }
         DatasetArg::Cifar10 | DatasetArg::Cifar100 | DatasetArg::Cifar100Coarse => {
@@ -244,11 +347,7 @@ fn main_inner(args: &Args) -> Result<()> {
         None => ModelPreset::ResNet18,
     };
     let (mean, std) = channel_stats(&train);
-    let augment = if digits {
-        AugmentConfig::digits(mean, std)
-    } else {
-        AugmentConfig::cifar(mean, std)
-    };
+    let augment = augmentation(args, &train, mean, std);
     let epochs = args.epochs.unwrap_or(if digits { 30 } else { 200 });
     let config = TrainConfig {
         method,
@@ -270,7 +369,7 @@ fn main_inner(args: &Args) -> Result<()> {
         lars: args.lars,
         warmup_epochs: args
             .warmup_epochs
-            .unwrap_or(if digits { 2 } else { 10 }.min(epochs - 1)),
+            .unwrap_or(if digits { 2 } else { 10 }.min(epochs.saturating_sub(1))),
         temperature: args.temp,
         base_temperature: args.base_temp,
         seed: args.seed,
@@ -308,6 +407,7 @@ fn main_inner(args: &Args) -> Result<()> {
     };
     let options = RunOptions {
         resume: args.resume,
+        overwrite: args.overwrite,
         stop_after_epochs: args.stop_after_epochs,
     };
     let Some(summary) = run(&config, &train, &test, &out, &options, &device, &info)? else {

@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 use common::gpu;
 use supcon_wgpu::pipeline::PipelineError;
-use supcon_wgpu::pipeline::augment::AugmentConfig;
+use supcon_wgpu::pipeline::augment::{AugmentConfig, Recipe};
 use supcon_wgpu::pipeline::data::{self, ImageDataset};
 use supcon_wgpu::pipeline::eval::LinearEvalConfig;
 use supcon_wgpu::pipeline::model::{HeadKind, ModelPreset, Stem};
 use supcon_wgpu::pipeline::train::{
-    EpochMetrics, Method, RunInfo, RunOptions, Summary, TrainConfig, learning_rate, run,
+    EpochMetrics, Method, RunInfo, RunOptions, RunPaths, Summary, TrainConfig, learning_rate,
+    prepare_run_folder, run,
 };
 
 fn out_dir(name: &str) -> PathBuf {
@@ -204,8 +205,8 @@ fn pretrain_checkpoint_resume_evaluate() {
     // Interrupted after one epoch, then resumed: the same losses, the same result.
     let b_dir = out_dir("b");
     let stop = RunOptions {
-        resume: false,
         stop_after_epochs: Some(1),
+        ..RunOptions::default()
     };
     assert!(
         run(&cfg, &train, &test, &b_dir, &stop, &device, &info())
@@ -216,7 +217,7 @@ fn pretrain_checkpoint_resume_evaluate() {
     assert!(!b_dir.join("summary.json").exists());
     let resume = RunOptions {
         resume: true,
-        stop_after_epochs: None,
+        ..RunOptions::default()
     };
     let b = run(&cfg, &train, &test, &b_dir, &resume, &device, &info())
         .unwrap()
@@ -335,6 +336,40 @@ fn baselines_run_and_bad_configs_are_errors() {
                 ..config(Method::SupCon)
             },
         ),
+        (
+            "steps per epoch",
+            TrainConfig {
+                max_steps_per_epoch: Some(0),
+                ..config(Method::SupCon)
+            },
+        ),
+        (
+            "knn k",
+            TrainConfig {
+                knn_k: 0,
+                ..config(Method::SupCon)
+            },
+        ),
+        (
+            "linear epochs",
+            TrainConfig {
+                linear: LinearEvalConfig {
+                    epochs: 0,
+                    ..LinearEvalConfig::default()
+                },
+                ..config(Method::SupCon)
+            },
+        ),
+        (
+            "linear lr",
+            TrainConfig {
+                linear: LinearEvalConfig {
+                    lr: f64::INFINITY,
+                    ..LinearEvalConfig::default()
+                },
+                ..config(Method::SupCon)
+            },
+        ),
     ] {
         let err = run(
             &cfg,
@@ -347,7 +382,232 @@ fn baselines_run_and_bad_configs_are_errors() {
         )
         .unwrap_err();
         assert!(matches!(err, PipelineError::Config(_)), "{what}: {err}");
+        // Checked before any work: not even the output folder was made.
+        assert!(!dir.exists(), "{what}: the output folder was created");
     }
+    // A single class would score 100 % in kNN and linear evaluation: refused.
+    let one_class: Vec<usize> = (0..train.len()).filter(|&i| train.labels[i] == 3).collect();
+    let mut single = train.subset(&one_class);
+    single.labels.iter_mut().for_each(|l| *l = 0);
+    single.class_names = vec!["3".into()];
+    let err = run(
+        &config(Method::SupCon),
+        &single,
+        &test,
+        &dir,
+        &RunOptions::default(),
+        &device,
+        &info(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, PipelineError::Config(_)) && err.to_string().contains("1 class"),
+        "{err}"
+    );
+}
+
+/// A run whose features turn non-finite stops with a clear error, keeps the last good
+/// checkpoint and writes nothing from the bad weights.
+#[test]
+fn divergence_stops_and_keeps_the_last_good_checkpoint() {
+    let Some(device) = device() else { return };
+    let (train, test) = small_digits();
+    let cfg = TrainConfig {
+        knn_every: 0,
+        ..config(Method::SupCon)
+    };
+    let dir = out_dir("diverge");
+    let first = RunOptions {
+        stop_after_epochs: Some(1),
+        ..RunOptions::default()
+    };
+    assert!(
+        run(&cfg, &train, &test, &dir, &first, &device, &info())
+            .unwrap()
+            .is_none()
+    );
+    let latest = std::fs::read(dir.join("checkpoints/latest.json")).unwrap();
+    let files = |dir: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir.join("checkpoints"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = files(&dir);
+    // The same run continued on images holding NaN: the encoder's output turns NaN.
+    let mut poisoned = train.clone();
+    poisoned
+        .images
+        .iter_mut()
+        .step_by(7)
+        .for_each(|v| *v = f32::NAN);
+    let resume = RunOptions {
+        resume: true,
+        ..RunOptions::default()
+    };
+    let err = run(&cfg, &poisoned, &test, &dir, &resume, &device, &info()).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, PipelineError::Diverged(_)), "{text}");
+    assert!(text.contains("epoch 2"), "names where: {text}");
+    assert!(text.contains("last good checkpoint (epoch 1)"), "{text}");
+    assert!(
+        text.contains("--lr"),
+        "suggests a lower learning rate: {text}"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("checkpoints/latest.json")).unwrap(),
+        latest
+    );
+    assert_eq!(files(&dir), before);
+    for f in ["summary.json", "encoder.safetensors"] {
+        assert!(!dir.join(f).exists(), "{f} written from bad weights");
+    }
+    assert_eq!(history(&dir).len(), 1);
+    // The good checkpoint still resumes and finishes on the clean images.
+    let s = run(&cfg, &train, &test, &dir, &resume, &device, &info())
+        .unwrap()
+        .unwrap();
+    assert!(s.final_loss.is_finite());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An output folder holding a run is never overwritten unasked; `--resume` needs a checkpoint;
+/// a second process on one folder is refused; stale temporary files are removed.
+#[test]
+fn run_folders_are_protected() {
+    let root = out_dir("folders");
+    let paths = RunPaths { out: root.clone() };
+    let fresh = RunOptions::default();
+    let resume = RunOptions {
+        resume: true,
+        ..RunOptions::default()
+    };
+    let overwrite = RunOptions {
+        overwrite: true,
+        ..RunOptions::default()
+    };
+    // Nothing to resume from.
+    let err = prepare_run_folder(&paths, &resume).unwrap_err();
+    assert!(
+        matches!(err, PipelineError::Checkpoint { .. })
+            && err.to_string().contains("no checkpoint"),
+        "{err}"
+    );
+    let err = prepare_run_folder(
+        &paths,
+        &RunOptions {
+            resume: true,
+            overwrite: true,
+            ..RunOptions::default()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(err, PipelineError::Config(_)), "{err}");
+
+    // An empty folder is fine; while its lock is held a second taker is refused.
+    let lock = prepare_run_folder(&paths, &fresh).unwrap();
+    let err = prepare_run_folder(&paths, &fresh).unwrap_err();
+    assert!(matches!(err, PipelineError::Locked { .. }), "{err}");
+    assert!(
+        err.to_string().contains("another training process"),
+        "{err}"
+    );
+    drop(lock);
+
+    // A folder with a run's outputs: refused without --resume / --overwrite, untouched.
+    std::fs::create_dir_all(root.join("checkpoints")).unwrap();
+    std::fs::write(root.join("checkpoints/latest.json"), b"{}").unwrap();
+    std::fs::write(root.join("summary.json"), b"old summary").unwrap();
+    std::fs::write(root.join("notes.txt"), b"the user's own file").unwrap();
+    let stale = root.join(".metrics.jsonl.tmp.4242.0");
+    std::fs::write(&stale, b"half a write").unwrap();
+    let err = prepare_run_folder(&paths, &fresh).unwrap_err();
+    assert!(matches!(err, PipelineError::RunExists { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("--resume") && text.contains("--overwrite"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read(root.join("summary.json")).unwrap(),
+        b"old summary"
+    );
+    assert!(
+        !stale.exists(),
+        "a killed process's temporary file is cleaned up"
+    );
+    // Resuming is allowed (a checkpoint is there); overwriting removes the run's outputs only.
+    drop(prepare_run_folder(&paths, &resume).unwrap());
+    drop(prepare_run_folder(&paths, &overwrite).unwrap());
+    assert!(!root.join("summary.json").exists());
+    assert!(!root.join("checkpoints").exists());
+    assert!(
+        root.join("notes.txt").exists(),
+        "files that are not the run's stay"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// The image-folder path learns: the digits written as RGB PNG class folders, read back at 16×16
+/// (grayscale detected: one channel, the mild recipe), trained for a few steps with batches
+/// whose channels span more values than Burn's one-op reduction handles (2 × 160 views of
+/// 16×16). The kNN monitor must be far above chance (10 %) and the features not collapsed.
+#[test]
+fn folder_images_learn_at_16_pixels() {
+    let Some(device) = device() else { return };
+    let all = data::digits().unwrap();
+    let picks: Vec<usize> = (0..all.len()).step_by(2).collect();
+    let root = out_dir("folder-src");
+    data::write_image_folder(&all.subset(&picks).to_rgb(), &root).unwrap();
+    let images = data::load_image_folder(&root, 16, data::FolderChannels::Auto).unwrap();
+    assert_eq!((images.channels, images.height), (1, 16));
+    let (tr, te) = data::stratified_split(&images.labels, 0.2, 0).unwrap();
+    let (train, test) = (images.subset(&tr), images.subset(&te));
+    let recipe = Recipe::for_images(train.channels);
+    assert_eq!(recipe, Recipe::Mild);
+    let cfg = TrainConfig {
+        epochs: 2,
+        batch_size: 160,
+        lr: 0.1,
+        warmup_epochs: 0,
+        knn_k: 20,
+        max_steps_per_epoch: Some(3),
+        augment: recipe.config(16, vec![0.3], vec![0.4]),
+        linear: LinearEvalConfig {
+            epochs: 5,
+            batch_size: 128,
+            ..LinearEvalConfig::default()
+        },
+        ..config(Method::SupCon)
+    };
+    let dir = out_dir("folder-run");
+    let summary = run(
+        &cfg,
+        &train,
+        &test,
+        &dir,
+        &RunOptions::default(),
+        &device,
+        &info(),
+    )
+    .unwrap()
+    .unwrap();
+    let h = history(&dir);
+    for m in &h {
+        let spread = m.feature_spread.expect("measured with the kNN monitor");
+        assert!(!spread.collapsed(), "epoch {}: {spread:?}", m.epoch);
+    }
+    assert!(
+        summary.knn_test_accuracy >= 0.6,
+        "kNN {} (chance 0.1)",
+        summary.knn_test_accuracy
+    );
+    assert!(summary.linear_eval_test_accuracy >= 0.6, "{summary:?}");
+    let _ = std::fs::remove_dir_all(&root);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -60,12 +60,88 @@ pub fn extract_features(
     Tensor::cat(parts, 0)
 }
 
+/// The most rows [`mean_rows`] reduces in one Burn op: on wgpu, Burn 0.22.1 reduces an axis of
+/// about 65,536 values or more wrongly (see [`super::model::batch_norm`]).
+const MAX_REDUCE_ROWS: usize = 16_384;
+
+/// The mean of the rows of `x`, `[1, d]`, reduced in pieces of at most [`MAX_REDUCE_ROWS`]
+/// rows so that it is exact for any number of rows.
+///
+/// # Shapes
+/// - `x`: `[n, d]` with `n >= 1`
+pub fn mean_rows(x: Tensor<2>) -> Tensor<2> {
+    let [n, _] = x.dims();
+    (0..n)
+        .step_by(MAX_REDUCE_ROWS)
+        .map(|start| {
+            x.clone()
+                .narrow(0, start, MAX_REDUCE_ROWS.min(n - start))
+                .sum_dim(0)
+        })
+        .reduce(|a, b| a + b)
+        .expect("at least one row")
+        .div_scalar(n as f32)
+}
+
 /// Reads a float tensor back to the host.
 pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data()
         .convert::<f32>()
         .try_into_vec::<f32>()
         .unwrap_or_default()
+}
+
+/// How spread out a set of features is: a collapsed encoder maps every image to (nearly) the
+/// same point, and then every accuracy is at chance level.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FeatureSpread {
+    /// Root-mean-square distance of the features from their mean, divided by their
+    /// root-mean-square norm: 0 when all are equal, about 1 for features spread around the
+    /// origin, small for features that differ little around a common offset.
+    pub relative_std: f64,
+    /// Mean cosine similarity over all pairs of distinct features (1 when all point the same
+    /// way).
+    pub mean_cosine: f64,
+}
+
+impl FeatureSpread {
+    /// Below this [`FeatureSpread::relative_std`] the features count as collapsed: they differ
+    /// by less than f32 rounding noise of a few layers, far below what any class structure
+    /// needs.
+    pub const COLLAPSED_BELOW: f64 = 1e-3;
+
+    /// Whether the features have collapsed (or are not finite).
+    pub fn collapsed(&self) -> bool {
+        self.relative_std.is_nan() || self.relative_std < Self::COLLAPSED_BELOW
+    }
+}
+
+/// The [`FeatureSpread`] of `features` (computed on the device, three numbers read back).
+///
+/// # Shapes
+/// - `features`: `[n, d]` with `n >= 2`
+pub fn feature_spread(features: Tensor<2>) -> FeatureSpread {
+    let [n, _] = features.dims();
+    let mean = mean_rows(features.clone());
+    let deviation = (features.clone() - mean).powi_scalar(2).sum();
+    let squares = features.clone().powi_scalar(2).sum();
+    let norms = features
+        .clone()
+        .powi_scalar(2)
+        .sum_dim(1)
+        .sqrt()
+        .clamp_min(1e-30);
+    let unit_sum = mean_rows(features / norms)
+        .mul_scalar(n as f32)
+        .powi_scalar(2)
+        .sum();
+    let v = to_vec(Tensor::cat(vec![deviation, squares, unit_sum], 0));
+    let (deviation, squares, unit_sum) = (v[0] as f64, v[1] as f64, v[2] as f64);
+    let n = n as f64;
+    FeatureSpread {
+        relative_std: (deviation / squares.max(f64::MIN_POSITIVE)).sqrt(),
+        mean_cosine: (unit_sum - n) / (n * (n - 1.0)).max(1.0),
+    }
 }
 
 /// Top-1 accuracy of a weighted kNN classifier: each test sample takes its `k` most
@@ -210,10 +286,8 @@ pub fn linear_eval(
             "linear evaluation needs epochs >= 1, batch size >= 1 and lr > 0 (got {config:?})"
         )));
     }
-    let mean = train.clone().mean_dim(0);
-    let std = (train.clone() - mean.clone())
-        .powf_scalar(2.0)
-        .mean_dim(0)
+    let mean = mean_rows(train.clone());
+    let std = mean_rows((train.clone() - mean.clone()).powi_scalar(2))
         .sqrt()
         .add_scalar(1e-6);
     let standardize = |x: Tensor<2>| (x - mean.clone()) / std.clone();

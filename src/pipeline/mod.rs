@@ -52,6 +52,26 @@ pub enum PipelineError {
     /// The GPU layer or the loss rejected something (no adapter, bad loss input, ...).
     #[error(transparent)]
     Backend(#[from] crate::Error),
+    /// The output folder holds another run, and neither resume nor overwrite was asked for.
+    #[error(
+        "{} already holds a run ({found}); continue it with --resume, start over with \
+         --overwrite, or choose another --out", path.display()
+    )]
+    RunExists {
+        /// The output folder.
+        path: PathBuf,
+        /// What was found there.
+        found: String,
+    },
+    /// Another process holds the output folder's lock.
+    #[error(
+        "{} is in use by another training process (its lock file {} is held); wait for it to \
+         finish or choose another --out", path.display(), path.join(LOCK_FILE).display()
+    )]
+    Locked {
+        /// The output folder.
+        path: PathBuf,
+    },
     /// The loss became NaN or infinite.
     #[error("training diverged: {0}")]
     Diverged(String),
@@ -82,9 +102,12 @@ pub(crate) fn seeded_init<T>(
     init()
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed to disk,
-/// then renamed over the target, so a reader sees the old file or the new one, never a part.
+/// Writes `bytes` to `path` atomically and durably: a temporary file in the same folder (a name
+/// unique to this process and call), flushed to disk, renamed over the target, then the folder
+/// itself flushed so the rename survives a power loss. A reader sees the old file or the new
+/// one, never a part. Temporary files left by a killed process match [`is_temp_file`].
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -94,15 +117,41 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "file".into());
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let unique = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}{TEMP_MARK}{}.{unique}", std::process::id()));
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        sync_dir(&dir)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result.map_err(io_error(path))
+}
+
+const TEMP_MARK: &str = ".tmp.";
+
+/// The lock file in a run's output folder, held (advisory lock) while a process trains there.
+pub const LOCK_FILE: &str = ".lock";
+
+/// Whether a file name is one of [`write_atomic`]'s temporary files.
+pub fn is_temp_file(name: &str) -> bool {
+    name.starts_with('.') && name.contains(TEMP_MARK)
+}
+
+/// Flushes a folder's entries (a rename or removal in it) to disk.
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::fs::File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        // Windows cannot open a folder as a file; its renames are durable with the file flush.
+        let _ = dir;
+        Ok(())
+    }
 }

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use super::augment::{AugmentConfig, augment};
 use super::data::ImageDataset;
 use super::eval::{
-    LinearEvalConfig, batch_tensor, extract_features, knn_accuracy, label_tensor, linear_eval,
-    to_vec,
+    FeatureSpread, LinearEvalConfig, batch_tensor, extract_features, feature_spread, knn_accuracy,
+    label_tensor, linear_eval, to_vec,
 };
 use super::model::{HeadKind, ModelPreset, PretrainModel, ProjectionHead, Stem};
 use super::{PipelineError, Result, io_error, plot, write_atomic};
@@ -142,8 +142,33 @@ impl TrainConfig {
         if data.len() < 2 {
             return bad(format!("the training set has {} images", data.len()));
         }
-        if self.method == Method::Ce && data.n_classes() < 2 {
-            return bad("cross-entropy needs at least two classes".into());
+        if data.n_classes() < 2 {
+            return bad(format!(
+                "the data set has {} class; training and evaluation need at least two \
+                 (a single class would score 100 %)",
+                data.n_classes()
+            ));
+        }
+        if self.max_steps_per_epoch == Some(0) {
+            return bad("--max-steps-per-epoch must be at least 1".into());
+        }
+        if self.knn_k == 0 {
+            return bad("--knn-k must be at least 1".into());
+        }
+        let lin = &self.linear;
+        if lin.epochs == 0 {
+            return bad("--linear-epochs must be at least 1".into());
+        }
+        if lin.batch_size == 0 {
+            return bad("the linear-evaluation batch size must be at least 1".into());
+        }
+        if !(lin.lr > 0.0 && lin.lr.is_finite())
+            || !(0.0..f64::INFINITY).contains(&lin.weight_decay)
+        {
+            return bad(format!(
+                "linear evaluation needs lr > 0 and weight decay >= 0 (got {} and {})",
+                lin.lr, lin.weight_decay
+            ));
         }
         self.augment
             .validate(data.channels)
@@ -183,6 +208,9 @@ pub struct EpochMetrics {
     pub lr: f64,
     /// kNN test accuracy (fraction), when measured.
     pub knn_test_accuracy: Option<f64>,
+    /// The spread of the test images' encoder features, measured with the kNN monitor.
+    #[serde(default)]
+    pub feature_spread: Option<FeatureSpread>,
     /// Training images per second (each image counted once, whatever the views).
     pub images_per_s: f64,
     /// Seconds of the epoch.
@@ -451,12 +479,125 @@ fn progress(len: u64, prefix: String) -> ProgressBar {
 /// How a process takes part in a run.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
-    /// Continue from the newest checkpoint in the output folder (a fresh start when there is
-    /// none).
+    /// Continue from the newest checkpoint in the output folder (an error when there is none).
     pub resume: bool,
+    /// Start over in an output folder that holds another run: its checkpoints, metrics,
+    /// summary, encoder and plots are removed first. Without it (or `resume`) such a folder is
+    /// refused.
+    pub overwrite: bool,
     /// Stop after this many epochs in total (checkpoint written, no evaluation): a time-boxed
     /// slice of a longer run, continued later with `resume`.
     pub stop_after_epochs: Option<usize>,
+}
+
+/// Holds a run folder's advisory lock; released when dropped (or when the process dies).
+#[derive(Debug)]
+pub struct RunLock {
+    _file: std::fs::File,
+}
+
+/// What a run leaves in its folder: a folder holding any of these holds a run. A checkpoint
+/// counts once its pointer exists; before that, its files are the unreferenced remains of a
+/// write that was cut off (removed by the next checkpoint).
+const RUN_OUTPUTS: [&str; 5] = [
+    "checkpoints/latest.json",
+    "metrics.jsonl",
+    "summary.json",
+    "encoder.safetensors",
+    "plots",
+];
+
+/// Makes `paths.out` ready for a run, before any training: creates it (so an unwritable
+/// folder fails now), takes its lock ([`PipelineError::Locked`] when another process holds
+/// it), removes temporary files a killed process left, and checks what is there against
+/// `options`: resuming needs a checkpoint, a fresh start needs an empty folder or `overwrite`.
+pub fn prepare_run_folder(paths: &RunPaths, options: &RunOptions) -> Result<RunLock> {
+    let out = &paths.out;
+    if options.resume && options.overwrite {
+        return Err(PipelineError::Config(
+            "--resume and --overwrite exclude each other".into(),
+        ));
+    }
+    std::fs::create_dir_all(out).map_err(io_error(out))?;
+    let lock_path = out.join(super::LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_error(&lock_path))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(PipelineError::Locked { path: out.clone() });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io_error(&lock_path)(e)),
+    }
+    // With the lock held no other process writes here: every temporary file is stale.
+    for dir in [out.clone(), paths.checkpoints(), paths.plots()] {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if super::is_temp_file(&entry.file_name().to_string_lossy()) {
+                let path = entry.path();
+                std::fs::remove_file(&path).map_err(io_error(&path))?;
+            }
+        }
+    }
+    let found: Vec<&str> = RUN_OUTPUTS
+        .iter()
+        .copied()
+        .filter(|name| out.join(name).exists())
+        .collect();
+    if options.resume {
+        if !paths.latest().exists() {
+            return Err(checkpoint_error(
+                &paths.latest(),
+                "not found: there is no checkpoint to resume from (start without --resume)",
+            ));
+        }
+    } else if !found.is_empty() {
+        if !options.overwrite {
+            return Err(PipelineError::RunExists {
+                path: out.clone(),
+                found: found.join(", "),
+            });
+        }
+        for name in ["checkpoints"].into_iter().chain(found) {
+            let path = out.join(name);
+            if !path.exists() {
+                continue;
+            }
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.map_err(io_error(&path))?;
+        }
+        super::sync_dir(out).map_err(io_error(out))?;
+    }
+    Ok(RunLock { _file: file })
+}
+
+/// The path of the first float tensor of `model` holding a NaN or infinity, if any: no
+/// checkpoint or export is ever written from such weights.
+fn first_non_finite_tensor<M: Module>(model: &M) -> Option<String> {
+    use burn::store::ModuleSnapshot;
+    model
+        .collect(None, None, false)
+        .into_iter()
+        .find_map(|tensor| {
+            if !tensor.dtype.is_float() {
+                return None;
+            }
+            let finite = burn::store::bridge::into_data(tensor.clone())
+                .ok()
+                .and_then(|data| data.convert::<f32>().try_into_vec::<f32>().ok())
+                .is_some_and(|values| values.iter().all(|v| v.is_finite()));
+            (!finite).then_some(tensor.name)
+        })
 }
 
 /// Runs the whole pipeline: pretraining (resuming from `out/checkpoints` when asked), linear
@@ -487,7 +628,7 @@ pub fn run(
     let paths = RunPaths {
         out: out.to_path_buf(),
     };
-    std::fs::create_dir_all(out).map_err(io_error(out))?;
+    let _lock = prepare_run_folder(&paths, options)?;
     let plain = device.clone().inner();
     let ad = plain.clone().autodiff();
     let mut model = super::seeded_init(&ad, config.seed, || build_model(config, train, &ad));
@@ -495,18 +636,15 @@ pub fn run(
     let mut history = Vec::new();
     let mut epoch0 = 0;
     let mut step = 0;
-    if resume && paths.latest().exists() {
+    if resume {
         let (state, o) = load_checkpoint(&paths, config, &mut model, optim)?;
         optim = o;
         history = state.history;
         epoch0 = state.epoch;
         step = state.step;
+        // A process killed between its checkpoint and its metrics left them one epoch behind.
+        write_metrics(&paths, &history)?;
         log::info!("resuming after epoch {epoch0} (step {step})");
-    } else if resume {
-        log::warn!(
-            "--resume: no checkpoint in {}; starting from scratch",
-            paths.checkpoints().display()
-        );
     }
 
     let loss_fn = SupConLossConfig::new()
@@ -589,10 +727,11 @@ pub fn run(
                     .map(|t| to_vec(t).first().copied().unwrap_or(f32::NAN) as f64)
                     .unwrap_or(0.0);
                 if !sum.is_finite() {
-                    return Err(PipelineError::Diverged(format!(
-                        "loss {sum} by epoch {} step {step}; lower --lr",
-                        epoch + 1
-                    )));
+                    return Err(diverged(
+                        &paths,
+                        format!("the loss is {sum} in epoch {} by step {step}", epoch + 1),
+                        config,
+                    ));
                 }
                 loss_sum = sum;
                 let rate = seen as f64 / t0.elapsed().as_secs_f64().max(1e-9);
@@ -608,21 +747,24 @@ pub fn run(
         pretrain_time += seconds;
         pretrain_images += seen;
         let last = epoch + 1 == config.epochs;
-        let knn = if config.knn_every > 0 && ((epoch + 1) % config.knn_every == 0 || last) {
+        let (knn, spread) = if config.knn_every > 0 && ((epoch + 1) % config.knn_every == 0 || last)
+        {
             let (accuracy, features) = knn_of(&model, train, test, config, &plain)?;
+            let spread = feature_spread(features.1.clone());
             if last {
                 // The model is final: stage 2 reuses these features.
                 final_features = Some(features);
             }
-            Some(accuracy)
+            (Some(accuracy), Some(spread))
         } else {
-            None
+            (None, None)
         };
         let metrics = EpochMetrics {
             epoch: epoch + 1,
             loss: loss_sum / seen.max(1) as f64,
             lr,
             knn_test_accuracy: knn,
+            feature_spread: spread,
             images_per_s: seen as f64 / seconds.max(1e-9),
             seconds,
         };
@@ -637,9 +779,35 @@ pub fn run(
             seconds,
             knn.map(|a| format!(", kNN test accuracy {:.2}%", a * 100.0))
                 .unwrap_or_default()
+                + &spread
+                    .map(|s| format!(
+                        ", feature spread {:.3} (mean cosine {:.3})",
+                        s.relative_std, s.mean_cosine
+                    ))
+                    .unwrap_or_default()
         );
+        if let Some(s) = spread.filter(FeatureSpread::collapsed) {
+            log::warn!(
+                "epoch {}: the encoder's features have collapsed (relative spread {:.1e}, below \
+                 {:.0e}): every test image maps to nearly the same point, so kNN and linear \
+                 evaluation are at chance level",
+                epoch + 1,
+                s.relative_std,
+                FeatureSpread::COLLAPSED_BELOW
+            );
+        }
+        if let Some(tensor) = first_non_finite_tensor(&model) {
+            return Err(diverged(
+                &paths,
+                format!(
+                    "after epoch {} the weights of {tensor} are not finite",
+                    epoch + 1
+                ),
+                config,
+            ));
+        }
         history.push(metrics);
-        write_metrics(&paths, &history)?;
+        // The checkpoint first: metrics.jsonl never runs ahead of what a resume restores.
         save_checkpoint(
             &paths,
             &model,
@@ -653,6 +821,7 @@ pub fn run(
                 optimizer_file: String::new(),
             },
         )?;
+        write_metrics(&paths, &history)?;
     }
 
     if stop < config.epochs {
@@ -707,7 +876,10 @@ pub fn run(
         .map_err(|e| checkpoint_error(&paths.encoder(), e))?;
     write_atomic(&paths.encoder(), &bytes)?;
 
-    write_plots(&paths, config, &history, &linear, test_f, test, info)?;
+    // A plot that cannot be drawn costs a picture, never the run's results.
+    if let Err(e) = write_plots(&paths, config, &history, &linear, test_f, test, info) {
+        log::warn!("plots not written: {e}");
+    }
 
     let summary = Summary {
         method: config.method.name().into(),
@@ -731,6 +903,25 @@ pub fn run(
     let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
     write_atomic(&paths.summary(), &json)?;
     Ok(Some(summary))
+}
+
+/// The divergence error: what went wrong, what is kept on disk, what to try.
+fn diverged(paths: &RunPaths, what: String, config: &TrainConfig) -> PipelineError {
+    let kept = match std::fs::read(paths.latest())
+        .ok()
+        .and_then(|t| serde_json::from_slice::<CheckpointState>(&t).ok())
+    {
+        Some(state) => format!(
+            "the last good checkpoint (epoch {}) is kept in {}",
+            state.epoch,
+            paths.checkpoints().display()
+        ),
+        None => "no checkpoint was written".to_string(),
+    };
+    PipelineError::Diverged(format!(
+        "{what}; nothing was saved from it ({kept}); try a lower --lr than {}",
+        config.lr
+    ))
 }
 
 /// Encoder features of the training and test images. Evaluation batches are as large as the
