@@ -13,7 +13,8 @@
 // (G_jr), with no float atomics and no second kernel. The L2 normalisation is differentiated in
 // place: dL/dx_r = (g_r - z_r (z_r . g_r)) / ||x_r||, and z_r . g_r = sum_j W_rj cos_rj is
 // accumulated from the same tiles, so each workgroup may own only a CHUNK_D slice of the output
-// columns. When status != 0 (non-finite input) the gradient is written as zeros.
+// columns. When status != 0 (non-finite input) every gradient entry is written as
+// params.non_finite_fill (0, or NaN on the Burn path).
 //
 // The column loop may be cut into passes, one dispatch each over contrast rows [col_begin,
 // col_end), as in supcon_forward.wgsl (lavapipe loses results past ~8,192 barriers per workgroup).
@@ -33,13 +34,14 @@ struct Params {
     n_views: u32,
     dim: u32,
     n_anchors: u32,       // N (contrast_mode all) or bsz (contrast_mode one)
-    pos_mode: u32,        // 0: labels, 1: none (SimCLR), 2: bit-packed [bsz, bsz] mask
+    pos_mode: u32,        // 0: labels, 1: none (SimCLR), 2: bit-packed [bsz, bsz] mask,
+                          // 3: 64-bit labels (two words per sample)
     mask_words: u32,      // u32 words per mask row, ceil(bsz / 32)
     variant: u32,         // 0: L_out, 1: L_in
     reduction: u32,       // 0: mean over all anchors, 1: mean over anchors with a positive
     inv_temperature: f32,
     loss_scale: f32,      // temperature / base_temperature
-    pad: u32,
+    non_finite_fill: f32, // loss and gradient when a row is not finite: 0 (raw API) or NaN (Burn)
     col_begin: u32,       // this pass's contrast rows: [col_begin, col_end) (a multiple of 64)
     col_end: u32,         // (the kernels' column loop runs over several passes; see supcon.rs)
     z_stride: u32,        // vec4s per row of the normalised copy z: ceil(dim / 4)
@@ -95,6 +97,12 @@ fn is_positive(key_i: u32, key_j: u32) -> bool {
     if (params.pos_mode == 2u) {
         let word = positives[key_i * params.mask_words + key_j / 32u];
         return ((word >> (key_j % 32u)) & 1u) == 1u;
+    }
+    if (params.pos_mode == 3u) {
+        // 64-bit labels, compared at full width: both words of the two samples.
+        let li = vec2<u32>(positives[2u * key_i], positives[2u * key_i + 1u]);
+        let lj = vec2<u32>(positives[2u * key_j], positives[2u * key_j + 1u]);
+        return all(li == lj);
     }
     return key_i == key_j;
 }
@@ -336,7 +344,7 @@ fn main(
                     }
                     g *= inv;
                     if (!ok) {
-                        g = 0.0;
+                        g = p.non_finite_fill;
                     }
                 }
                 grad[base + d] = g;

@@ -19,13 +19,14 @@ struct Params {
     n_views: u32,
     dim: u32,
     n_anchors: u32,       // N (contrast_mode all) or bsz (contrast_mode one)
-    pos_mode: u32,        // 0: labels, 1: none (SimCLR), 2: bit-packed [bsz, bsz] mask
+    pos_mode: u32,        // 0: labels, 1: none (SimCLR), 2: bit-packed [bsz, bsz] mask,
+                          // 3: 64-bit labels (two words per sample)
     mask_words: u32,      // u32 words per mask row, ceil(bsz / 32)
     variant: u32,         // 0: L_out, 1: L_in
     reduction: u32,       // 0: mean over all anchors, 1: mean over anchors with a positive
     inv_temperature: f32,
     loss_scale: f32,      // temperature / base_temperature
-    pad: u32,
+    non_finite_fill: f32, // loss and gradient when a row is not finite: 0 (raw API) or NaN (Burn)
     col_begin: u32,       // this pass's contrast rows: [col_begin, col_end) (a multiple of 64)
     col_end: u32,         // (the kernels' column loop runs over several passes; see supcon.rs)
     z_stride: u32,        // vec4s per row of the normalised copy z: ceil(dim / 4)
@@ -159,7 +160,7 @@ fn finish_row(r: u32, v0: u32, a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: 
                 }
                 g *= inv;
                 if (!ok) {
-                    g = 0.0;
+                    g = params.non_finite_fill;
                 }
             }
             grad[base + d] = g;

@@ -26,13 +26,14 @@ struct Params {
     n_views: u32,
     dim: u32,
     n_anchors: u32,       // N (contrast_mode all) or bsz (contrast_mode one)
-    pos_mode: u32,        // 0: labels, 1: none (SimCLR), 2: bit-packed [bsz, bsz] mask
+    pos_mode: u32,        // 0: labels, 1: none (SimCLR), 2: bit-packed [bsz, bsz] mask,
+                          // 3: 64-bit labels (two words per sample)
     mask_words: u32,      // u32 words per mask row, ceil(bsz / 32)
     variant: u32,         // 0: L_out, 1: L_in
     reduction: u32,       // 0: mean over all anchors, 1: mean over anchors with a positive
     inv_temperature: f32,
     loss_scale: f32,      // temperature / base_temperature
-    pad: u32,
+    non_finite_fill: f32, // loss and gradient when a row is not finite: 0 (raw API) or NaN (Burn)
     col_begin: u32,       // this pass's contrast rows: [col_begin, col_end) (a multiple of 64)
     col_end: u32,         // (the kernels' column loop runs over several passes; see supcon.rs)
     z_stride: u32,        // vec4s per row of the normalised copy z: ceil(dim / 4)
@@ -54,7 +55,7 @@ const NEG_BIG: f32 = -3.0e38;
 var<workgroup> wp: Params;
 var<workgroup> red: array<f32, 512>;  // [anchor][tx] for the final merge
 
-// What decides positives: the label (labels), the sample index (SimCLR, mask).
+// What decides positives: the label (labels), the sample index (SimCLR, mask, 64-bit labels).
 fn row_key(r: u32) -> u32 {
     let sample = r % params.bsz;
     if (params.pos_mode == 0u) {
@@ -68,6 +69,12 @@ fn is_positive(key_i: u32, key_j: u32) -> bool {
         let word = positives[key_i * params.mask_words + key_j / 32u];
         return ((word >> (key_j % 32u)) & 1u) == 1u;
     }
+    if (params.pos_mode == 3u) {
+        // 64-bit labels, compared at full width: both words of the two samples.
+        let li = vec2<u32>(positives[2u * key_i], positives[2u * key_i + 1u]);
+        let lj = vec2<u32>(positives[2u * key_j], positives[2u * key_j + 1u]);
+        return all(li == lj);
+    }
     return key_i == key_j;
 }
 
@@ -78,7 +85,7 @@ fn keys4(rows: vec4<u32>) -> vec4<u32> {
 
 // Whether each of the contrast rows with keys `keys` is a positive of the anchor with key `key`.
 fn positive4(key: u32, keys: vec4<u32>) -> vec4<bool> {
-    if (params.pos_mode == 2u) {
+    if (params.pos_mode >= 2u) {
         return vec4<bool>(
             is_positive(key, keys.x),
             is_positive(key, keys.y),

@@ -6,7 +6,8 @@
 //   weight  = 1 / n_anchors (mean over all anchors, the reference PyTorch code)
 //           | 1 / n_valid   (mean over anchors with a positive)
 //           = 0 when status != 0 or no anchor has a positive
-//   loss    = weight * sum_i loss_i   (0 when status != 0)
+//   loss    = weight * sum_i loss_i   (params.non_finite_fill when status != 0: 0, or NaN
+//             on the Burn path)
 
 struct Params {
     n_rows: u32,          // N = bsz * n_views
@@ -14,13 +15,14 @@ struct Params {
     n_views: u32,
     dim: u32,
     n_anchors: u32,       // N (contrast_mode all) or bsz (contrast_mode one)
-    pos_mode: u32,        // 0: labels, 1: none (SimCLR), 2: bit-packed [bsz, bsz] mask
+    pos_mode: u32,        // 0: labels, 1: none (SimCLR), 2: bit-packed [bsz, bsz] mask,
+                          // 3: 64-bit labels (two words per sample)
     mask_words: u32,      // u32 words per mask row, ceil(bsz / 32)
     variant: u32,         // 0: L_out, 1: L_in
     reduction: u32,       // 0: mean over all anchors, 1: mean over anchors with a positive
     inv_temperature: f32,
     loss_scale: f32,      // temperature / base_temperature
-    pad: u32,
+    non_finite_fill: f32, // loss and gradient when a row is not finite: 0 (raw API) or NaN (Burn)
     col_begin: u32,       // this pass's contrast rows: [col_begin, col_end) (a multiple of 64)
     col_end: u32,         // (the kernels' column loop runs over several passes; see supcon.rs)
     z_stride: u32,        // vec4s per row of the normalised copy z: ceil(dim / 4)
@@ -84,6 +86,9 @@ fn main(@builtin(local_invocation_index) lid: u32) {
         if (status == 0u && n_valid > 0u) {
             weight = 1.0 / f32(denominator);
             loss = red_sum[0] * weight;
+        }
+        if (status != 0u) {
+            loss = params.non_finite_fill;
         }
         output.loss = loss;
         output.weight = weight;

@@ -6,11 +6,29 @@ pub enum Error {
     /// A shape argument is invalid (zero, too few rows, too large for 32-bit indexing, ...).
     #[error("invalid shape: {0}")]
     InvalidShape(String),
-    /// `temperature` is not a finite number greater than 0.
-    #[error("temperature must be a finite number > 0, got {0}")]
+    /// `temperature` lies outside [`MIN_TEMPERATURE`, `MAX_TEMPERATURE`] (τ and 1/τ must be
+    /// normal f32 numbers on the device).
+    ///
+    /// [`MIN_TEMPERATURE`]: crate::kernels::supcon::MIN_TEMPERATURE
+    /// [`MAX_TEMPERATURE`]: crate::kernels::supcon::MAX_TEMPERATURE
+    #[error(
+        "temperature must lie in [{min:e}, {max:e}] (it and its reciprocal normal f32 numbers), \
+         got {0}",
+        min = crate::kernels::supcon::MIN_TEMPERATURE,
+        max = crate::kernels::supcon::MAX_TEMPERATURE
+    )]
     InvalidTemperature(f64),
-    /// `base_temperature` is not a finite number greater than 0.
-    #[error("base_temperature must be a finite number > 0, got {0}")]
+    /// `base_temperature` lies outside [`MIN_TEMPERATURE`, `MAX_TEMPERATURE`], or the loss scale
+    /// `temperature / base_temperature` is not a normal f32 number.
+    ///
+    /// [`MIN_TEMPERATURE`]: crate::kernels::supcon::MIN_TEMPERATURE
+    /// [`MAX_TEMPERATURE`]: crate::kernels::supcon::MAX_TEMPERATURE
+    #[error(
+        "base_temperature must lie in [{min:e}, {max:e}], with temperature / base_temperature \
+         a normal f32 number, got {0}",
+        min = crate::kernels::supcon::MIN_TEMPERATURE,
+        max = crate::kernels::supcon::MAX_TEMPERATURE
+    )]
     InvalidBaseTemperature(f64),
     /// A host slice has the wrong number of elements.
     #[error("`{name}` has {got} elements, expected {expected}")]

@@ -7,7 +7,7 @@
 
 mod common;
 
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
 use common::*;
 use rand::Rng;
 use supcon_wgpu::backend::{
@@ -59,6 +59,11 @@ fn loss_and_grad(
     let f = features(x, shape, device);
     let value = match positives {
         Positives::Labels(l) => loss.forward(f.clone(), Some(labels(l, device))),
+        Positives::Labels64(l) => {
+            let data = TensorData::new(l.to_vec(), [l.len()]);
+            let l = Tensor::<1, Int>::from_data(data, (device, DType::I64));
+            loss.forward(f.clone(), Some(l))
+        }
         Positives::None => loss.forward(f.clone(), None),
         Positives::Mask(m) => {
             let b = shape.bsz as usize;
@@ -419,4 +424,359 @@ fn bring_your_own_wgpu_device() {
         r.loss
     );
     let _ = composed::normalize;
+}
+
+/// Every entry NaN.
+fn all_nan(v: &[f32]) -> bool {
+    !v.is_empty() && v.iter().all(|x| x.is_nan())
+}
+
+#[test]
+fn non_finite_features_give_nan_loss_and_gradient() {
+    // As Burn's own ops: NaN or Inf in the features makes the loss and every gradient entry NaN
+    // (never a plausible 0), on the fused path (both strategies, one pass and several) and on the
+    // composed one.
+    let mut devices = vec![("composed on NdArray", ndarray_device(), None, None)];
+    if let Some(wgpu) = wgpu_device() {
+        for strategy in [Strategy::Direct, Strategy::Tiles] {
+            devices.push(("fused", wgpu.clone(), Some(strategy), None));
+            devices.push(("fused, passes", wgpu.clone(), Some(strategy), Some(64)));
+        }
+    }
+    let shape = SupConShape::new(70, 2, 6);
+    let x0: Vec<f32> = (0..shape.len()).map(|i| (i as f32 * 0.37).sin()).collect();
+    let l: Vec<i32> = (0..70).map(|b| b % 4).collect();
+    for (name, device, strategy, columns) in devices {
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut x = x0.clone();
+            x[6 * 33 + 4] = bad;
+            let mut loss = SupConLossConfig::new().init();
+            if let Some(s) = strategy {
+                loss = loss.with_strategy(s);
+            }
+            if let Some(c) = columns {
+                loss = loss.with_pass_columns(c);
+            }
+            for positives in [Some(labels(&l, &device)), None] {
+                let f = features(&x, shape, &device);
+                let value = loss.forward(f.clone(), positives);
+                let g = to_vec(f.grad(&value.backward()).expect("gradient"));
+                let v = to_vec(value)[0];
+                assert!(v.is_nan(), "{name} {strategy:?} {bad}: loss {v}");
+                assert!(
+                    all_nan(&g),
+                    "{name} {strategy:?} {bad}: gradient {:?}",
+                    &g[..8]
+                );
+            }
+            // Without autodiff too.
+            #[allow(deprecated)]
+            let plain_device = if strategy.is_some() {
+                Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)
+            } else {
+                Device::ndarray()
+            };
+            let plain =
+                Tensor::<3>::from_data(TensorData::new(x.clone(), [70, 2, 6]), &plain_device);
+            let v = to_vec(loss.forward(plain, None))[0];
+            assert!(
+                v.is_nan(),
+                "{name} {strategy:?} {bad} (no autodiff): loss {v}"
+            );
+        }
+    }
+}
+
+#[test]
+fn composed_loss_is_exact_at_small_temperatures() {
+    // τ = 0.01 and 0.005 with D in the thousands: s_ii = 1/τ is far above every other s_ij
+    // (near-orthogonal rows), so a log-sum-exp shifted by a max that included it would underflow.
+    let device = ndarray_device();
+    let mut rng = rng(43);
+    let shape = SupConShape::new(24, 2, 2048);
+    let x = random_features(&mut rng, shape.len() as usize);
+    let l = random_labels(&mut rng, 24, 4);
+    for t in [0.01, 0.005] {
+        for variant in [Variant::Out, Variant::In] {
+            let config = SupConLossConfig::new()
+                .with_temperature(t)
+                .with_variant(variant)
+                .with_implementation(Implementation::Composed);
+            let (v, g) = loss_and_grad(&config, &x, shape, Positives::Labels(&l), &device);
+            let want = reference::supcon(
+                &to_f64(&x),
+                shape,
+                Positives::Labels(&l),
+                &options_of(&config),
+            );
+            // The tolerances of gpu_supcon.rs: 1e-4, times 0.05 / τ below τ = 0.05.
+            let tol = 1e-4 * (0.05 / t);
+            let rel = (f64::from(v) - want.loss).abs() / want.loss.abs().max(1e-3);
+            assert!(
+                rel <= 1e-4,
+                "τ = {t} {variant:?}: loss {v} vs {}",
+                want.loss
+            );
+            let mean_norm = x
+                .chunks(2048)
+                .map(|r| r.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt())
+                .sum::<f64>()
+                / 48.0;
+            let term = 1.0 / (t * want.anchor_loss.len() as f64 * mean_norm);
+            let err = max_rel_err(&g, &want.grad, term);
+            assert!(
+                err <= tol,
+                "τ = {t} {variant:?}: gradient error {err:e} > {tol:e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn temperatures_outside_the_f32_normal_range_are_rejected() {
+    use supcon_wgpu::SupConOptions;
+    use supcon_wgpu::kernels::supcon::{MAX_TEMPERATURE, MIN_TEMPERATURE};
+    let subnormal = f64::from(f32::MIN_POSITIVE) / 2.0;
+    for t in [
+        1e-40,
+        1e39,
+        1e-300,
+        5e-324,
+        subnormal,
+        0.0,
+        -0.1,
+        f64::NAN,
+        f64::INFINITY,
+    ] {
+        assert!(matches!(
+            SupConOptions::new(t).validate(),
+            Err(Error::InvalidTemperature(_))
+        ));
+        assert!(
+            matches!(
+                SupConLossConfig::new().with_temperature(t).try_init(),
+                Err(Error::InvalidTemperature(_))
+            ),
+            "{t}"
+        );
+        assert!(
+            matches!(
+                SupConLossConfig::new()
+                    .with_base_temperature(Some(t))
+                    .try_init(),
+                Err(Error::InvalidBaseTemperature(_))
+            ),
+            "{t}"
+        );
+    }
+    // A scale τ / τ_base beyond f32.
+    assert!(matches!(
+        SupConLossConfig::new()
+            .with_temperature(1e-30)
+            .with_base_temperature(Some(1e30))
+            .try_init(),
+        Err(Error::InvalidBaseTemperature(_))
+    ));
+    // The bounds themselves are accepted.
+    for t in [MIN_TEMPERATURE, MAX_TEMPERATURE, 0.07, 1.0] {
+        assert!(
+            SupConLossConfig::new()
+                .with_temperature(t)
+                .try_init()
+                .is_ok(),
+            "{t}"
+        );
+    }
+    let message =
+        std::panic::catch_unwind(|| SupConLossConfig::new().with_temperature(1e-40).init())
+            .expect_err("init panics")
+            .downcast::<String>()
+            .unwrap();
+    assert!(message.contains("temperature must lie in"), "{message}");
+}
+
+#[test]
+fn problems_beyond_the_device_limits_are_typed_errors() {
+    use supcon_wgpu::wgpu;
+    if gpu().is_none() {
+        return;
+    }
+    // A Burn device on a wgpu device whose storage bindings stop at 1 MiB.
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(wgpu::util::initialize_adapter_from_env_or_default(
+        &instance, None,
+    ))
+    .unwrap();
+    let (device, queue) = pollster::block_on(
+        adapter.request_device(&wgpu::DeviceDescriptor {
+            required_features: adapter
+                .features()
+                .difference(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
+            required_limits: wgpu::Limits {
+                max_storage_buffer_binding_size: 1 << 20,
+                ..adapter.limits()
+            },
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    let small = supcon_wgpu::backend::device::burn_device(instance, adapter, device, queue)
+        .expect("Burn adopts the device")
+        .autodiff();
+    let loss = SupConLossConfig::new().init();
+    // 80,000 rows of D = 1: 320 KB of features, but the normalised copy (16 bytes a row) needs
+    // 1.28 MB in one binding.
+    let big = SupConShape::new(40_000, 2, 1);
+    let x: Vec<f32> = (0..big.len()).map(|i| (i as f32 * 0.37).sin()).collect();
+    let l: Vec<i32> = (0..40_000).map(|b| b % 10).collect();
+    let r = loss.try_forward(features(&x, big, &small), Some(labels(&l, &small)));
+    let Err(e) = r else {
+        panic!("expected an error, got {:?}", r.map(to_vec))
+    };
+    assert!(
+        matches!(
+            e,
+            Error::ExceedsBindingLimit {
+                name: "normalised features",
+                limit: 1048576,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let message = std::panic::catch_unwind(|| {
+        loss.forward(features(&x, big, &small), Some(labels(&l, &small)))
+    })
+    .expect_err("forward panics")
+    .downcast::<String>()
+    .unwrap();
+    assert_eq!(*message, format!("SupConLoss::forward: {e}"));
+    // Within the limits the same device computes the loss.
+    let shape = SupConShape::new(100, 2, 8);
+    let (v, g) = loss_and_grad(
+        &SupConLossConfig::new(),
+        &x[..1600],
+        shape,
+        Positives::Labels(&l[..100]),
+        &small,
+    );
+    let want = reference::supcon(
+        &to_f64(&x[..1600]),
+        shape,
+        Positives::Labels(&l[..100]),
+        &options_of(&SupConLossConfig::new()),
+    );
+    assert!((f64::from(v) - want.loss).abs() <= 1e-4 * want.loss.abs());
+    assert!(max_rel_err(&g, &want.grad, 1e-3) <= 1e-4);
+}
+
+#[test]
+fn shapes_beyond_32_bit_indexing_are_typed_errors() {
+    // A broadcast view: N·D = 4.9e9 elements without allocating them (on the wgpu device with
+    // fusion, whose expand is lazy; NdArray would materialise it).
+    if let Some(device) = wgpu_device() {
+        let huge = Tensor::<3>::zeros([1, 1, 1], &device).expand([70_000, 1, 70_000]);
+        let loss = SupConLossConfig::new().init();
+        let r = loss.try_forward(huge.clone(), None);
+        let Err(e) = r else {
+            panic!("expected an error")
+        };
+        assert!(matches!(e, Error::InvalidShape(_)), "{e}");
+        assert!(e.to_string().contains("32-bit indexing"), "{e}");
+        let message = std::panic::catch_unwind(|| loss.forward(huge, None))
+            .expect_err("forward panics")
+            .downcast::<String>()
+            .unwrap();
+        assert_eq!(*message, format!("SupConLoss::forward: {e}"));
+    }
+}
+
+#[test]
+fn labels_of_64_bits_never_collide() {
+    // Hashed ids that differ only above bit 31 (I64 tensors): compared at full width, they are 5
+    // classes; narrowed to 32 bits they would be one.
+    let mut devices = vec![("composed", ndarray_device())];
+    devices.extend(wgpu_device().map(|d| ("fused", d)));
+    let shape = SupConShape::new(40, 2, 16);
+    let mut rng = rng(47);
+    let x = clustered_features(&mut rng, shape, 5);
+    let ids: Vec<i64> = (0..40).map(|b| ((b % 5) << 32) | 7).collect();
+    let dense: Vec<i32> = (0..40).map(|b| b % 5).collect();
+    let config = SupConLossConfig::new();
+    let want = reference::supcon(
+        &to_f64(&x),
+        shape,
+        Positives::Labels(&dense),
+        &options_of(&config),
+    );
+    let narrowed: Vec<i32> = ids.iter().map(|&id| id as i32).collect();
+    let collided = reference::supcon(
+        &to_f64(&x),
+        shape,
+        Positives::Labels(&narrowed),
+        &options_of(&config),
+    );
+    assert!(
+        (collided.loss - want.loss).abs() > 0.1 * want.loss,
+        "the case discriminates"
+    );
+    for (name, device) in devices {
+        for dtype in [DType::I64, DType::U64, DType::I32] {
+            let values = if dtype == DType::I32 {
+                TensorData::new(dense.clone(), [40])
+            } else {
+                TensorData::new(ids.clone(), [40])
+            };
+            let l = Tensor::<1, Int>::from_data(values, (&device, dtype));
+            if l.dtype() != dtype {
+                eprintln!("{name}: {dtype:?} labels not available, skipped");
+                continue;
+            }
+            let f = features(&x, shape, &device);
+            let value = config.init().forward(f.clone(), Some(l));
+            let g = to_vec(f.grad(&value.backward()).unwrap());
+            let v = to_vec(value)[0];
+            let rel = (f64::from(v) - want.loss).abs() / want.loss.abs();
+            assert!(rel <= 1e-4, "{name} {dtype:?}: loss {v} vs {}", want.loss);
+            let term = 1.0 / (0.1 * want.anchor_loss.len() as f64);
+            let err = max_rel_err(&g, &want.grad, term);
+            assert!(err <= 1e-4, "{name} {dtype:?}: gradient error {err:e}");
+        }
+    }
+}
+
+#[test]
+fn half_precision_features_compute_in_f32() {
+    // f16 / bf16 features: the op computes in f32 and returns the loss and the gradient in the
+    // features' dtype, equal to the f32 results on the same (rounded) values, rounded likewise.
+    let Some(wgpu) = wgpu_device() else { return };
+    let shape = SupConShape::new(33, 2, 16);
+    let mut rng = rng(53);
+    let x = random_features(&mut rng, shape.len() as usize);
+    let l = random_labels(&mut rng, 33, 6);
+    let dims = [33, 2, 16];
+    // (bf16 cannot be created on burn-wgpu: its WGSL compiler has no bf16 type.)
+    for device in [wgpu] {
+        for dtype in [DType::F16] {
+            let f16 = Tensor::<3>::from_data(TensorData::new(x.clone(), dims), (&device, dtype));
+            if f16.dtype() != dtype {
+                eprintln!("{dtype:?} features not available on {device:?}, skipped");
+                continue;
+            }
+            let x_rounded = to_vec(f16.clone());
+            let f16 = f16.require_grad();
+            let loss = SupConLossConfig::new().init();
+            let value = loss.forward(f16.clone(), Some(labels(&l, &device)));
+            assert_eq!(value.dtype(), dtype, "loss dtype");
+            let g = f16.grad(&value.backward()).unwrap();
+            assert_eq!(g.dtype(), dtype, "gradient dtype");
+
+            let f32_input = features(&x_rounded, shape, &device);
+            let v32 = loss.forward(f32_input.clone(), Some(labels(&l, &device)));
+            let g32 = f32_input.grad(&v32.backward()).unwrap();
+            assert_eq!(to_vec(value), to_vec(v32.cast(dtype)), "{dtype:?} loss");
+            assert_eq!(to_vec(g), to_vec(g32.cast(dtype)), "{dtype:?} gradient");
+        }
+    }
 }

@@ -24,6 +24,19 @@ fn kernels() -> Option<(&'static supcon_wgpu::device::GpuContext, SupConLoss)> {
     Some((ctx, loss))
 }
 
+/// The kernels under WebGPU's default limits and under the adapter's own (see
+/// `common::gpus`): the tests that check results against the reference run on both.
+fn kernels_on_both() -> Vec<(
+    &'static str,
+    &'static supcon_wgpu::device::GpuContext,
+    SupConLoss,
+)> {
+    gpus()
+        .into_iter()
+        .map(|(name, ctx)| (name, ctx, SupConLoss::new(&ctx.device).expect("pipelines")))
+        .collect()
+}
+
 /// Runs GPU and reference on the same input and checks loss, anchor losses and gradient.
 fn check(
     loss: &SupConLoss,
@@ -89,7 +102,12 @@ fn x_norms(features: &[f32], dim: usize) -> f64 {
 
 #[test]
 fn golden_case_on_the_gpu() {
-    let Some((ctx, loss)) = kernels() else { return };
+    for (_, ctx, loss) in kernels_on_both() {
+        golden_case(ctx, &loss);
+    }
+}
+
+fn golden_case(ctx: &supcon_wgpu::device::GpuContext, loss: &SupConLoss) {
     let f: Vec<f32> = golden_features().iter().map(|&v| v as f32).collect();
     let labels: Vec<i32> = (0..6).map(|b| b % 3).collect();
     let shape = SupConShape::new(6, 2, 5);
@@ -111,7 +129,7 @@ fn golden_case_on_the_gpu() {
         got.loss
     );
     check(
-        &loss,
+        loss,
         ctx,
         &f,
         shape,
@@ -123,7 +141,13 @@ fn golden_case_on_the_gpu() {
 
 #[test]
 fn many_shapes_and_every_option_match_the_reference() {
-    let Some((ctx, loss)) = kernels() else { return };
+    for (name, ctx, loss) in kernels_on_both() {
+        eprintln!("{name}");
+        many_shapes_and_every_option(ctx, &loss);
+    }
+}
+
+fn many_shapes_and_every_option(ctx: &supcon_wgpu::device::GpuContext, loss: &SupConLoss) {
     let mut rng = rng(7);
     // (bsz, n_views, dim): N from 2 to 1,034, mostly not multiples of the 64-row tiles.
     let shapes = [
@@ -161,7 +185,7 @@ fn many_shapes_and_every_option_match_the_reference() {
                 Positives::None,
                 Positives::Mask(&mask),
             ] {
-                check(&loss, ctx, &x, shape, positives, &options, 1e-4);
+                check(loss, ctx, &x, shape, positives, &options, 1e-4);
                 cases += 1;
             }
         }
@@ -251,14 +275,23 @@ fn thousands_of_rows() {
 
 #[test]
 fn column_loop_in_passes_matches_the_reference() {
-    for strategy in [Strategy::Direct, Strategy::Tiles] {
-        column_loop_in_passes(strategy);
+    for (name, ctx, loss) in kernels_on_both() {
+        for strategy in [Strategy::Direct, Strategy::Tiles] {
+            eprintln!("{name}, {strategy:?}");
+            column_loop_in_passes(ctx, loss.clone(), strategy);
+        }
     }
 }
 
 #[test]
 fn both_strategies_match_the_reference() {
-    let Some((ctx, loss)) = kernels() else { return };
+    for (name, ctx, loss) in kernels_on_both() {
+        eprintln!("{name}");
+        both_strategies(ctx, loss);
+    }
+}
+
+fn both_strategies(ctx: &supcon_wgpu::device::GpuContext, loss: SupConLoss) {
     // The device's own choice: direct loads on a CPU adapter (lavapipe in CI), tiles on a GPU.
     assert_eq!(
         loss.strategy(),
@@ -289,10 +322,13 @@ fn both_strategies_match_the_reference() {
     assert_eq!(cases, 2 * 4 * 8 * 3);
 }
 
-fn column_loop_in_passes(strategy: Strategy) {
+fn column_loop_in_passes(
+    ctx: &supcon_wgpu::device::GpuContext,
+    loss: SupConLoss,
+    strategy: Strategy,
+) {
     // Passes of 64 contrast rows (one tile): the statistics of the forward pass and the raw
     // gradient sums of the backward pass are carried across dispatches.
-    let Some((ctx, loss)) = kernels() else { return };
     let loss = loss.with_pass_columns(64).with_strategy(strategy);
     let mut rng = rng(13);
     // N = 2 (one pass), 130 (3 passes, the last of 2 rows), 192 (3 full), 303 (5).
@@ -397,7 +433,12 @@ fn zero_feature_rows_are_safe() {
 
 #[test]
 fn non_finite_features_are_reported() {
-    let Some((ctx, loss)) = kernels() else { return };
+    for (_, ctx, loss) in kernels_on_both() {
+        non_finite_features(ctx, &loss);
+    }
+}
+
+fn non_finite_features(ctx: &supcon_wgpu::device::GpuContext, loss: &SupConLoss) {
     let shape = SupConShape::new(4, 2, 3);
     let labels = [0, 1, 0, 1];
     for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
@@ -417,7 +458,7 @@ fn non_finite_features_are_reported() {
     // Encoder level: the status word says so, and loss and gradient are zeros, never NaN.
     let mut x: Vec<f32> = (0..24).map(|i| (i as f32 * 0.37).sin()).collect();
     x[5] = f32::NAN;
-    let (out, grad) = run_encoder_level(ctx, &loss, &x, shape, &labels, &SupConOptions::new(0.1));
+    let (out, grad) = run_encoder_level(ctx, loss, &x, shape, &labels, &SupConOptions::new(0.1));
     assert_eq!(out.status, STATUS_NON_FINITE);
     assert_eq!(out.loss, 0.0);
     assert!(grad.iter().all(|&g| g == 0.0), "{grad:?}");
@@ -466,18 +507,22 @@ fn run_encoder_level(
 
 #[test]
 fn encoder_level_api_matches_the_convenience_call() {
-    let Some((ctx, loss)) = kernels() else { return };
-    let mut rng = rng(13);
-    let shape = SupConShape::new(50, 2, 32);
-    let x = random_features(&mut rng, shape.len() as usize);
-    let labels = random_labels(&mut rng, 50, 5);
-    let options = SupConOptions::new(0.1);
-    let (out, grad) = run_encoder_level(ctx, &loss, &x, shape, &labels, &options);
-    let want = reference::supcon(&to_f64(&x), shape, Positives::Labels(&labels), &options);
-    assert_eq!(out.status, 0);
-    assert!(((f64::from(out.loss) - want.loss) / want.loss).abs() < 1e-4);
-    assert!(max_rel_err(&grad, &want.grad, 1e-12) < 1e-4);
-    assert_eq!(out.n_valid as usize, want.n_valid_anchors);
+    for (name, ctx, loss) in kernels_on_both() {
+        let mut rng = rng(13);
+        let shape = SupConShape::new(50, 2, 32);
+        let x = random_features(&mut rng, shape.len() as usize);
+        let labels = random_labels(&mut rng, 50, 5);
+        let options = SupConOptions::new(0.1);
+        let (out, grad) = run_encoder_level(ctx, &loss, &x, shape, &labels, &options);
+        let want = reference::supcon(&to_f64(&x), shape, Positives::Labels(&labels), &options);
+        assert_eq!(out.status, 0, "{name}");
+        assert!(
+            ((f64::from(out.loss) - want.loss) / want.loss).abs() < 1e-4,
+            "{name}"
+        );
+        assert!(max_rel_err(&grad, &want.grad, 1e-12) < 1e-4, "{name}");
+        assert_eq!(out.n_valid as usize, want.n_valid_anchors, "{name}");
+    }
 }
 
 #[test]
@@ -526,6 +571,30 @@ fn bad_arguments_are_typed_errors() {
         run(&x, shape, Positives::None, &opts.with_base_temperature(0.0)),
         Err(Error::InvalidBaseTemperature(_))
     ));
+    // Outside f32's normal range: 1/τ or τ would be inf, 0 or subnormal on the device.
+    for t in [
+        1e-40,
+        1e39,
+        1e-300,
+        5e-324,
+        f64::from(f32::MIN_POSITIVE) / 2.0,
+    ] {
+        let r = loss.plan(d, shape, PositiveKind::None, &SupConOptions::new(t));
+        assert!(matches!(r, Err(Error::InvalidTemperature(_))), "{t}: {r:?}");
+        let r = loss.plan(d, shape, PositiveKind::None, &opts.with_base_temperature(t));
+        assert!(
+            matches!(r, Err(Error::InvalidBaseTemperature(_))),
+            "{t}: {r:?}"
+        );
+    }
+    // ... or a loss scale τ / τ_base that f32 cannot hold.
+    let r = loss.plan(
+        d,
+        shape,
+        PositiveKind::None,
+        &SupConOptions::new(1e-30).with_base_temperature(1e30),
+    );
+    assert!(matches!(r, Err(Error::InvalidBaseTemperature(_))), "{r:?}");
 
     // Encoder level: buffer sizes, usages, positives that do not fit the plan.
     use supcon_wgpu::wgpu;
@@ -599,6 +668,59 @@ fn bad_arguments_are_typed_errors() {
     ));
     // Nothing above reached the device: the encoder is still valid.
     q.submit([enc.finish()]);
+}
+
+#[test]
+fn labels_of_64_bits_are_compared_at_full_width() {
+    // Hashed ids that differ only above bit 31: narrowed to 32 bits they would all collide.
+    for (name, ctx, loss) in kernels_on_both() {
+        let mut rng = rng(19);
+        let shape = SupConShape::new(40, 2, 16);
+        let x = clustered_features(&mut rng, shape, 5);
+        let ids: Vec<i64> = (0..40).map(|b| ((b % 5) << 32) | 7).collect();
+        let dense: Vec<i32> = (0..40).map(|b| b % 5).collect();
+        for strategy in [Strategy::Tiles, Strategy::Direct] {
+            let loss = loss.clone().with_strategy(strategy);
+            for options in option_grid(&[(0.1, 0.1)]) {
+                check(
+                    &loss,
+                    ctx,
+                    &x,
+                    shape,
+                    Positives::Labels64(&ids),
+                    &options,
+                    1e-4,
+                );
+                let full = loss
+                    .loss(
+                        &ctx.device,
+                        &ctx.queue,
+                        &x,
+                        shape,
+                        Positives::Labels64(&ids),
+                        &options,
+                    )
+                    .unwrap();
+                let classes = loss
+                    .loss(
+                        &ctx.device,
+                        &ctx.queue,
+                        &x,
+                        shape,
+                        Positives::Labels(&dense),
+                        &options,
+                    )
+                    .unwrap();
+                assert_eq!(full.loss, classes.loss, "{name} {strategy:?} {options:?}");
+            }
+        }
+        // The narrowed labels would be one class: a different loss, so the check above can fail.
+        let narrowed: Vec<i32> = ids.iter().map(|&id| id as i32).collect();
+        let opts = SupConOptions::new(0.1);
+        let one_class = reference::supcon(&to_f64(&x), shape, Positives::Labels(&narrowed), &opts);
+        let want = reference::supcon(&to_f64(&x), shape, Positives::Labels64(&ids), &opts);
+        assert!((one_class.loss - want.loss).abs() > 0.1 * want.loss.abs());
+    }
 }
 
 #[test]

@@ -12,9 +12,9 @@ use burn::backend::{
     Backend, TensorMetadata,
     tensor::{FloatTensor, IntTensor},
 };
-use burn::tensor::{Shape, Slice};
+use burn::tensor::Shape;
 
-use super::ops::{LossParams, SupConBackend};
+use super::ops::{LossParams, SupConBackend, loss_of};
 
 const NORM_EPS: f32 = 1e-12;
 
@@ -160,7 +160,7 @@ impl<B: SupConBackend, C: CheckpointStrategy> SupConBackend for Autodiff<B, C> {
             OpsKind::Tracked(prep) => {
                 let (stats, inv_norm, output) =
                     B::supcon_forward(x.clone(), positives.clone(), params);
-                let loss = B::float_slice(output.clone(), &[Slice::from(0..1)]);
+                let loss = loss_of::<B>(output.clone(), x.dtype());
                 prep.finish((x, positives, inv_norm, stats, output, params), loss)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::supcon_loss(x, positives, params)),

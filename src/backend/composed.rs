@@ -2,11 +2,13 @@
 //! Flex, CUDA, ...), differentiable wherever autodiff is on, and the baseline the benchmark
 //! measures the fused kernels against. It materialises the N×N similarity matrix (memory O(N²)).
 
-use burn::tensor::{Bool, Int, Tensor};
+use burn::tensor::{Bool, DType, FloatDType, Int, Tensor};
 
 use crate::{ContrastMode, Reduction, SupConOptions, Variant};
 
 const NORM_EPS: f64 = 1e-12;
+/// Stands for -inf in masked logits (finite, so that 0 · NEG_BIG stays 0).
+const NEG_BIG: f64 = -1e30;
 
 /// Rows divided by `max(|row|, 1e-12)` (torch's `F.normalize`).
 pub fn normalize(x: Tensor<2>) -> Tensor<2> {
@@ -30,14 +32,19 @@ pub enum ComposedPositives {
     Mask(Tensor<2, Bool>),
 }
 
-/// SupCon loss of `features [bsz, n_views, dim]` from Burn tensor ops; returns shape `[1]`.
-/// Follows the reference PyTorch code line by line (view-major rows, the anchor's own row
-/// removed from numerator and denominator), with the options of [`SupConOptions`].
+/// SupCon loss of `features [bsz, n_views, dim]` from Burn tensor ops; returns shape `[1]` in
+/// the features' dtype (computed in f32). Follows the reference PyTorch code (view-major rows,
+/// the anchor's own row removed from numerator and denominator), with the options of
+/// [`SupConOptions`].
 pub fn supcon_loss(
     features: Tensor<3>,
     positives: ComposedPositives,
     options: &SupConOptions,
 ) -> Tensor<1> {
+    let dtype = features.dtype();
+    if dtype != DType::F32 {
+        return supcon_loss(features.cast(FloatDType::F32), positives, options).cast(dtype);
+    }
     let device = features.device();
     let [bsz, n_views, dim] = features.dims();
     let n = bsz * n_views;
@@ -67,10 +74,13 @@ pub fn supcon_loss(
         - Tensor::<2>::eye(n, &device).narrow(0, 0, n_anchors);
     let positive = tiled * not_self.clone();
 
-    // Stable log-sum-exp over A(i): subtract the (detached) row max, as the reference code.
+    // Stable log-sum-exp over A(i): the anchor's own column is dropped (set to -1e30, so that
+    // its exp is 0) before the (detached) row max is taken and subtracted. A max that included
+    // s_ii = 1/τ would make every other term underflow at small τ.
+    let is_self = not_self.equal_elem(0.0);
+    let logits = logits.mask_fill(is_self, NEG_BIG);
     let logits = logits.clone() - logits.max_dim(1).detach();
-    let exp = logits.clone().exp() * not_self;
-    let lse = exp.sum_dim(1).log();
+    let lse = logits.clone().exp().sum_dim(1).log();
     let count = positive.clone().sum_dim(1);
     let has_positive = count.clone().greater_elem(0.0);
     let safe_count = count.clone().clamp_min(1.0);
@@ -81,17 +91,17 @@ pub fn supcon_loss(
             (lse - mean_pos) * scale
         }
         Variant::In => {
-            // log sum over P(i), with its own max so that it cannot underflow to log(0).
-            let masked = logits
-                .clone()
-                .mask_fill(positive.clone().equal_elem(0.0), -1e30);
+            // log sum over P(i), with its own max so that it cannot underflow to log(0), and
+            // the other columns at -1e30 so that their exp is 0 (never inf · 0).
+            let masked = logits.mask_fill(positive.equal_elem(0.0), NEG_BIG);
             // (0 for rows without a positive: they are masked out below, and a -1e30 shift
             // would overflow exp and poison the gradient with inf * 0.)
             let max_pos = masked
+                .clone()
                 .max_dim(1)
                 .detach()
                 .mask_fill(has_positive.clone().bool_not(), 0.0);
-            let sum_pos = ((logits - max_pos.clone()).exp() * positive).sum_dim(1);
+            let sum_pos = (masked - max_pos.clone()).exp().sum_dim(1);
             let lse_pos = sum_pos.clamp_min(1e-30).log() + max_pos;
             (lse - lse_pos + safe_count.log()) * scale
         }

@@ -12,14 +12,17 @@ use burn::backend::{
     ops::{FloatTensorOps, IntTensorOps},
     tensor::{FloatTensor, IntTensor},
 };
-use burn::tensor::{DType, IntDType, Shape};
+use burn::tensor::{DType, FloatDType, IntDType, Shape};
+use cubecl::client::Client;
 use cubecl::server::KernelArguments;
 use cubecl::{CubeCount, CubeDim, RuntimeId, prelude::KernelId};
 
 use super::ops::{LossParams, SupConBackend};
+use crate::Result;
 use crate::kernels::shaders;
 use crate::kernels::supcon::{
-    Strategy, backward_passes, kernel_params, row_dot_len, running_len, z_stride,
+    PositiveKind, ProblemLimits, Strategy, backward_passes, kernel_params, problem_layout,
+    row_dot_len, running_len, z_stride,
 };
 
 /// One of the `.wgsl` files, as a Burn source kernel (entry point `main`).
@@ -117,10 +120,22 @@ fn f32_contiguous(tensor: CubeTensor) -> CubeTensor {
     into_contiguous(tensor)
 }
 
-/// Contiguous 32-bit integers (labels are compared bit for bit, mask words read as u32).
-fn i32_contiguous(tensor: CubeTensor) -> CubeTensor {
-    let tensor = match tensor.dtype {
-        DType::I32 | DType::U32 => tensor,
+/// The positives as the kernels read them, contiguous: 64-bit labels as they are (two words
+/// each, compared at full width), everything else as 32-bit integers (labels compared bit for
+/// bit, mask words read as u32; narrower integers widened).
+fn positives_contiguous(tensor: CubeTensor, kind: PositiveKind) -> CubeTensor {
+    let tensor = match (kind, tensor.dtype) {
+        (PositiveKind::Labels64, DType::I64 | DType::U64) => tensor,
+        (PositiveKind::Labels64, dtype) => {
+            panic!("supcon-wgpu: PositiveKind::Labels64 needs I64 or U64 labels, got {dtype:?}")
+        }
+        (_, DType::I32 | DType::U32) => tensor,
+        (PositiveKind::Labels, DType::I64 | DType::U64) => {
+            panic!(
+                "supcon-wgpu: 64-bit labels need PositiveKind::Labels64 (a cast would wrap them)"
+            )
+        }
+        // Narrower labels, and mask words (which fit 32 bits), are cast exactly.
         _ => CubeBackend::int_cast(tensor, IntDType::I32),
     };
     into_contiguous(tensor)
@@ -139,8 +154,8 @@ fn empty_f32(like: &CubeTensor, shape: Shape) -> CubeTensor {
 
 /// [`Strategy::Direct`] where cubecl reports no physical card (a CPU adapter: lavapipe and the
 /// like), [`Strategy::Tiles`] on a GPU.
-fn device_strategy(like: &CubeTensor) -> Strategy {
-    if like.client.properties().identity.physical.is_none() {
+fn device_strategy(client: &Client) -> Strategy {
+    if client.properties().identity.physical.is_none() {
         Strategy::Direct
     } else {
         Strategy::Tiles
@@ -148,17 +163,40 @@ fn device_strategy(like: &CubeTensor) -> Strategy {
 }
 
 /// The strategy in force: the one asked for, else the device's.
-fn strategy(like: &CubeTensor, params: &LossParams) -> Strategy {
-    params.strategy.unwrap_or_else(|| device_strategy(like))
+fn strategy(client: &Client, params: &LossParams) -> Strategy {
+    params.strategy.unwrap_or_else(|| device_strategy(client))
 }
 
-/// The kernels' parameter block for the pass over contrast rows `pass`.
+/// Checks a problem against the device's limits before anything is launched: the raw API's
+/// checks ([`problem_layout`]), with the largest buffer cubecl allocates (its page size, the
+/// device's `max_storage_buffer_binding_size` or less) as the binding limit.
+pub(crate) fn check_problem(device: &cubecl::Device, params: &LossParams) -> Result<()> {
+    let client = device.client();
+    let limits = ProblemLimits {
+        max_binding: client.properties().memory.max_page_size,
+        max_groups_per_dim: MAX_GROUPS_PER_DIM,
+    };
+    problem_layout(
+        params.shape,
+        params.kind,
+        &params.options,
+        strategy(&client, params),
+        params.pass_columns,
+        limits,
+    )
+    .map(|_| ())
+}
+
+/// The kernels' parameter block for the pass over contrast rows `pass`. On this path a
+/// non-finite feature row makes the loss and the gradient NaN, as Burn's own ops do.
 fn params_handle(
     like: &CubeTensor,
     params: &LossParams,
     pass: (u32, u32),
 ) -> cubecl::server::Handle {
-    let block = kernel_params(params.shape, params.kind, &params.options).for_pass(pass);
+    let block = kernel_params(params.shape, params.kind, &params.options)
+        .nan_on_non_finite()
+        .for_pass(pass);
     like.client.create_from_slice(bytemuck::bytes_of(&block))
 }
 
@@ -199,7 +237,7 @@ impl SupConBackend for CubeBackend {
         let params: [u32; 4] = [n as u32, m as u32, d as u32, 0];
         let params = a.client.create_from_slice(bytemuck::cast_slice(&params));
         let groups = (n as u64).div_ceil(64) * (m as u64).div_ceil(64);
-        let (kernel, cube_dim) = match device_strategy(&a) {
+        let (kernel, cube_dim) = match device_strategy(&a.client) {
             Strategy::Tiles => (SIMILARITY, CubeDim::new_2d(16, 16)),
             Strategy::Direct => (SIMILARITY_DIRECT, CubeDim::new_2d(8, 8)),
         };
@@ -225,7 +263,7 @@ impl SupConBackend for CubeBackend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         check_runtime(&features, "supcon_forward");
         let x = f32_contiguous(features);
-        let pos = i32_contiguous(positives);
+        let pos = positives_contiguous(positives, params.kind);
         let n_anchors = params.n_anchors();
         let stats = empty_f32(&x, Shape::new([n_anchors, 4]));
         let output = empty_f32(&x, Shape::new([4]));
@@ -236,7 +274,7 @@ impl SupConBackend for CubeBackend {
         );
         let p = params_handle(&x, &params, passes[0]);
         let (inv_norm, z) = prepare(&x, &params, &p);
-        let (kernel, cube_dim) = match strategy(&x, &params) {
+        let (kernel, cube_dim) = match strategy(&x.client, &params) {
             Strategy::Tiles => (FORWARD, CubeDim::new_2d(16, 16)),
             Strategy::Direct => (FORWARD_DIRECT, CubeDim::new_2d(8, 8)),
         };
@@ -280,10 +318,11 @@ impl SupConBackend for CubeBackend {
     ) -> FloatTensor<Self> {
         check_runtime(&features, "supcon_backward");
         let shape = features.meta.shape().clone();
+        let dtype = features.dtype;
         let x = f32_contiguous(features);
-        let pos = i32_contiguous(positives);
+        let pos = positives_contiguous(positives, params.kind);
         let grad = empty_f32(&x, shape);
-        let strategy = strategy(&x, &params);
+        let strategy = strategy(&x.client, &params);
         let (passes, weights_bytes) = backward_passes(
             strategy,
             params.shape,
@@ -357,6 +396,11 @@ impl SupConBackend for CubeBackend {
                 }
             }
         }
-        grad
+        // The gradient in the features' own dtype (the kernels compute in f32).
+        if dtype == DType::F32 {
+            grad
+        } else {
+            CubeBackend::float_cast(grad, FloatDType::from(dtype))
+        }
     }
 }

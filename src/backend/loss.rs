@@ -2,7 +2,7 @@
 
 use burn::backend::{Dispatch, DispatchDevice};
 use burn::config::Config;
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
 
 use super::composed::{self, ComposedPositives};
 use super::ops::{LossParams, SupConBackend};
@@ -139,13 +139,14 @@ impl SupConLoss {
             check_len("labels", l.dims()[0], shape.bsz as usize)?;
         }
         match labels {
-            Some(l) => self.run(
-                features,
-                shape,
-                PositiveKind::Labels,
-                Some(l),
-                ComposedPositives::None,
-            ),
+            Some(l) => {
+                // 64-bit labels (hashed ids) are compared at full width, never narrowed.
+                let kind = match l.dtype() {
+                    DType::I64 | DType::U64 => PositiveKind::Labels64,
+                    _ => PositiveKind::Labels,
+                };
+                self.run(features, shape, kind, Some(l), ComposedPositives::None)
+            }
             None => self.run(
                 features,
                 shape,
@@ -212,7 +213,6 @@ impl SupConLoss {
     ) -> Result<Tensor<1>> {
         let device = features.device();
         if self.fused(&device)? {
-            let positives = positives.unwrap_or_else(|| Tensor::<1, Int>::zeros([1], &device));
             let params = LossParams {
                 shape,
                 kind,
@@ -220,6 +220,9 @@ impl SupConLoss {
                 pass_columns: self.pass_columns,
                 strategy: self.strategy,
             };
+            let cube = cube_device(&device).expect("a fused device is a cubecl device");
+            super::cube::check_problem(&cube, &params)?;
+            let positives = positives.unwrap_or_else(|| Tensor::<1, Int>::zeros([1], &device));
             Ok(Tensor::from_dispatch(Dispatch::supcon_loss(
                 features.into_dispatch(),
                 positives.into_dispatch(),
@@ -227,7 +230,9 @@ impl SupConLoss {
             )))
         } else {
             let composed_positives = match (kind, positives) {
-                (PositiveKind::Labels, Some(l)) => ComposedPositives::Labels(l),
+                (PositiveKind::Labels | PositiveKind::Labels64, Some(l)) => {
+                    ComposedPositives::Labels(l)
+                }
                 _ => composed_positives,
             };
             Ok(composed::supcon_loss(
@@ -260,15 +265,20 @@ pub fn cosine_similarity(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
 
 /// Whether `device` can run the WGSL kernels: Burn's wgpu runtime (autodiff or not).
 pub fn fused_available(device: &Device) -> bool {
-    fn check(device: &DispatchDevice) -> bool {
+    cube_device(device).is_some_and(|cube| cube.runtime() == cubecl::RuntimeId::Wgpu)
+}
+
+/// The cubecl device under `device` (autodiff or not), if it is one.
+fn cube_device(device: &Device) -> Option<cubecl::Device> {
+    fn find(device: &DispatchDevice) -> Option<cubecl::Device> {
         match device {
-            DispatchDevice::Cube(cube) => cube.runtime() == cubecl::RuntimeId::Wgpu,
-            DispatchDevice::Autodiff(inner) => check(&inner.clone().inner()),
+            DispatchDevice::Cube(cube) => Some(cube.clone()),
+            DispatchDevice::Autodiff(inner) => find(&inner.clone().inner()),
             #[allow(unreachable_patterns)]
-            _ => false,
+            _ => None,
         }
     }
-    check(device.as_dispatch())
+    find(device.as_dispatch())
 }
 
 fn check_features(features: &Tensor<3>) -> Result<SupConShape> {

@@ -11,7 +11,7 @@ use burn::backend::{
     Backend, backend_extension,
     tensor::{FloatTensor, IntTensor},
 };
-use burn::tensor::Shape;
+use burn::tensor::{DType, Shape};
 
 use crate::kernels::supcon::{PositiveKind, Strategy, SupConOptions, SupConShape};
 
@@ -50,6 +50,16 @@ impl LossParams {
     }
 }
 
+/// The loss from the forward pass's `output` block, in `dtype`.
+pub(crate) fn loss_of<B: Backend>(output: FloatTensor<B>, dtype: DType) -> FloatTensor<B> {
+    let loss = B::float_slice(output, &[burn::tensor::Slice::from(0..1)]);
+    if dtype == DType::F32 {
+        loss
+    } else {
+        B::float_cast(loss, dtype.into())
+    }
+}
+
 fn similarity_shape(a: &Shape, b: &Shape) -> Shape {
     Shape::new([a[0], b[0]])
 }
@@ -65,7 +75,9 @@ fn forward_meta(
     burn::backend::fusion::custom::TensorSpec,
 ) {
     use burn::backend::fusion::custom::TensorSpec;
-    let dtype = features.dtype;
+    // The kernels compute in f32 whatever the features' dtype.
+    let _ = features;
+    let dtype = burn::tensor::DType::F32;
     (
         TensorSpec::new(Shape::new([params.n_anchors(), 4]), dtype),
         TensorSpec::new(Shape::new([params.shape.rows() as usize]), dtype),
@@ -75,10 +87,15 @@ fn forward_meta(
 
 /// The supcon-wgpu operations as a Burn backend extension.
 ///
+/// The kernels compute in f32: features of another float dtype (f16, bf16) are cast to f32
+/// inside the operations, and the loss and the gradient come back in the features' dtype.
+///
 /// Outputs of [`supcon_forward`](SupConBackend::supcon_forward), all f32:
 /// - `anchor_stats [n_anchors, 4]`: per anchor `(lse over A(i), lse over P(i), |P(i)|, loss_i)`;
 /// - `inv_norm [N]`: `1 / max(|x_r|, 1e-12)` per view-major row, negative for a NaN/Inf row;
-/// - `output [4]`: `(loss, weight, n_valid, status)`, the last two as u32 bit patterns.
+/// - `output [4]`: `(loss, weight, n_valid, status)`, the last two as u32 bit patterns; when a
+///   feature row holds NaN or an infinity (`status` 1) the loss, and the gradient of
+///   [`supcon_backward`](SupConBackend::supcon_backward), are NaN.
 #[backend_extension(Cube, Autodiff, Fusion: cfg(feature = "fusion"))]
 pub trait SupConBackend: Backend {
     /// `[n, d] x [m, d] -> [n, m]` cosine similarities.
@@ -104,14 +121,16 @@ pub trait SupConBackend: Backend {
         params: LossParams,
     ) -> FloatTensor<Self>;
 
-    /// The reduced loss, shape `[1]`. Differentiable on autodiff backends.
+    /// The reduced loss, shape `[1]`, in the features' dtype. Differentiable on autodiff
+    /// backends.
     #[fusion(default)]
     fn supcon_loss(
         features: FloatTensor<Self>,
         positives: IntTensor<Self>,
         params: LossParams,
     ) -> FloatTensor<Self> {
+        let dtype = burn::backend::TensorMetadata::dtype(&features);
         let (_, _, output) = Self::supcon_forward(features, positives, params);
-        Self::float_slice(output, &[burn::tensor::Slice::from(0..1)])
+        loss_of::<Self>(output, dtype)
     }
 }

@@ -185,7 +185,11 @@ pub(crate) fn check_binding_size(
     name: &'static str,
     bytes: u64,
 ) -> Result<()> {
-    let limit = device.limits().max_storage_buffer_binding_size;
+    check_binding_limit(name, bytes, device.limits().max_storage_buffer_binding_size)
+}
+
+/// [`Error::ExceedsBindingLimit`] when one storage binding of `bytes` exceeds `limit`.
+pub(crate) fn check_binding_limit(name: &'static str, bytes: u64, limit: u64) -> Result<()> {
     if bytes > limit {
         return Err(Error::ExceedsBindingLimit {
             name,

@@ -14,9 +14,7 @@
 //! no workgroup executes more than [`MAX_BARRIERS_PER_WORKGROUP`] barriers (see
 //! [`default_pass_columns`]). Extra device memory is O(N) (a few floats per row), never O(N²).
 
-use super::{
-    Kernel, binding, check_binding_size, check_buffer, check_device, read_buffer, shaders,
-};
+use super::{Kernel, binding, check_buffer, check_device, read_buffer, shaders};
 use crate::{Error, Result};
 use wgpu::util::DeviceExt;
 
@@ -214,16 +212,31 @@ impl SupConOptions {
         self
     }
 
-    /// Checks τ and τ_base.
+    /// Checks τ and τ_base: each in [[`MIN_TEMPERATURE`], [`MAX_TEMPERATURE`]], and the loss
+    /// scale τ / τ_base a normal f32 (what the device computes with).
     pub fn validate(&self) -> Result<()> {
-        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+        if !temperature_in_range(self.temperature) {
             return Err(Error::InvalidTemperature(self.temperature));
         }
-        if !(self.base_temperature.is_finite() && self.base_temperature > 0.0) {
+        let scale = self.temperature / self.base_temperature;
+        if !temperature_in_range(self.base_temperature)
+            || !(f64::from(f32::MIN_POSITIVE)..=f64::from(f32::MAX)).contains(&scale)
+        {
             return Err(Error::InvalidBaseTemperature(self.base_temperature));
         }
         Ok(())
     }
+}
+
+/// The smallest temperature (τ or τ_base) accepted: f32's smallest normal number, 2^-126.
+pub const MIN_TEMPERATURE: f64 = f32::MIN_POSITIVE as f64;
+/// The largest temperature accepted, 1 / [`MIN_TEMPERATURE`] = 2^126: within
+/// [`MIN_TEMPERATURE`, `MAX_TEMPERATURE`] both τ and 1/τ are normal f32 numbers on the device.
+pub const MAX_TEMPERATURE: f64 = 1.0 / MIN_TEMPERATURE;
+
+/// Whether `t` lies in [[`MIN_TEMPERATURE`], [`MAX_TEMPERATURE`]] (false for NaN).
+fn temperature_in_range(t: f64) -> bool {
+    (MIN_TEMPERATURE..=MAX_TEMPERATURE).contains(&t)
 }
 
 /// Shape of the features: `[bsz, n_views, dim]`, flattened view-major into `N = bsz·n_views`
@@ -282,6 +295,9 @@ impl SupConShape {
 pub enum PositiveKind {
     /// `[bsz]` integer labels (i32 or u32, compared bit for bit).
     Labels,
+    /// `[bsz]` 64-bit integer labels (i64 or u64, little-endian: two u32 words each), compared
+    /// at full width.
+    Labels64,
     /// No labels: each sample is its own class (SimCLR). No buffer.
     None,
     /// A `[bsz, bsz]` positive mask, bit-packed by [`pack_mask`]: row `i` takes
@@ -296,6 +312,8 @@ pub enum PositiveKind {
 pub enum Positives<'a> {
     /// `[bsz]` class labels.
     Labels(&'a [i32]),
+    /// `[bsz]` 64-bit class labels (hashed ids and the like), compared at full width.
+    Labels64(&'a [i64]),
     /// SimCLR: each sample its own class.
     None,
     /// `[bsz, bsz]` row-major positive mask.
@@ -306,6 +324,7 @@ impl Positives<'_> {
     pub fn kind(&self) -> PositiveKind {
         match self {
             Positives::Labels(_) => PositiveKind::Labels,
+            Positives::Labels64(_) => PositiveKind::Labels64,
             Positives::None => PositiveKind::None,
             Positives::Mask(_) => PositiveKind::Mask,
         }
@@ -316,6 +335,11 @@ impl Positives<'_> {
         let bsz = bsz as usize;
         match self {
             Positives::Labels(l) if l.len() != bsz => Err(Error::LengthMismatch {
+                name: "labels",
+                expected: bsz,
+                got: l.len(),
+            }),
+            Positives::Labels64(l) if l.len() != bsz => Err(Error::LengthMismatch {
                 name: "labels",
                 expected: bsz,
                 got: l.len(),
@@ -335,6 +359,7 @@ impl Positives<'_> {
         i != j
             && match self {
                 Positives::Labels(l) => l[si] == l[sj],
+                Positives::Labels64(l) => l[si] == l[sj],
                 Positives::None => si == sj,
                 Positives::Mask(m) => m[si * bsz + sj],
             }
@@ -400,13 +425,24 @@ pub(crate) struct Params {
     reduction: u32,
     inv_temperature: f32,
     loss_scale: f32,
-    pad: u32,
+    /// What the loss and the gradient are written as when a feature row is not finite.
+    non_finite_fill: f32,
     col_begin: u32,
     col_end: u32,
     z_stride: u32,
 }
 
 impl Params {
+    /// The same parameters, with the loss and every gradient entry written as NaN (instead of
+    /// zeros) when a feature row is not finite: the Burn ops, which propagate NaN as Burn's own
+    /// ops do. The status word is set either way.
+    pub(crate) fn nan_on_non_finite(self) -> Params {
+        Params {
+            non_finite_fill: f32::NAN,
+            ..self
+        }
+    }
+
     /// The same parameters for the pass over contrast rows `[begin, end)`.
     pub(crate) fn for_pass(self, (begin, end): (u32, u32)) -> Params {
         Params {
@@ -437,6 +473,7 @@ pub(crate) fn kernel_params(
             PositiveKind::Labels => 0,
             PositiveKind::None => 1,
             PositiveKind::Mask => 2,
+            PositiveKind::Labels64 => 3,
         },
         mask_words: mask_words(shape.bsz),
         variant: match options.variant {
@@ -449,11 +486,116 @@ pub(crate) fn kernel_params(
         },
         inv_temperature: (1.0 / options.temperature) as f32,
         loss_scale: (options.temperature / options.base_temperature) as f32,
-        pad: 0,
+        non_finite_fill: 0.0,
         col_begin: 0,
         col_end: n_rows,
         z_stride: z_stride(shape.dim),
     }
+}
+
+/// Bytes between consecutive parameter blocks of one buffer: the block's size rounded up to the
+/// device's `min_storage_buffer_offset_alignment` (a power of two), so that every block starts
+/// at an offset the device accepts for a storage binding.
+pub(crate) fn param_stride(min_storage_buffer_offset_alignment: u32) -> u64 {
+    let alignment = u64::from(min_storage_buffer_offset_alignment.max(1));
+    (std::mem::size_of::<Params>() as u64).next_multiple_of(alignment)
+}
+
+/// The device limits a problem is checked against.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ProblemLimits {
+    /// `max_storage_buffer_binding_size`: the largest buffer one binding may cover.
+    pub max_binding: u64,
+    /// `max_compute_workgroups_per_dimension` (dispatches use a 2-D grid of at most this²).
+    pub max_groups_per_dim: u32,
+}
+
+impl ProblemLimits {
+    /// The limits of a wgpu device.
+    pub(crate) fn of(device: &wgpu::Device) -> Self {
+        let limits = device.limits();
+        ProblemLimits {
+            max_binding: limits.max_storage_buffer_binding_size,
+            max_groups_per_dim: limits.max_compute_workgroups_per_dimension,
+        }
+    }
+}
+
+/// The passes and buffer sizes of a validated problem.
+#[derive(Clone, Debug)]
+pub(crate) struct ProblemLayout {
+    /// Contrast rows `[begin, end)` of each forward pass.
+    pub passes: Vec<(u32, u32)>,
+    /// The same for the backward pass.
+    pub back_passes: Vec<(u32, u32)>,
+    pub weights_bytes: u64,
+    pub running_bytes: u64,
+    pub row_dot_bytes: u64,
+    pub z_bytes: u64,
+    /// u32 words of the positives buffer (`None`: no buffer).
+    pub positives_len: Option<u64>,
+}
+
+/// Validates a problem — shape (N ≥ 2, 32-bit indexing), options, every storage binding against
+/// `max_binding` and every dispatch against the grid — and returns its layout. The one check
+/// that the raw [`SupConLoss::plan`] and the Burn ops share.
+pub(crate) fn problem_layout(
+    shape: SupConShape,
+    kind: PositiveKind,
+    options: &SupConOptions,
+    strategy: Strategy,
+    pass_columns: Option<u32>,
+    limits: ProblemLimits,
+) -> Result<ProblemLayout> {
+    shape.validate()?;
+    options.validate()?;
+    let params = kernel_params(shape, kind, options);
+    let (n_rows, n_anchors) = (params.n_rows, params.n_anchors);
+    let rows = u64::from(n_rows);
+    let positives_len = match kind {
+        PositiveKind::Labels => Some(u64::from(shape.bsz)),
+        PositiveKind::Labels64 => Some(2 * u64::from(shape.bsz)),
+        PositiveKind::None => None,
+        PositiveKind::Mask => Some(u64::from(shape.bsz) * u64::from(mask_words(shape.bsz))),
+    };
+    let passes = column_passes(
+        n_rows,
+        pass_columns.unwrap_or_else(|| default_pass_columns(shape.dim)),
+    );
+    let (back_passes, weights_bytes) = backward_passes(strategy, shape, &passes, pass_columns);
+    let layout = ProblemLayout {
+        running_bytes: 4 * running_len(u64::from(n_anchors), passes.len()),
+        row_dot_bytes: 4 * row_dot_len(strategy, rows, back_passes.len()),
+        z_bytes: z_bytes(shape),
+        passes,
+        back_passes,
+        weights_bytes,
+        positives_len,
+    };
+    let check = |name, bytes| super::check_binding_limit(name, bytes, limits.max_binding);
+    check("features", shape.len() * 4)?;
+    check("normalised features", layout.z_bytes)?;
+    check("anchor statistics", u64::from(n_anchors) * 16)?;
+    check("inverse norms", rows * 4)?;
+    if let Some(len) = positives_len {
+        check("positives", len * 4)?;
+    }
+    check("backward weights", layout.weights_bytes)?;
+    check("running anchor statistics", layout.running_bytes)?;
+    check("row dots", layout.row_dot_bytes)?;
+    let limit = limits.max_groups_per_dim;
+    super::grid("supcon_prepare", rows.div_ceil(PREPARE_ROWS), limit)?;
+    super::grid(
+        "supcon_forward",
+        u64::from(n_anchors).div_ceil(FORWARD_ANCHORS),
+        limit,
+    )?;
+    super::grid(
+        "supcon_backward",
+        rows.div_ceil(BACKWARD_ROWS) * u64::from(shape.dim).div_ceil(BACKWARD_COLUMNS),
+        limit,
+    )?;
+    Ok(layout)
 }
 
 /// vec4s per row of the normalised copy `z`.
@@ -552,46 +694,28 @@ impl SupConLoss {
         kind: PositiveKind,
         options: &SupConOptions,
     ) -> Result<SupConPlan> {
-        shape.validate()?;
-        options.validate()?;
+        let layout = problem_layout(
+            shape,
+            kind,
+            options,
+            self.strategy,
+            self.pass_columns,
+            ProblemLimits::of(device),
+        )?;
         let params = kernel_params(shape, kind, options);
         let (n_rows, n_anchors) = (params.n_rows, params.n_anchors);
-        let words = mask_words(shape.bsz);
-        let positives_len = match kind {
-            PositiveKind::Labels => Some(u64::from(shape.bsz)),
-            PositiveKind::None => None,
-            PositiveKind::Mask => Some(u64::from(shape.bsz) * u64::from(words)),
-        };
-        check_binding_size(device, "features", shape.len() * 4)?;
-        check_binding_size(device, "anchor statistics", u64::from(n_anchors) * 16)?;
-        if let Some(len) = positives_len {
-            check_binding_size(device, "positives", len * 4)?;
-        }
-        let limit = device.limits().max_compute_workgroups_per_dimension;
         let rows = u64::from(n_rows);
-        super::grid("supcon_prepare", rows.div_ceil(PREPARE_ROWS), limit)?;
-        super::grid(
-            "supcon_forward",
-            u64::from(n_anchors).div_ceil(FORWARD_ANCHORS),
-            limit,
-        )?;
-        super::grid(
-            "supcon_backward",
-            rows.div_ceil(BACKWARD_ROWS) * u64::from(shape.dim).div_ceil(BACKWARD_COLUMNS),
-            limit,
-        )?;
-
-        let passes = column_passes(
-            n_rows,
-            self.pass_columns
-                .unwrap_or_else(|| default_pass_columns(shape.dim)),
-        );
         // One parameter block per pass, at offsets the device accepts for storage bindings.
-        let param_stride = u64::from(device.limits().min_storage_buffer_offset_alignment)
-            .max(std::mem::size_of::<Params>() as u64);
-        let (back_passes, weights_bytes) =
-            backward_passes(self.strategy, shape, &passes, self.pass_columns);
-        check_binding_size(device, "backward weights", weights_bytes)?;
+        let param_stride = param_stride(device.limits().min_storage_buffer_offset_alignment);
+        let ProblemLayout {
+            passes,
+            back_passes,
+            weights_bytes,
+            running_bytes,
+            row_dot_bytes,
+            z_bytes,
+            positives_len,
+        } = layout;
         let all_passes: Vec<(u32, u32)> = passes.iter().chain(&back_passes).copied().collect();
         let mut param_bytes = vec![0u8; param_stride as usize * all_passes.len()];
         for (i, pass) in all_passes.iter().enumerate() {
@@ -599,11 +723,6 @@ impl SupConLoss {
             param_bytes[i * param_stride as usize..][..std::mem::size_of::<Params>()]
                 .copy_from_slice(bytemuck::bytes_of(&block));
         }
-        let running_bytes = 4 * running_len(u64::from(n_anchors), passes.len());
-        let row_dot_bytes = 4 * row_dot_len(self.strategy, rows, back_passes.len());
-        check_binding_size(device, "running anchor statistics", running_bytes)?;
-        let z_bytes = z_bytes(shape);
-        check_binding_size(device, "normalised features", z_bytes)?;
         let copy = wgpu::BufferUsages::COPY_SRC;
         let plan = super::with_error_scope(device, || {
             Ok(SupConPlan {
@@ -692,6 +811,7 @@ impl SupConLoss {
             let feature_buf = super::upload(device, "supcon features", features);
             let positive_buf = match positives {
                 Positives::Labels(l) => Some(super::upload(device, "supcon labels", l)),
+                Positives::Labels64(l) => Some(super::upload(device, "supcon labels", l)),
                 Positives::None => None,
                 Positives::Mask(m) => Some(super::upload(
                     device,
@@ -861,7 +981,8 @@ impl SupConPlan {
     ///
     /// # Shapes
     /// - `features`: `[bsz, n_views, dim]` f32, usage STORAGE.
-    /// - `positives`: `[bsz]` labels, `[bsz, ceil(bsz/32)]` packed mask, or `None` (SimCLR).
+    /// - `positives`: `[bsz]` labels (32-bit, or 64-bit with [`PositiveKind::Labels64`]),
+    ///   `[bsz, ceil(bsz/32)]` packed mask, or `None` (SimCLR).
     pub fn encode_forward(
         &self,
         device: &wgpu::Device,
@@ -1149,6 +1270,26 @@ pub mod reference {
             anchor_loss,
             n_valid_anchors: n_valid,
             grad,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Params, param_stride};
+
+    #[test]
+    fn parameter_blocks_start_at_aligned_offsets() {
+        let size = std::mem::size_of::<Params>() as u64;
+        // WebGPU's default (256), lavapipe's own (32), real GPUs' (16-64), and below the size.
+        for alignment in [1, 4, 16, 32, 64, 128, 256] {
+            let stride = param_stride(alignment);
+            assert!(stride >= size, "{alignment}: {stride}");
+            assert_eq!(stride % u64::from(alignment), 0, "{alignment}: {stride}");
+            assert!(
+                stride < size + u64::from(alignment),
+                "{alignment}: {stride}"
+            );
         }
     }
 }

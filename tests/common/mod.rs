@@ -25,6 +25,40 @@ pub fn gpu() -> Option<&'static GpuContext> {
     .as_ref()
 }
 
+/// The same adapter with its own limits ([`Limits::Adapter`]): what applications that request
+/// their adapter's limits (Burn among them) run under. They differ from WebGPU's defaults in ways
+/// a buffer layout can depend on: `min_storage_buffer_offset_alignment` is 256 by default but 32
+/// on lavapipe and 16-64 on most GPUs. `None` exactly when [`gpu`] is `None`.
+pub fn gpu_adapter_limits() -> Option<&'static GpuContext> {
+    static GPU: OnceLock<Option<GpuContext>> = OnceLock::new();
+    gpu()?;
+    GPU.get_or_init(|| {
+        let ctx = request_device(Limits::Adapter)
+            .unwrap_or_else(|e| panic!("the adapter's own limits: {e}"));
+        eprintln!(
+            "GPU tests also run with the adapter's limits (storage offset alignment {})",
+            ctx.device.limits().min_storage_buffer_offset_alignment
+        );
+        Some(ctx)
+    })
+    .as_ref()
+}
+
+/// Both test devices, `(name, context)`: WebGPU's default limits and the adapter's own. The key
+/// GPU tests run on each, so that a layout valid under one set of limits only cannot pass.
+/// Empty when there is no adapter (outside CI).
+pub fn gpus() -> Vec<(&'static str, &'static GpuContext)> {
+    match (gpu(), gpu_adapter_limits()) {
+        (Some(default), Some(adapter)) => {
+            vec![
+                ("WebGPU default limits", default),
+                ("adapter limits", adapter),
+            ]
+        }
+        _ => Vec::new(),
+    }
+}
+
 pub fn rng(seed: u64) -> StdRng {
     StdRng::seed_from_u64(seed)
 }
@@ -33,6 +67,26 @@ pub fn rng(seed: u64) -> StdRng {
 pub fn random_features(rng: &mut StdRng, len: usize) -> Vec<f32> {
     (0..len)
         .map(|_| (0..4).map(|_| rng.random::<f32>() - 0.5).sum::<f32>() * 1.7)
+        .collect()
+}
+
+/// Features of samples `b` around one of `classes` random centres (`b mod classes`), with noise
+/// of a third of their size: a loss over the true classes differs from one over merged classes.
+pub fn clustered_features(
+    rng: &mut StdRng,
+    shape: supcon_wgpu::SupConShape,
+    classes: usize,
+) -> Vec<f32> {
+    let dim = shape.dim as usize;
+    let centres = random_features(rng, classes * dim);
+    let noise = random_features(rng, shape.len() as usize);
+    noise
+        .iter()
+        .enumerate()
+        .map(|(i, &e)| {
+            let b = i / (dim * shape.n_views as usize);
+            centres[(b % classes) * dim + i % dim] + e / 3.0
+        })
         .collect()
 }
 
