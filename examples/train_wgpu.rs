@@ -209,7 +209,7 @@ fn parse_range(text: &str) -> std::result::Result<(f64, f64), String> {
 /// The augmentation recipe: the rule's (or the chosen) preset, then the override flags.
 fn augmentation(args: &Args, train: &ImageDataset, mean: Vec<f32>, std: Vec<f32>) -> AugmentConfig {
     let recipe = match args.recipe {
-        RecipeArg::Auto => Recipe::for_images(train.channels),
+        RecipeArg::Auto => Recipe::for_images(train),
         RecipeArg::Natural => Recipe::Natural,
         RecipeArg::Mild => Recipe::Mild,
     };
@@ -233,7 +233,7 @@ fn augmentation(args: &Args, train: &ImageDataset, mean: Vec<f32>, std: Vec<f32>
         }
     }
     log::info!(
-        "augmentation: {} recipe{} for {}-channel {}×{} images: {config}",
+        "augmentation: {} recipe{} for {}-channel {} {}×{} images: {config}",
         recipe.name(),
         if args.recipe == RecipeArg::Auto {
             " (auto)"
@@ -241,6 +241,11 @@ fn augmentation(args: &Args, train: &ImageDataset, mean: Vec<f32>, std: Vec<f32>
             ""
         },
         train.channels,
+        if train.is_grayscale() {
+            "grayscale"
+        } else {
+            "colour"
+        },
         train.height,
         train.width
     );

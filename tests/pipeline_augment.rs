@@ -185,3 +185,53 @@ fn sampling_is_seeded_and_in_range() {
     bad.crop_scale = (0.0, 1.0);
     assert!(bad.validate(3).is_err());
 }
+
+/// The recipe rule reads the content: colour images get the paper's recipe, grayscale ones
+/// (one channel, or three equal channels) the mild one; tiny images keep crops of ≥ 4 px side.
+#[test]
+fn recipe_follows_the_images() {
+    use supcon_wgpu::pipeline::augment::Recipe;
+    use supcon_wgpu::pipeline::data::ImageDataset;
+    let mut rng = StdRng::seed_from_u64(9);
+    let gray = ImageDataset {
+        images: images(&mut rng, [3, 1, 8, 8]),
+        labels: vec![0, 1, 0],
+        channels: 1,
+        height: 8,
+        width: 8,
+        class_names: vec!["a".into(), "b".into()],
+    };
+    assert_eq!(Recipe::for_images(&gray), Recipe::Mild);
+    assert_eq!(Recipe::for_images(&gray.to_rgb()), Recipe::Mild);
+    let mut colour = gray.to_rgb();
+    colour.images[64 + 5] += 0.01; // one green pixel differs from its red
+    assert_eq!(Recipe::for_images(&colour), Recipe::Natural);
+
+    let mild = Recipe::Mild.config(8, vec![0.3], vec![0.4]);
+    assert_eq!(mild, AugmentConfig::digits(vec![0.3], vec![0.4]));
+    assert_eq!(
+        (mild.crop_scale, mild.flip_p, mild.saturation, mild.gray_p),
+        ((0.5, 1.0), 0.0, 0.0, 0.0)
+    );
+    let natural = Recipe::Natural.config(32, vec![0.5; 3], vec![0.2; 3]);
+    assert_eq!(natural, AugmentConfig::cifar(vec![0.5; 3], vec![0.2; 3]));
+    assert_eq!(
+        (
+            natural.crop_scale,
+            natural.flip_p,
+            natural.hue,
+            natural.gray_p
+        ),
+        ((0.2, 1.0), 0.5, 0.1, 0.2)
+    );
+    // 8×8 colour images: the 0.2 floor would leave 3.6 px of side; 4 px is kept.
+    let tiny = Recipe::Natural.config(8, vec![0.5; 3], vec![0.2; 3]);
+    assert_eq!(tiny.crop_scale.0, 0.25);
+    assert!(tiny.validate(3).is_ok());
+    // The printed recipe names its settings.
+    let text = natural.to_string();
+    assert!(
+        text.contains("crop scale 0.20–1.00") && text.contains("flip p 0.50"),
+        "{text}"
+    );
+}

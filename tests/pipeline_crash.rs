@@ -148,6 +148,10 @@ fn train_with_kills(dir: &Path, kills: usize, run_seconds: f64, seed: u64) -> us
             attempts <= 4 * kills + 10,
             "no progress after {attempts} starts"
         );
+        // Temporary files a killed process left (the next process removes them): only newer
+        // ones show a write under way.
+        let stale: Vec<String> = temp_files(dir).collect();
+        let fresh_write = || temp_files(dir).any(|name| !stale.contains(&name));
         let mut child = spawn_child(dir);
         if killed < kills {
             // Half the kills at a random time, half at the first checkpoint write seen after a
@@ -164,7 +168,7 @@ fn train_with_kills(dir: &Path, kills: usize, run_seconds: f64, seed: u64) -> us
                     break;
                 }
                 let due = Instant::now() >= deadline;
-                if due && (!at_write || writing(dir)) {
+                if due && (!at_write || fresh_write()) {
                     break;
                 }
                 if due && at_write && Instant::now() >= deadline + Duration::from_secs(20) {
@@ -187,7 +191,7 @@ fn train_with_kills(dir: &Path, kills: usize, run_seconds: f64, seed: u64) -> us
             child.kill().unwrap(); // SIGKILL
             child.wait().unwrap();
             killed += 1;
-            if writing(dir) {
+            if fresh_write() {
                 in_write += 1;
             }
             continue;

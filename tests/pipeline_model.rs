@@ -126,8 +126,8 @@ fn batch_norm_statistics_are_exact_for_long_channels() {
             "{what}: {got} vs {want}"
         );
     };
-    let running_mean = to_vec(bn.running_mean.value().inner());
-    let running_var = to_vec(bn.running_var.value().inner());
+    let running_mean = to_vec(bn.running_mean.value_sync().inner());
+    let running_var = to_vec(bn.running_var.value_sync().inner());
     for k in 0..c {
         close(
             running_mean[k],

@@ -548,7 +548,46 @@ fn run_folders_are_protected() {
         root.join("notes.txt").exists(),
         "files that are not the run's stay"
     );
+    // A folder that cannot be made (its parent is a file): an error before any training.
+    let blocked = RunPaths {
+        out: root.join("notes.txt").join("run"),
+    };
+    let err = prepare_run_folder(&blocked, &fresh).unwrap_err();
+    assert!(matches!(err, PipelineError::Io { .. }), "{err}");
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A plot that cannot be drawn (the PCA of a one-image test set) is a warning: the summary,
+/// the encoder and the other plots are still written.
+#[test]
+fn a_plot_failure_never_costs_the_summary() {
+    let Some(device) = device() else { return };
+    let (train, test) = small_digits();
+    let cfg = TrainConfig {
+        epochs: 1,
+        warmup_epochs: 0,
+        max_steps_per_epoch: Some(1),
+        ..config(Method::Ce)
+    };
+    let dir = out_dir("plotfail");
+    let one = test.subset(&[0]);
+    let s = run(
+        &cfg,
+        &train,
+        &one,
+        &dir,
+        &RunOptions::default(),
+        &device,
+        &info(),
+    )
+    .unwrap()
+    .expect("summary");
+    assert_eq!(s.test_size, 1);
+    assert!(dir.join("summary.json").exists());
+    assert!(dir.join("encoder.safetensors").exists());
+    assert!(dir.join("plots/loss.png").exists());
+    assert!(!dir.join("plots/embedding_pca.png").exists());
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The image-folder path learns: the digits written as RGB PNG class folders, read back at 16×16
@@ -566,7 +605,7 @@ fn folder_images_learn_at_16_pixels() {
     assert_eq!((images.channels, images.height), (1, 16));
     let (tr, te) = data::stratified_split(&images.labels, 0.2, 0).unwrap();
     let (train, test) = (images.subset(&tr), images.subset(&te));
-    let recipe = Recipe::for_images(train.channels);
+    let recipe = Recipe::for_images(&train);
     assert_eq!(recipe, Recipe::Mild);
     let cfg = TrainConfig {
         epochs: 2,

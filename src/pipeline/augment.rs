@@ -20,6 +20,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use super::data::ImageDataset;
+
 /// Augmentation recipe. Probabilities are in `[0, 1]`; jitter strengths as in torchvision's
 /// `ColorJitter(brightness, contrast, saturation, hue)`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,15 +67,14 @@ pub enum Recipe {
 pub const MIN_CROP_SIDE: f64 = 4.0;
 
 impl Recipe {
-    /// The rule: images with colour (three channels that differ somewhere) get
-    /// [`Recipe::Natural`], grayscale images (one channel, or three equal ones) [`Recipe::Mild`].
-    /// Loaders convert grayscale stored as RGB to one channel, so the rule reads the channel
-    /// count.
-    pub fn for_images(channels: usize) -> Recipe {
-        if channels >= 3 {
-            Recipe::Natural
-        } else {
+    /// The rule: images with colour (channels that differ somewhere) get [`Recipe::Natural`],
+    /// grayscale images (one channel, or three equal ones, as when grayscale is stored as RGB
+    /// or loaded with `--channels 3`) [`Recipe::Mild`].
+    pub fn for_images(data: &ImageDataset) -> Recipe {
+        if data.is_grayscale() {
             Recipe::Mild
+        } else {
+            Recipe::Natural
         }
     }
 

@@ -162,9 +162,8 @@ impl TrainConfig {
         if lin.batch_size == 0 {
             return bad("the linear-evaluation batch size must be at least 1".into());
         }
-        if !(lin.lr > 0.0 && lin.lr.is_finite())
-            || !(0.0..f64::INFINITY).contains(&lin.weight_decay)
-        {
+        let lr_ok = lin.lr > 0.0 && lin.lr.is_finite();
+        if !lr_ok || !(0.0..f64::INFINITY).contains(&lin.weight_decay) {
             return bad(format!(
                 "linear evaluation needs lr > 0 and weight decay >= 0 (got {} and {})",
                 lin.lr, lin.weight_decay
