@@ -835,3 +835,53 @@ fn cifar_download_errors_are_clear() {
     let err = download_cifar(&dir, Cifar::HundredFine, Some(&file_url(&c10))).unwrap_err();
     assert!(err.to_string().contains("did not contain"), "{err}");
 }
+
+/// A server that accepts and then stalls (headers promising a large body, then nothing): the
+/// download ends with an error within the limits instead of hanging.
+#[test]
+fn cifar_download_gives_up_on_a_stalled_server() {
+    use std::io::Read;
+    use std::net::TcpListener;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        // Each connection (curl retries twice) gets headers, then silence.
+        let mut open = Vec::new();
+        for stream in listener.incoming().take(3).flatten() {
+            let mut stream = stream;
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request);
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\nContent-Type: application/gzip\r\n\r\n",
+            );
+            open.push(stream);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(300));
+    });
+    let tmp = TempDir::new("stall");
+    let dir = tmp.path().to_path_buf();
+    let url = format!("http://{addr}/cifar-10-binary.tar.gz");
+    let limits = TransferLimits {
+        connect_s: 5,
+        min_bytes_per_s: 1024,
+        stall_s: 2,
+    };
+    let (send, receive) = std::sync::mpsc::channel();
+    let started = std::time::Instant::now();
+    std::thread::spawn(move || {
+        let _ = send.send(download_cifar_with(&dir, Cifar::Ten, Some(&url), &limits));
+    });
+    let result = receive
+        .recv_timeout(std::time::Duration::from_secs(90))
+        .expect("the download hung on a stalled server");
+    let err = result.unwrap_err();
+    assert!(err.to_string().contains("curl failed"), "{err}");
+    assert!(started.elapsed().as_secs() < 60, "{:?}", started.elapsed());
+    assert!(
+        std::fs::read_dir(tmp.path())
+            .unwrap()
+            .flatten()
+            .all(|e| !e.file_name().to_string_lossy().ends_with(".part")),
+        "no partial file left"
+    );
+}

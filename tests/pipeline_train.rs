@@ -592,7 +592,7 @@ fn a_plot_failure_never_costs_the_summary() {
 
 /// The image-folder path learns: the digits written as RGB PNG class folders, read back at 16×16
 /// (grayscale detected: one channel, the mild recipe), trained for a few steps with batches
-/// whose channels span more values than Burn's one-op reduction handles (2 × 160 views of
+/// whose channels span more values than Burn's one-op reduction handles (2 × 256 views of
 /// 16×16). The kNN monitor must be far above chance (10 %) and the features not collapsed.
 #[test]
 fn folder_images_learn_at_16_pixels() {
@@ -609,7 +609,7 @@ fn folder_images_learn_at_16_pixels() {
     assert_eq!(recipe, Recipe::Mild);
     let cfg = TrainConfig {
         epochs: 2,
-        batch_size: 160,
+        batch_size: 256,
         lr: 0.1,
         warmup_epochs: 0,
         knn_k: 20,

@@ -635,23 +635,48 @@ impl Cifar {
     }
 }
 
-/// curl's flags: fail on HTTP errors, follow redirects, retry twice, give up on a connection
-/// that takes over 30 s or a transfer that stays under 1 KiB/s for 60 s (a stalled network ends
-/// with an error instead of hanging).
-pub const CURL_ARGS: [&str; 12] = [
-    "--fail",
-    "--location",
-    "--silent",
-    "--show-error",
-    "--retry",
-    "2",
-    "--connect-timeout",
-    "30",
-    "--speed-limit",
-    "1024",
-    "--speed-time",
-    "60",
-];
+/// When a download gives up: a connection not made within `connect_s` seconds, or a transfer
+/// slower than `min_bytes_per_s` for `stall_s` seconds, ends it with an error (a stalled network
+/// never hangs a run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferLimits {
+    /// Seconds allowed to connect.
+    pub connect_s: u32,
+    /// The slowest acceptable transfer, bytes per second...
+    pub min_bytes_per_s: u32,
+    /// ...sustained for this many seconds.
+    pub stall_s: u32,
+}
+
+impl Default for TransferLimits {
+    /// 30 s to connect; under 1 KiB/s for 60 s is a stall.
+    fn default() -> Self {
+        TransferLimits {
+            connect_s: 30,
+            min_bytes_per_s: 1024,
+            stall_s: 60,
+        }
+    }
+}
+
+impl TransferLimits {
+    /// curl's flags: fail on HTTP errors, follow redirects, retry twice, these limits.
+    fn curl_args(&self) -> Vec<String> {
+        let mut args: Vec<String> = ["--fail", "--location", "--silent", "--show-error"]
+            .map(String::from)
+            .into();
+        for (flag, value) in [
+            ("--retry", 2),
+            ("--connect-timeout", self.connect_s),
+            ("--speed-limit", self.min_bytes_per_s),
+            ("--speed-time", self.stall_s),
+        ] {
+            args.push(flag.into());
+            args.push(value.to_string());
+        }
+        args
+    }
+}
 
 /// Makes sure the CIFAR binary files are in `dir`. When [`load_cifar`] would not find them,
 /// downloads the archive from `url` (default [`Cifar::archive_url`]) with the `curl` program
@@ -662,6 +687,16 @@ pub const CURL_ARGS: [&str; 12] = [
 /// Errors: curl missing or failing (no network), an archive that is not a `.tar.gz`, or one
 /// without the expected files.
 pub fn download_cifar(dir: &Path, which: Cifar, url: Option<&str>) -> Result<bool, DataError> {
+    download_cifar_with(dir, which, url, &TransferLimits::default())
+}
+
+/// [`download_cifar`] with other [`TransferLimits`].
+pub fn download_cifar_with(
+    dir: &Path,
+    which: Cifar,
+    url: Option<&str>,
+    limits: &TransferLimits,
+) -> Result<bool, DataError> {
     if which.present(dir) {
         return Ok(false);
     }
@@ -673,7 +708,7 @@ pub fn download_cifar(dir: &Path, which: Cifar, url: Option<&str>) -> Result<boo
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let part = dir.join(format!(".{}.tar.gz.part", which.subfolder()));
     let status = std::process::Command::new("curl")
-        .args(CURL_ARGS)
+        .args(limits.curl_args())
         .arg("--output")
         .arg(&part)
         .arg(url)
