@@ -15,54 +15,29 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::gpu;
+use common::pipeline::{info, small_digits};
 use rand::{Rng, SeedableRng};
-use supcon_wgpu::pipeline::augment::AugmentConfig;
-use supcon_wgpu::pipeline::data::{self, ImageDataset};
 use supcon_wgpu::pipeline::eval::LinearEvalConfig;
 use supcon_wgpu::pipeline::is_temp_file;
-use supcon_wgpu::pipeline::model::{HeadKind, ModelPreset, Stem};
-use supcon_wgpu::pipeline::train::{
-    EpochMetrics, Method, RunInfo, RunOptions, Summary, TrainConfig, run,
-};
+use supcon_wgpu::pipeline::model::{ModelPreset, Stem};
+use supcon_wgpu::pipeline::train::{EpochMetrics, Method, RunOptions, Summary, TrainConfig, run};
 
 /// Kills in the CI-sized test.
 const CI_KILLS: usize = 3;
 const CHILD_ENV: &str = "SUPCON_CRASH_CHILD_DIR";
 
-fn small_digits() -> (ImageDataset, ImageDataset) {
-    let all = data::digits().unwrap();
-    let (train, test) = data::stratified_split(&all.labels, 0.2, 0).unwrap();
-    let train: Vec<usize> = train.into_iter().step_by(4).collect();
-    let test: Vec<usize> = test.into_iter().step_by(3).collect();
-    (all.subset(&train), all.subset(&test))
-}
-
+/// The pipeline tests' tiny setting with one more epoch and three steps per epoch.
 fn config() -> TrainConfig {
     TrainConfig {
-        method: Method::SupCon,
-        model: ModelPreset::Small,
-        stem: Stem::Cifar,
-        head: HeadKind::Mlp,
-        projection_dim: 32,
         epochs: 4,
-        batch_size: 64,
-        lr: 0.05,
-        momentum: 0.9,
-        weight_decay: 1e-4,
-        lars: false,
-        warmup_epochs: 1,
-        temperature: 0.1,
-        base_temperature: None,
         seed: 11,
-        augment: AugmentConfig::digits(vec![0.3], vec![0.4]),
         linear: LinearEvalConfig {
             epochs: 10,
             batch_size: 64,
             ..LinearEvalConfig::default()
         },
-        knn_k: 5,
-        knn_every: 1,
         max_steps_per_epoch: Some(3),
+        ..common::pipeline::config(Method::SupCon)
     }
 }
 
@@ -81,12 +56,7 @@ fn crash_child() {
         resume: dir.join("checkpoints/latest.json").exists(),
         ..RunOptions::default()
     };
-    let info = RunInfo {
-        dataset: "digits-subset".into(),
-        adapter: "test".into(),
-        backend: "test".into(),
-    };
-    run(&config(), &train, &test, &dir, &options, &device, &info)
+    run(&config(), &train, &test, &dir, &options, &device, &info())
         .unwrap()
         .expect("the run finishes");
 }

@@ -8,13 +8,14 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use common::gpu;
+use common::pipeline::{config, info, small_digits};
 use supcon_wgpu::pipeline::PipelineError;
 use supcon_wgpu::pipeline::augment::{AugmentConfig, Recipe};
-use supcon_wgpu::pipeline::data::{self, ImageDataset};
+use supcon_wgpu::pipeline::data;
 use supcon_wgpu::pipeline::eval::LinearEvalConfig;
-use supcon_wgpu::pipeline::model::{HeadKind, ModelPreset, Stem};
+use supcon_wgpu::pipeline::model::{ModelPreset, Stem};
 use supcon_wgpu::pipeline::train::{
-    EpochMetrics, Method, RunInfo, RunOptions, RunPaths, Summary, TrainConfig, learning_rate,
+    EpochMetrics, Method, RunOptions, RunPaths, Summary, TrainConfig, learning_rate,
     prepare_run_folder, run,
 };
 
@@ -22,52 +23,6 @@ fn out_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("supcon-pipeline-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
-}
-
-fn small_digits() -> (ImageDataset, ImageDataset) {
-    let all = data::digits().unwrap();
-    let (train, test) = data::stratified_split(&all.labels, 0.2, 0).unwrap();
-    // A few hundred images keep the test quick; every class stays present.
-    let train: Vec<usize> = train.into_iter().step_by(4).collect();
-    let test: Vec<usize> = test.into_iter().step_by(3).collect();
-    (all.subset(&train), all.subset(&test))
-}
-
-fn config(method: Method) -> TrainConfig {
-    TrainConfig {
-        method,
-        model: ModelPreset::Small,
-        stem: Stem::Cifar,
-        head: HeadKind::Mlp,
-        projection_dim: 32,
-        epochs: 3,
-        batch_size: 64,
-        lr: 0.05,
-        momentum: 0.9,
-        weight_decay: 1e-4,
-        lars: false,
-        warmup_epochs: 1,
-        temperature: 0.1,
-        base_temperature: None,
-        seed: 7,
-        augment: AugmentConfig::digits(vec![0.3], vec![0.4]),
-        linear: LinearEvalConfig {
-            epochs: 20,
-            batch_size: 64,
-            ..LinearEvalConfig::default()
-        },
-        knn_k: 5,
-        knn_every: 1,
-        max_steps_per_epoch: Some(4),
-    }
-}
-
-fn info() -> RunInfo {
-    RunInfo {
-        dataset: "digits-subset".into(),
-        adapter: "test".into(),
-        backend: "test".into(),
-    }
 }
 
 fn history(out: &Path) -> Vec<EpochMetrics> {

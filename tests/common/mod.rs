@@ -1,6 +1,8 @@
 //! Shared test helpers: the GPU (or a clear skip), random inputs, comparisons.
 #![allow(dead_code)]
 
+pub mod pipeline;
+
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::sync::OnceLock;
 use supcon_wgpu::device::{GpuContext, Limits, request_device};

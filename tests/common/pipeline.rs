@@ -1,0 +1,56 @@
+//! The training pipeline's tiny test setting, shared by the pipeline test files.
+
+use supcon_wgpu::pipeline::augment::AugmentConfig;
+use supcon_wgpu::pipeline::data::{self, ImageDataset};
+use supcon_wgpu::pipeline::eval::LinearEvalConfig;
+use supcon_wgpu::pipeline::model::{HeadKind, ModelPreset, Stem};
+use supcon_wgpu::pipeline::train::{Method, RunInfo, TrainConfig};
+
+/// A few hundred digits for training and about a hundred for testing; every class present.
+pub fn small_digits() -> (ImageDataset, ImageDataset) {
+    let all = data::digits().unwrap();
+    let (train, test) = data::stratified_split(&all.labels, 0.2, 0).unwrap();
+    let train: Vec<usize> = train.into_iter().step_by(4).collect();
+    let test: Vec<usize> = test.into_iter().step_by(3).collect();
+    (all.subset(&train), all.subset(&test))
+}
+
+/// The small model, 3 epochs of 4 steps of 64 images, kNN every epoch, 20 epochs of linear
+/// evaluation.
+pub fn config(method: Method) -> TrainConfig {
+    TrainConfig {
+        method,
+        model: ModelPreset::Small,
+        stem: Stem::Cifar,
+        head: HeadKind::Mlp,
+        projection_dim: 32,
+        epochs: 3,
+        batch_size: 64,
+        lr: 0.05,
+        momentum: 0.9,
+        weight_decay: 1e-4,
+        lars: false,
+        warmup_epochs: 1,
+        temperature: 0.1,
+        base_temperature: None,
+        seed: 7,
+        augment: AugmentConfig::digits(vec![0.3], vec![0.4]),
+        linear: LinearEvalConfig {
+            epochs: 20,
+            batch_size: 64,
+            ..LinearEvalConfig::default()
+        },
+        knn_k: 5,
+        knn_every: 1,
+        max_steps_per_epoch: Some(4),
+    }
+}
+
+/// Names for the summary.
+pub fn info() -> RunInfo {
+    RunInfo {
+        dataset: "digits-subset".into(),
+        adapter: "test".into(),
+        backend: "test".into(),
+    }
+}
