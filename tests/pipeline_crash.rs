@@ -4,8 +4,10 @@
 //!
 //! The test binary runs itself as the training process: `crash_child` (ignored, and inert
 //! without its environment variable) trains one run folder, resuming when it holds a checkpoint.
-//! `cargo test` kills it [`CI_KILLS`] times; `SUPCON_CRASH_KILLS=20 cargo test --release --test
-//! pipeline_crash -- --ignored crash_many` runs the long version.
+//! Kills land at moments read from the run folder (a write under way, a new checkpoint) or early
+//! after a start, never so late that the process could finish first. `cargo test` kills it three
+//! times; `SUPCON_CRASH_KILLS=20 cargo test --test pipeline_crash -- --ignored crash_many` runs
+//! the long version.
 #![cfg(unix)]
 
 mod common;
@@ -22,8 +24,6 @@ use supcon_wgpu::pipeline::is_temp_file;
 use supcon_wgpu::pipeline::model::{ModelPreset, Stem};
 use supcon_wgpu::pipeline::train::{EpochMetrics, Method, RunOptions, Summary, TrainConfig, run};
 
-/// Kills in the CI-sized test.
-const CI_KILLS: usize = 3;
 const CHILD_ENV: &str = "SUPCON_CRASH_CHILD_DIR";
 
 /// The pipeline tests' tiny setting with one more epoch and three steps per epoch.
@@ -105,75 +105,163 @@ fn encoder(out: &Path) -> Vec<(String, Vec<f32>)> {
     tensors
 }
 
-/// Runs the child to completion, killing it at random moments until `kills` kills landed;
-/// returns how many kills interrupted a file write (a temporary file was left behind).
-fn train_with_kills(dir: &Path, kills: usize, run_seconds: f64, seed: u64) -> usize {
+/// Where a kill lands.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum KillAt {
+    /// A random moment soon after the start: device set-up, loading, the first steps.
+    Early,
+    /// In the middle of a file write: as soon as a new temporary file appears.
+    Write,
+    /// Shortly after the process wrote a new checkpoint: it has moved past it.
+    AfterCheckpoint,
+}
+
+/// What the uninterrupted run's timeline says about a safe moment to kill.
+struct Timeline {
+    /// Seconds from the start to the first checkpoint.
+    first_checkpoint: f64,
+    /// Seconds from the last checkpoint to the end (evaluation, exports, summary).
+    final_stage: f64,
+}
+
+/// One kill, for the report.
+struct Kill {
+    at: KillAt,
+    /// The checkpoint's epoch when the process started (it resumed from there).
+    resumed_from: Option<usize>,
+    /// The checkpoint's epoch when it was killed.
+    killed_at: Option<usize>,
+    seconds: f64,
+    /// A write was cut off: a temporary file was left behind.
+    in_write: bool,
+}
+
+/// The epoch of the run folder's newest checkpoint.
+fn checkpoint_epoch(dir: &Path) -> Option<usize> {
+    let text = std::fs::read(dir.join("checkpoints/latest.json")).ok()?;
+    let state: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    state["epoch"].as_u64().map(|e| e as usize)
+}
+
+/// Runs the uninterrupted reference to completion, watching when its checkpoints appear.
+fn reference_run(dir: &Path) -> Timeline {
+    let t0 = Instant::now();
+    let mut child = spawn_child(dir);
+    let (mut first, mut last, mut seen) = (None, 0.0, None);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        let epoch = checkpoint_epoch(dir);
+        if epoch != seen {
+            seen = epoch;
+            last = t0.elapsed().as_secs_f64();
+            first.get_or_insert(last);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(status.success(), "the uninterrupted run failed: {status}");
+    assert_eq!(seen, Some(config().epochs), "a checkpoint every epoch");
+    Timeline {
+        first_checkpoint: first.unwrap(),
+        final_stage: t0.elapsed().as_secs_f64() - last,
+    }
+}
+
+/// Runs the child to completion, killing it `kills` times at the moments `schedule` picks, and
+/// resuming after each kill. No process may finish before its kill: past the last checkpoint
+/// (only evaluation and exports left) a kill lands within half of the reference's final stage,
+/// and elsewhere the awaited write or checkpoint must come before the run can end.
+fn train_with_kills(
+    dir: &Path,
+    kills: usize,
+    timeline: &Timeline,
+    mut schedule: impl FnMut(usize) -> KillAt,
+    seed: u64,
+) -> Vec<Kill> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut killed = 0;
-    let mut in_write = 0;
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        assert!(
-            attempts <= 4 * kills + 10,
-            "no progress after {attempts} starts"
-        );
+    let epochs = config().epochs;
+    let mut report = Vec::new();
+    for k in 0..kills {
+        let at = schedule(k);
+        let resumed_from = checkpoint_epoch(dir);
         // Temporary files a killed process left (the next process removes them): only newer
         // ones show a write under way.
         let stale: Vec<String> = temp_files(dir).collect();
         let fresh_write = || temp_files(dir).any(|name| !stale.contains(&name));
+        let t0 = Instant::now();
         let mut child = spawn_child(dir);
-        if killed < kills {
-            // Half the kills at a random time, half at the first checkpoint write seen after a
-            // random delay (the kill then lands in the middle of the write or just after it).
-            // Early enough that a resumed process (which starts past its checkpoint) is still
-            // running.
-            let delay = rng.random_range(0.02..0.5) * run_seconds;
-            let deadline = Instant::now() + Duration::from_secs_f64(delay);
-            let at_write = killed % 2 == 1;
-            let mut exited = None;
-            loop {
-                if let Some(status) = child.try_wait().unwrap() {
-                    exited = Some(status);
-                    break;
-                }
-                let due = Instant::now() >= deadline;
-                if due && (!at_write || fresh_write()) {
-                    break;
-                }
-                if due && at_write && Instant::now() >= deadline + Duration::from_secs(20) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_micros(if at_write && due {
-                    100
-                } else {
-                    5_000
-                }));
-            }
-            if let Some(status) = exited {
-                assert!(status.success(), "the training process failed: {status}");
-                assert!(
-                    !done(dir),
-                    "the run finished after {killed} of {kills} kills: kill earlier"
+        let deadline = if resumed_from == Some(epochs) {
+            Some(rng.random_range(0.0..0.5) * timeline.final_stage)
+        } else if at == KillAt::Early {
+            Some(rng.random_range(0.0..0.5) * timeline.first_checkpoint)
+        } else {
+            None
+        };
+        // A kill after a checkpoint lands within this many seconds of it.
+        let after = rng.random_range(0.0..0.5) * timeline.final_stage.min(2.0);
+        let mut checkpoint_seen: Option<Instant> = None;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "kill {k} ({at:?}): the process ended ({status}) before it was killed; \
+                     resumed from {resumed_from:?}"
                 );
-                continue;
             }
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
-            killed += 1;
-            if fresh_write() {
-                in_write += 1;
+            let elapsed = t0.elapsed().as_secs_f64();
+            assert!(
+                elapsed < 900.0,
+                "kill {k} ({at:?}): no write and no checkpoint in 15 minutes"
+            );
+            let moved_on = checkpoint_epoch(dir) != resumed_from;
+            if moved_on && checkpoint_seen.is_none() {
+                checkpoint_seen = Some(Instant::now());
             }
-            continue;
+            let due = deadline.is_some_and(|d| elapsed >= d)
+                || match at {
+                    KillAt::Early => false,
+                    // A write too short to be seen still ends in a new checkpoint.
+                    KillAt::Write => fresh_write() || moved_on,
+                    KillAt::AfterCheckpoint => {
+                        checkpoint_seen.is_some_and(|t| t.elapsed().as_secs_f64() >= after)
+                    }
+                };
+            if due {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(if at == KillAt::Write {
+                100
+            } else {
+                2_000
+            }));
         }
-        let status = child.wait().unwrap();
-        assert!(
-            status.success(),
-            "the resumed training process failed: {status}"
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let kill = Kill {
+            at,
+            resumed_from,
+            killed_at: checkpoint_epoch(dir),
+            seconds: t0.elapsed().as_secs_f64(),
+            in_write: fresh_write(),
+        };
+        eprintln!(
+            "kill {k}: {:?} at {:.1} s, resumed from epoch {:?}, checkpoint then {:?}{}",
+            kill.at,
+            kill.seconds,
+            kill.resumed_from,
+            kill.killed_at,
+            if kill.in_write { ", in a write" } else { "" }
         );
-        assert!(done(dir));
-        return in_write;
+        report.push(kill);
     }
+    let resumed_from = checkpoint_epoch(dir);
+    let status = spawn_child(dir).wait().unwrap();
+    assert!(
+        status.success(),
+        "the training process resumed from {resumed_from:?} failed: {status}"
+    );
+    assert!(done(dir));
+    report
 }
 
 fn done(dir: &Path) -> bool {
@@ -194,25 +282,30 @@ fn writing(dir: &Path) -> bool {
     temp_files(dir).next().is_some()
 }
 
-fn crash_test(kills: usize) {
+fn crash_test(kills: usize, schedule: impl FnMut(usize) -> KillAt) {
     if gpu().is_none() {
         return;
     }
     let root = std::env::temp_dir().join(format!("supcon-crash-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
-    // Reference: one uninterrupted process (also times a run, for the kill times).
     let a = root.join("uninterrupted");
-    let t0 = Instant::now();
-    let status = spawn_child(&a).wait().unwrap();
-    assert!(status.success(), "uninterrupted run failed");
-    let run_seconds = t0.elapsed().as_secs_f64();
+    let timeline = reference_run(&a);
 
     let b = root.join("killed");
-    let in_write = train_with_kills(&b, kills, run_seconds, 5);
+    let report = train_with_kills(&b, kills, &timeline, schedule, 5);
+    let in_write = report.iter().filter(|k| k.in_write).count();
+    let resumed = report.iter().filter(|k| k.resumed_from.is_some()).count();
     eprintln!(
-        "{kills} kills over a {run_seconds:.1} s run; {in_write} left a half-written file behind"
+        "{kills} kills ({in_write} in a write, {resumed} in a resumed process); reference: first \
+         checkpoint at {:.1} s, {:.1} s after the last one",
+        timeline.first_checkpoint, timeline.final_stage
     );
     assert!(!writing(&b), "the finished run left temporary files");
+    assert!(in_write >= 1, "no kill cut a write off");
+    assert!(
+        resumed >= 1 || checkpoint_epoch(&b).is_some(),
+        "no process resumed from a checkpoint"
+    );
 
     let (ha, hb) = (history(&a), history(&b));
     assert_eq!(ha.len(), hb.len());
@@ -246,18 +339,23 @@ fn crash_test(kills: usize) {
     let _ = std::fs::remove_dir_all(&root);
 }
 
+/// One kill of each kind, in the order that makes the last two resume from a checkpoint: the
+/// first checkpoint write cut off, a kill after a checkpoint, a write cut off in a resumed process.
 #[test]
 fn killed_and_resumed_runs_finish_like_uninterrupted_ones() {
-    crash_test(CI_KILLS);
+    let plan = [KillAt::Write, KillAt::AfterCheckpoint, KillAt::Write];
+    crash_test(plan.len(), |k| plan[k]);
 }
 
-/// The full reliability bar: `SUPCON_CRASH_KILLS` kills (default 20).
+/// The full reliability bar: `SUPCON_CRASH_KILLS` kills (default 20), each kind drawn at random.
 #[test]
-#[ignore = "long: about a minute per kill on lavapipe"]
+#[ignore = "long: about half a minute per kill on lavapipe"]
 fn crash_many() {
     let kills = std::env::var("SUPCON_CRASH_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
-    crash_test(kills);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2026);
+    let kinds = [KillAt::Early, KillAt::Write, KillAt::AfterCheckpoint];
+    crash_test(kills, |_| kinds[rng.random_range(0..kinds.len())]);
 }
