@@ -103,7 +103,7 @@ struct Args {
     #[arg(long, value_enum, default_value = "mlp")]
     head: HeadArg,
     /// Projection dimension.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = at_least_one)]
     feat_dim: usize,
     /// Data set.
     #[arg(long, value_enum, default_value = "digits")]
@@ -138,10 +138,10 @@ struct Args {
     #[arg(long, value_name = "S")]
     color_jitter: Option<f64>,
     /// Pretraining epochs.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     epochs: Option<usize>,
     /// Images per step (two views each for SupCon/SimCLR).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_two)]
     batch_size: Option<usize>,
     /// Peak learning rate (SGD, momentum 0.9, cosine decay).
     #[arg(long)]
@@ -168,16 +168,16 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Linear-evaluation epochs.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = at_least_one)]
     linear_epochs: usize,
     /// k of the kNN monitor.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = at_least_one)]
     knn_k: usize,
     /// kNN monitor every N epochs (0: only at the end).
     #[arg(long, default_value_t = 1)]
     knn_every: usize,
     /// Stop each epoch after this many steps (smoke tests).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     max_steps_per_epoch: Option<usize>,
     /// Output folder (default: runs/<method>-<dataset>).
     #[arg(long)]
@@ -190,8 +190,28 @@ struct Args {
     #[arg(long)]
     overwrite: bool,
     /// Stop after this many epochs in total (checkpointed; continue later with --resume).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     stop_after_epochs: Option<usize>,
+}
+
+/// A count that must be at least `min`: refused when the flags are read, before any work.
+fn count_at_least(text: &str, min: usize) -> std::result::Result<usize, String> {
+    let n: usize = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a whole number"))?;
+    if n < min {
+        return Err(format!("must be at least {min}"));
+    }
+    Ok(n)
+}
+
+fn at_least_one(text: &str) -> std::result::Result<usize, String> {
+    count_at_least(text, 1)
+}
+
+fn at_least_two(text: &str) -> std::result::Result<usize, String> {
+    count_at_least(text, 2)
 }
 
 fn parse_range(text: &str) -> std::result::Result<(f64, f64), String> {
@@ -319,24 +339,9 @@ fn load(args: &Args) -> Result<(ImageDataset, ImageDataset, &'static str)> {
     })
 }
 
-fn main() -> ExitCode {
-    env_logger::Builder::from_env(
-        env_logger::Env::default()
-            .default_filter_or("warn,wgpu_hal::gles=off,supcon_wgpu=info,train_wgpu=info"),
-    )
-    .init();
-    let args = Args::parse();
-    match main_inner(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn main_inner(args: &Args) -> Result<()> {
-    let (train, test, dataset) = load(args)?;
+/// The run's settings from the flags and the training images (per-data-set defaults, the
+/// augmentation recipe and its normalisation).
+fn train_config(args: &Args, train: &ImageDataset) -> TrainConfig {
     let digits = args.dataset == DatasetArg::Digits;
     let method = match args.method {
         MethodArg::Supcon => Method::SupCon,
@@ -354,7 +359,7 @@ fn main_inner(args: &Args) -> Result<()> {
     let (mean, std) = channel_stats(&train);
     let augment = augmentation(args, &train, mean, std);
     let epochs = args.epochs.unwrap_or(if digits { 30 } else { 200 });
-    let config = TrainConfig {
+    TrainConfig {
         method,
         model,
         stem: match args.stem {
@@ -387,7 +392,29 @@ fn main_inner(args: &Args) -> Result<()> {
         knn_k: args.knn_k,
         knn_every: args.knn_every,
         max_steps_per_epoch: args.max_steps_per_epoch,
-    };
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(
+        env_logger::Env::default()
+            .default_filter_or("warn,wgpu_hal::gles=off,supcon_wgpu=info,train_wgpu=info"),
+    )
+    .init();
+    let args = Args::parse();
+    match main_inner(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn main_inner(args: &Args) -> Result<()> {
+    let (train, test, dataset) = load(args)?;
+    let config = train_config(args, &train);
+    let method = config.method;
     let out = args
         .out
         .clone()
@@ -429,4 +456,41 @@ fn main_inner(args: &Args) -> Result<()> {
     );
     println!("{}", out.join("summary.json").display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_counts_are_refused_when_the_flags_are_read() {
+        let flags = [
+            "--epochs",
+            "--linear-epochs",
+            "--knn-k",
+            "--max-steps-per-epoch",
+            "--stop-after-epochs",
+            "--feat-dim",
+        ];
+        for flag in flags {
+            let err = Args::try_parse_from(["train_wgpu", flag, "0"]).unwrap_err();
+            assert!(err.to_string().contains("at least 1"), "{flag}: {err}");
+            Args::try_parse_from(["train_wgpu", flag, "1"]).unwrap();
+        }
+        let err = Args::try_parse_from(["train_wgpu", "--batch-size", "1"]).unwrap_err();
+        assert!(err.to_string().contains("at least 2"), "{err}");
+        assert!(Args::try_parse_from(["train_wgpu", "--epochs", "-1"]).is_err());
+    }
+
+    /// One epoch: the default warm-up shrinks to fit (no underflow), and the settings pass.
+    #[test]
+    fn one_epoch_gets_a_valid_configuration() {
+        let args = Args::try_parse_from(["train_wgpu", "--epochs", "1"]).unwrap();
+        let (train, _, _) = load(&args).unwrap();
+        let config = train_config(&args, &train);
+        assert_eq!((config.epochs, config.warmup_epochs), (1, 0));
+        config.validate(&train).unwrap();
+        let args = Args::try_parse_from(["train_wgpu", "--epochs", "3"]).unwrap();
+        assert_eq!(train_config(&args, &train).warmup_epochs, 2);
+    }
 }
