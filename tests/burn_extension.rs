@@ -12,6 +12,7 @@ use common::*;
 use rand::Rng;
 use supcon_wgpu::backend::{
     Implementation, SupConLossConfig, composed, cosine_similarity, fused_available,
+    try_cosine_similarity,
 };
 use supcon_wgpu::kernels::supcon::reference;
 use supcon_wgpu::{ContrastMode, Error, Positives, Reduction, Strategy, SupConShape, Variant};
@@ -652,6 +653,32 @@ fn problems_beyond_the_device_limits_are_typed_errors() {
     .downcast::<String>()
     .unwrap();
     assert_eq!(*message, format!("SupConLoss::forward: {e}"));
+    // The similarity matrix of 600 × 600 rows needs 1.44 MB in one binding.
+    let rows = |n: usize| Tensor::<2>::from_data(TensorData::new(x[..n].to_vec(), [n, 1]), &small);
+    let r = try_cosine_similarity(rows(600), rows(600));
+    let Err(e) = r else {
+        panic!("expected an error, got {:?}", r.map(to_vec))
+    };
+    assert!(
+        matches!(
+            e,
+            Error::ExceedsBindingLimit {
+                name: "out",
+                limit: 1048576,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let message = std::panic::catch_unwind(|| cosine_similarity(rows(600), rows(600)))
+        .expect_err("cosine_similarity panics")
+        .downcast::<String>()
+        .unwrap();
+    assert_eq!(*message, format!("cosine_similarity: {e}"));
+    assert_eq!(
+        to_vec(cosine_similarity(rows(400), rows(300))).len(),
+        120_000
+    );
     // Within the limits the same device computes the loss.
     let shape = SupConShape::new(100, 2, 8);
     let (v, g) = loss_and_grad(
@@ -669,6 +696,23 @@ fn problems_beyond_the_device_limits_are_typed_errors() {
     );
     assert!((f64::from(v) - want.loss).abs() <= 1e-4 * want.loss.abs());
     assert!(max_rel_err(&g, &want.grad, 1e-3) <= 1e-4);
+}
+
+#[test]
+fn cosine_similarity_of_mismatched_or_empty_inputs_is_a_typed_error() {
+    let mut devices = vec![ndarray_device()];
+    devices.extend(wgpu_device());
+    for device in devices {
+        let zeros = |n: usize, d: usize| Tensor::<2>::zeros([n, d], &device);
+        for (a, b) in [((3, 4), (2, 5)), ((0, 4), (2, 4)), ((3, 0), (2, 0))] {
+            let r = try_cosine_similarity(zeros(a.0, a.1), zeros(b.0, b.1));
+            assert!(
+                matches!(r, Err(Error::InvalidShape(_))),
+                "{a:?} x {b:?} on {device:?}: {:?}",
+                r.map(to_vec)
+            );
+        }
+    }
 }
 
 #[test]

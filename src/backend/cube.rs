@@ -18,12 +18,12 @@ use cubecl::server::KernelArguments;
 use cubecl::{CubeCount, CubeDim, RuntimeId, prelude::KernelId};
 
 use super::ops::{LossParams, SupConBackend};
-use crate::Result;
 use crate::kernels::shaders;
 use crate::kernels::supcon::{
     PositiveKind, ProblemLimits, Strategy, backward_passes, kernel_params, problem_layout,
     row_dot_len, running_len, z_stride,
 };
+use crate::{Error, Result};
 
 /// One of the `.wgsl` files, as a Burn source kernel (entry point `main`).
 #[derive(Debug, Clone, Copy)]
@@ -183,6 +183,28 @@ pub(crate) fn check_problem(device: &cubecl::Device, params: &LossParams) -> Res
         strategy(&client, params),
         params.pass_columns,
         limits,
+    )
+    .map(|_| ())
+}
+
+/// Checks an `[n, d] × [m, d]` cosine similarity against the device's limits (as
+/// [`check_problem`] does for the loss).
+pub(crate) fn check_similarity(
+    device: &cubecl::Device,
+    n: usize,
+    m: usize,
+    d: usize,
+) -> Result<()> {
+    let client = device.client();
+    let to_u32 = |v: usize, what: &str| {
+        u32::try_from(v).map_err(|_| Error::InvalidShape(format!("{what} = {v} is too large")))
+    };
+    crate::kernels::similarity::check_problem(
+        to_u32(n, "n")?,
+        to_u32(m, "m")?,
+        to_u32(d, "dim")?,
+        client.properties().memory.max_page_size,
+        MAX_GROUPS_PER_DIM,
     )
     .map(|_| ())
 }

@@ -249,18 +249,41 @@ impl SupConLoss {
 ///
 /// # Shapes
 /// - `a`: `[n, d]`, `b`: `[m, d]`, output `[n, m]`.
+///
+/// # Panics
+/// On bad input, with the message of [`try_cosine_similarity`]'s error.
 pub fn cosine_similarity(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
-    let [_, da] = a.dims();
-    let [_, db] = b.dims();
-    assert_eq!(da, db, "cosine_similarity: a has {da} columns, b has {db}");
-    if fused_available(&a.device()) {
-        Tensor::from_dispatch(Dispatch::cosine_similarity(
-            a.into_dispatch(),
-            b.into_dispatch(),
-        ))
-    } else {
-        composed::cosine_similarity(a, b)
+    try_cosine_similarity(a, b).unwrap_or_else(|e| panic!("cosine_similarity: {e}"))
+}
+
+/// [`cosine_similarity`] with the checks returned as an [`Error`]: equal widths, no empty side,
+/// and on a burn-wgpu device the kernels' limits (32-bit indexing, the largest binding, the
+/// workgroup grid), so a problem too large for the device is an error, never a wgpu panic.
+///
+/// # Shapes
+/// - `a`: `[n, d]`, `b`: `[m, d]`, output `[n, m]`.
+pub fn try_cosine_similarity(a: Tensor<2>, b: Tensor<2>) -> Result<Tensor<2>> {
+    let [n, da] = a.dims();
+    let [m, db] = b.dims();
+    if da != db {
+        return Err(Error::InvalidShape(format!(
+            "cosine_similarity: a has {da} columns, b has {db}"
+        )));
     }
+    if !fused_available(&a.device()) {
+        if n == 0 || m == 0 || da == 0 {
+            return Err(Error::InvalidShape(format!(
+                "cosine similarity needs n, m, dim >= 1, got n = {n}, m = {m}, dim = {da}"
+            )));
+        }
+        return Ok(composed::cosine_similarity(a, b));
+    }
+    let cube = cube_device(&a.device()).expect("a fused device is a cubecl device");
+    super::cube::check_similarity(&cube, n, m, da)?;
+    Ok(Tensor::from_dispatch(Dispatch::cosine_similarity(
+        a.into_dispatch(),
+        b.into_dispatch(),
+    )))
 }
 
 /// Whether `device` can run the WGSL kernels: Burn's wgpu runtime (autodiff or not).

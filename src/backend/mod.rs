@@ -22,5 +22,8 @@ pub mod device;
 mod loss;
 mod ops;
 
-pub use loss::{Implementation, SupConLoss, SupConLossConfig, cosine_similarity, fused_available};
+pub use loss::{
+    Implementation, SupConLoss, SupConLossConfig, cosine_similarity, fused_available,
+    try_cosine_similarity,
+};
 pub use ops::{LossParams, SupConBackend};

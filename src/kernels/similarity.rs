@@ -18,6 +18,36 @@ struct Params {
     pad: u32,
 }
 
+/// Checks an `[n, dim] × [m, dim]` similarity problem before anything is allocated or launched:
+/// sizes of at least 1, 32-bit indexing, every binding within `max_binding` bytes, and the
+/// workgroups within the grid limit. Returns the number of workgroups. Both launch paths (raw
+/// wgpu and Burn) check with it.
+pub(crate) fn check_problem(
+    n: u32,
+    m: u32,
+    dim: u32,
+    max_binding: u64,
+    max_groups_per_dim: u32,
+) -> Result<u64> {
+    if n == 0 || m == 0 || dim == 0 {
+        return Err(Error::InvalidShape(format!(
+            "cosine similarity needs n, m, dim >= 1, got n = {n}, m = {m}, dim = {dim}"
+        )));
+    }
+    let (n64, m64, d64) = (u64::from(n), u64::from(m), u64::from(dim));
+    for (what, elems) in [("a", n64 * d64), ("b", m64 * d64), ("out", n64 * m64)] {
+        if elems >= 1 << 32 {
+            return Err(Error::InvalidShape(format!(
+                "`{what}` has {elems} elements, more than 32-bit indexing allows"
+            )));
+        }
+        super::check_binding_limit(what, elems * 4, max_binding)?;
+    }
+    let groups = n64.div_ceil(TILE) * m64.div_ceil(TILE);
+    super::grid("cosine_similarity", groups, max_groups_per_dim)?;
+    Ok(groups)
+}
+
 /// The cosine-similarity kernel on a caller's device: `S[i][j] = â_i · b̂_j` for row-major
 /// `A [n, dim]`, `B [m, dim]`, rows L2-normalised with an epsilon of 1e-12 (as torch's
 /// `F.normalize`). `A` and `B` may be the same buffer. Created once; the pipelines are cached.
@@ -79,19 +109,15 @@ impl CosineSimilarity {
         m: u32,
         dim: u32,
     ) -> Result<()> {
-        if n == 0 || m == 0 || dim == 0 {
-            return Err(Error::InvalidShape(format!(
-                "cosine similarity needs n, m, dim >= 1, got n = {n}, m = {m}, dim = {dim}"
-            )));
-        }
+        let limits = device.limits();
+        let groups = check_problem(
+            n,
+            m,
+            dim,
+            limits.max_storage_buffer_binding_size,
+            limits.max_compute_workgroups_per_dimension,
+        )?;
         let (n64, m64, d64) = (u64::from(n), u64::from(m), u64::from(dim));
-        for (what, elems) in [("a", n64 * d64), ("b", m64 * d64), ("out", n64 * m64)] {
-            if elems >= 1 << 32 {
-                return Err(Error::InvalidShape(format!(
-                    "`{what}` has {elems} elements, more than 32-bit indexing allows"
-                )));
-            }
-        }
         let storage = wgpu::BufferUsages::STORAGE;
         let a = check_buffer(device, "a", a, n64 * d64 * 4, storage)?;
         let b = check_buffer(device, "b", b, m64 * d64 * 4, storage)?;
@@ -101,7 +127,6 @@ impl CosineSimilarity {
             contents: bytemuck::bytes_of(&Params { n, m, dim, pad: 0 }),
             usage: wgpu::BufferUsages::STORAGE,
         });
-        let groups = n64.div_ceil(TILE) * m64.div_ceil(TILE);
         let (kernel, name) = match self.strategy {
             Strategy::Tiles => (&self.tiles, "cosine_similarity"),
             Strategy::Direct => (&self.direct, "cosine_similarity_direct"),
