@@ -4,6 +4,7 @@
 //! Tolerances (f32 everywhere but the reference): loss relative error <= 1e-4; gradients
 //! max |a - b| <= 1e-4 * max |b| (relative to the largest entry, floored at one term of the
 //! gradient sum, as in gpu_supcon.rs); cosine similarities 1e-5 absolute.
+#![cfg(feature = "burn")]
 
 mod common;
 

@@ -3,6 +3,7 @@
 //!
 //! Tolerance: 2e-5 absolute on normalised values (f32 matrix products and colour maths of values
 //! in [0, 1], divided by a std of 0.25: a few ulps of 1).
+#![cfg(feature = "pipeline")]
 
 mod common;
 

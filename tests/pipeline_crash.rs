@@ -8,6 +8,7 @@
 //! after a start, never so late that the process could finish first. `cargo test` kills it three
 //! times; `SUPCON_CRASH_KILLS=20 cargo test --test pipeline_crash -- --ignored crash_many` runs
 //! the long version.
+#![cfg(feature = "pipeline")]
 #![cfg(unix)]
 
 mod common;

@@ -1,5 +1,6 @@
 //! Tests of the pipeline's data sets: the embedded digits, the stratified split, the CIFAR
 //! binary loaders and the image-folder loader (on small files written to a temp dir).
+#![cfg(feature = "pipeline")]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

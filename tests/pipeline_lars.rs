@@ -1,5 +1,6 @@
 //! LARS against a hand computation on the NdArray backend: one and two steps of a linear layer
 //! (trust-scaled, weight-decayed update of the weight matrix; plain momentum for the bias).
+#![cfg(feature = "pipeline")]
 
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};

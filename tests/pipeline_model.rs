@@ -1,5 +1,6 @@
 //! Encoder shapes and sizes: parameter counts equal torchvision's ResNets (without the final
 //! fully connected layer, with the CIFAR 3×3 stem where stated), and forward shapes.
+#![cfg(feature = "pipeline")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Tests of `pipeline::plot`: the PCA projection against hand-computed and structured
 //! cases, input errors, and the PNG files and pixel buffers the charts produce.
+#![cfg(feature = "pipeline")]
 
 use std::path::{Path, PathBuf};
 

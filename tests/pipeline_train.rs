@@ -1,6 +1,7 @@
 //! The training pipeline end to end on the wgpu device (lavapipe in CI; a missing adapter is a
 //! failure under CI=true) with a tiny budget: pretrain, checkpoint, stop, resume, linear
 //! evaluation, kNN, plots, export — and that the resumed run retraces the uninterrupted one.
+#![cfg(feature = "pipeline")]
 
 mod common;
 

@@ -60,6 +60,7 @@ pub(crate) fn loss_of<B: Backend>(output: FloatTensor<B>, dtype: DType) -> Float
     }
 }
 
+#[cfg(feature = "fusion")]
 fn similarity_shape(a: &Shape, b: &Shape) -> Shape {
     Shape::new([a[0], b[0]])
 }

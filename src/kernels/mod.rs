@@ -240,7 +240,20 @@ pub(crate) fn check_device(device: &wgpu::Device) -> Result<()> {
 }
 
 /// Runs `f` inside a validation + out-of-memory error scope and turns a captured wgpu error into
+/// [`Error::Wgpu`]. On wasm32 (WebGPU) a scope resolves only through the browser's event loop,
+/// which a synchronous call cannot wait for: there `f` runs as it is, and a wgpu error reaches the
+/// device's uncaptured-error handler.
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn with_error_scope<T>(
+    _device: &wgpu::Device,
+    f: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    f()
+}
+
+/// Runs `f` inside a validation + out-of-memory error scope and turns a captured wgpu error into
 /// [`Error::Wgpu`].
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn with_error_scope<T>(
     device: &wgpu::Device,
     f: impl FnOnce() -> Result<T>,
@@ -271,6 +284,7 @@ pub(crate) fn storage_buffer(
     })
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Copies the first `bytes` of `buffer` (which needs COPY_SRC) to the host. Submits its own
 /// command buffer and waits: for the convenience calls and tests, never for a hot path.
 pub(crate) fn read_buffer<T: bytemuck::Pod>(
@@ -312,6 +326,7 @@ pub(crate) fn read_buffer<T: bytemuck::Pod>(
 }
 
 /// Creates a STORAGE | COPY_SRC buffer holding `data`.
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn upload<T: bytemuck::Pod>(
     device: &wgpu::Device,
     label: &str,

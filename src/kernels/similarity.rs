@@ -2,7 +2,7 @@
 //! `shaders/cosine_similarity_direct.wgsl` (CPU adapters), and its CPU reference.
 
 use super::supcon::Strategy;
-use super::{Kernel, check_buffer, check_device, read_buffer, shaders, upload, with_error_scope};
+use super::{Kernel, check_buffer, check_device, shaders, with_error_scope};
 use crate::{Error, Result};
 use wgpu::util::DeviceExt;
 
@@ -141,6 +141,7 @@ impl CosineSimilarity {
     }
 
     /// Convenience: uploads `a` and `b`, computes, and reads the `[n, m]` result back.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn compute(
         &self,
         device: &wgpu::Device,
@@ -168,8 +169,8 @@ impl CosineSimilarity {
         let out_bytes = (n as u64) * (m as u64) * 4;
         super::check_binding_size(device, "out", out_bytes)?;
         with_error_scope(device, || {
-            let a_buf = upload(device, "a", a);
-            let b_buf = upload(device, "b", b);
+            let a_buf = super::upload(device, "a", a);
+            let b_buf = super::upload(device, "b", b);
             let out = super::storage_buffer(
                 device,
                 "similarity",
@@ -179,7 +180,7 @@ impl CosineSimilarity {
             let mut encoder = device.create_command_encoder(&Default::default());
             self.encode(device, &mut encoder, &a_buf, &b_buf, &out, n32, m32, d32)?;
             queue.submit([encoder.finish()]);
-            read_buffer(device, queue, &out, out_bytes)
+            super::read_buffer(device, queue, &out, out_bytes)
         })
     }
 }

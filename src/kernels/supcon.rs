@@ -14,7 +14,7 @@
 //! no workgroup executes more than [`MAX_BARRIERS_PER_WORKGROUP`] barriers (see
 //! [`default_pass_columns`]). Extra device memory is O(N) (a few floats per row), never O(N²).
 
-use super::{Kernel, binding, check_buffer, check_device, read_buffer, shaders};
+use super::{Kernel, binding, check_buffer, check_device, shaders};
 use crate::{Error, Result};
 use wgpu::util::DeviceExt;
 
@@ -436,6 +436,7 @@ impl Params {
     /// The same parameters, with the loss and every gradient entry written as NaN (instead of
     /// zeros) when a feature row is not finite: the Burn ops, which propagate NaN as Burn's own
     /// ops do. The status word is set either way.
+    #[cfg(feature = "burn")]
     pub(crate) fn nan_on_non_finite(self) -> Params {
         Params {
             non_finite_fill: f32::NAN,
@@ -760,6 +761,7 @@ impl SupConLoss {
 
     /// Convenience: uploads `features` (`[bsz, n_views, dim]`, row-major) and the positives,
     /// runs the loss, and reads it back. Non-finite features give [`Error::NonFiniteFeatures`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn loss(
         &self,
         device: &wgpu::Device,
@@ -774,6 +776,7 @@ impl SupConLoss {
 
     /// Like [`loss`](Self::loss), and also computes and reads back dL/dfeatures
     /// ([`SupConResult::grad`]).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn loss_and_grad(
         &self,
         device: &wgpu::Device,
@@ -786,6 +789,7 @@ impl SupConLoss {
         self.run(device, queue, features, shape, positives, options, true)
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
@@ -835,18 +839,18 @@ impl SupConLoss {
             }
             queue.submit([encoder.finish()]);
             let out: SupConOutput =
-                read_buffer::<SupConOutput>(device, queue, &plan.output, 16)?[0];
+                super::read_buffer::<SupConOutput>(device, queue, &plan.output, 16)?[0];
             if out.status == STATUS_NON_FINITE {
                 return Err(Error::NonFiniteFeatures);
             }
-            let stats: Vec<[f32; 4]> = read_buffer(
+            let stats: Vec<[f32; 4]> = super::read_buffer(
                 device,
                 queue,
                 &plan.anchor_stats,
                 u64::from(plan.n_anchors) * 16,
             )?;
             let grad = match &grad_buf {
-                Some(g) => Some(read_buffer::<f32>(device, queue, g, grad_bytes)?),
+                Some(g) => Some(super::read_buffer::<f32>(device, queue, g, grad_bytes)?),
                 None => None,
             };
             Ok(SupConResult {

@@ -1,6 +1,7 @@
 //! Shared test helpers: the GPU (or a clear skip), random inputs, comparisons.
 #![allow(dead_code)]
 
+#[cfg(feature = "pipeline")]
 pub mod pipeline;
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
