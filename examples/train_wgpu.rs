@@ -356,8 +356,8 @@ fn train_config(args: &Args, train: &ImageDataset) -> TrainConfig {
         None if digits => ModelPreset::Small,
         None => ModelPreset::ResNet18,
     };
-    let (mean, std) = channel_stats(&train);
-    let augment = augmentation(args, &train, mean, std);
+    let (mean, std) = channel_stats(train);
+    let augment = augmentation(args, train, mean, std);
     let epochs = args.epochs.unwrap_or(if digits { 30 } else { 200 });
     TrainConfig {
         method,
