@@ -1,3 +1,6 @@
+// Joined after (src/kernels/mod.rs): lib/similarity.wgsl, lib/normalize.wgsl,
+// lib/uniform_params.wgsl.
+//
 // Pairwise cosine similarity: A [n, dim], B [m, dim] (row-major) -> S [n, m],
 //   S_ij = a_i . b_j / (max(||a_i||, NORM_EPS) * max(||b_j||, NORM_EPS))   (as torch's F.normalize).
 // A and B may be the same buffer. Each 16 x 16 workgroup computes a TILE x TILE block of S through
@@ -6,24 +9,11 @@
 // t / 16 + 16u, so it sums their squares and the 16 partial sums of a row are added at the end.
 // Workgroup memory: 12.5 KiB (WebGPU's default limit is 16).
 
-struct Params {
-    n: u32,
-    m: u32,
-    dim: u32,
-    pad: u32,
-}
-
-const TILE: u32 = 64u;
 const TILE_K: u32 = 16u;
 const WG: u32 = 16u;
-const NORM_EPS: f32 = 1e-12;
 
-@group(0) @binding(0) var<storage, read_write> params: Params;
-@group(0) @binding(1) var<storage, read_write> a: array<f32>;
-@group(0) @binding(2) var<storage, read_write> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> similarity: array<f32>;
+// Bindings: lib/similarity.wgsl.
 
-var<workgroup> wp: Params;
 var<workgroup> tile_a: array<vec4<f32>, 256>;  // [k][row / 4]
 var<workgroup> tile_b: array<vec4<f32>, 256>;  // [k][column / 4]
 var<workgroup> red: array<f32, 1024>;          // [row][k % 16] partial sums of squares
@@ -37,10 +27,7 @@ fn main(
     @builtin(local_invocation_id) lid3: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    if (lid == 0u) {
-        wp = params;
-    }
-    let p = workgroupUniformLoad(&wp);
+    let p = uniform_params(lid);
     let tiles_m = (p.m + TILE - 1u) / TILE;
     let group = wid.x + wid.y * nwg.x;
     if (group >= ((p.n + TILE - 1u) / TILE) * tiles_m) {

@@ -1,3 +1,6 @@
+// Joined after (src/kernels/mod.rs): lib/similarity.wgsl, lib/normalize.wgsl,
+// lib/uniform_params.wgsl.
+//
 // Pairwise cosine similarity on CPU adapters (`Strategy::Direct`, see supcon.rs): the same result
 // as cosine_similarity.wgsl (the formula is there), laid out like supcon_forward_direct.wgsl for
 // drivers that run a workgroup's invocations as SIMD lanes of a CPU core (lavapipe): no
@@ -10,23 +13,9 @@
 // norms as it goes. Its accumulators are only ever indexed with constants (hence store_row's
 // literal calls): lavapipe keeps a register array indexed with a variable in memory.
 
-struct Params {
-    n: u32,
-    m: u32,
-    dim: u32,
-    pad: u32,
-}
-
-const TILE: u32 = 64u;
 const BLOCK: u32 = 8u;  // rows and columns per thread
-const NORM_EPS: f32 = 1e-12;
 
-@group(0) @binding(0) var<storage, read_write> params: Params;
-@group(0) @binding(1) var<storage, read_write> a: array<f32>;
-@group(0) @binding(2) var<storage, read_write> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> similarity: array<f32>;
-
-var<workgroup> wp: Params;
+// Bindings: lib/similarity.wgsl.
 
 // Writes row i of S at columns j..j+7 (lo: j..j+3, hi: j+4..j+7), scaled by the inverse norms.
 fn store_row(i: u32, j: u32, lo: vec4<f32>, hi: vec4<f32>, inv_i: f32, inv_lo: vec4<f32>,
@@ -72,10 +61,7 @@ fn main(
     @builtin(local_invocation_id) lid3: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    if (lid == 0u) {
-        wp = params;
-    }
-    let p = workgroupUniformLoad(&wp);
+    let p = uniform_params(lid);
     let tiles_m = (p.m + TILE - 1u) / TILE;
     let group = wid.x + wid.y * nwg.x;
     if (group >= ((p.n + TILE - 1u) / TILE) * tiles_m) {

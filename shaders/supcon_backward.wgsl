@@ -1,3 +1,6 @@
+// Joined after (src/kernels/mod.rs): lib/supcon_host.wgsl, lib/normalize.wgsl,
+// lib/uniform_params.wgsl, lib/supcon_rows.wgsl.
+//
 // SupCon loss, step 4 of 4: dL/dfeatures, recomputing the similarity tiles (no N x N storage).
 // This is the `Strategy::Tiles` kernel (GPUs); with `Strategy::Direct` (CPU adapters) the same
 // work is split into supcon_backward_weights.wgsl and supcon_backward_apply.wgsl, which need no
@@ -28,41 +31,11 @@
 // memory, and accumulates rows 4ty..4ty+3 at the vec4s tx and tx + 16 of its chunk in registers.
 // Workgroup memory: 8.1 KiB.
 
-struct Params {
-    n_rows: u32,          // N = bsz * n_views
-    bsz: u32,
-    n_views: u32,
-    dim: u32,
-    n_anchors: u32,       // N (contrast_mode all) or bsz (contrast_mode one)
-    pos_mode: u32,        // 0: labels, 1: none (SimCLR), 2: bit-packed [bsz, bsz] mask,
-                          // 3: 64-bit labels (two words per sample)
-    mask_words: u32,      // u32 words per mask row, ceil(bsz / 32)
-    variant: u32,         // 0: L_out, 1: L_in
-    reduction: u32,       // 0: mean over all anchors, 1: mean over anchors with a positive
-    inv_temperature: f32,
-    loss_scale: f32,      // temperature / base_temperature
-    non_finite_fill: f32, // loss and gradient when a row is not finite: 0 (raw API) or NaN (Burn)
-    col_begin: u32,       // this pass's contrast rows: [col_begin, col_end) (a multiple of 64)
-    col_end: u32,         // (the kernels' column loop runs over several passes; see supcon.rs)
-    z_stride: u32,        // vec4s per row of the normalised copy z: ceil(dim / 4)
-}
-
-struct Output {
-    loss: f32,
-    weight: f32,
-    n_valid: u32,
-    status: u32,
-}
-
-const TILE_R: u32 = 64u;
-const TILE_C: u32 = 64u;
-const HALF_C: u32 = 32u;
+const HALF_C: u32 = TILE_C / 2u;
 const TILE_K: u32 = 16u;
-const CHUNK_D: u32 = 128u;
 const WG: u32 = 16u;
-const NORM_EPS: f32 = 1e-12;
 
-@group(0) @binding(0) var<storage, read_write> params: Params;
+// Binding 0 is `params` (lib/supcon_host.wgsl).
 @group(0) @binding(1) var<storage, read_write> z: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> positives: array<u32>;
 @group(0) @binding(3) var<storage, read_write> inv_norm: array<f32>;
@@ -72,7 +45,6 @@ const NORM_EPS: f32 = 1e-12;
 // [N]: sum_j W_rj cos_rj over the passes so far (written only by the workgroups of chunk 0).
 @group(0) @binding(7) var<storage, read_write> row_dot: array<f32>;
 
-var<workgroup> wp: Params;
 // One block of workgroup memory, used in turn for
 // - the k-tiles of the similarity: [0, 256) rows [k][row / 4], [256, 512) columns
 //   [k][column / 4];
@@ -81,40 +53,6 @@ var<workgroup> wp: Params;
 var<workgroup> scratch: array<vec4<f32>, 512>;
 const COLUMNS: u32 = 256u;  // offset of the column k-tile in `scratch`
 
-fn memory_row(r: u32) -> u32 {
-    return (r % params.bsz) * params.n_views + r / params.bsz;
-}
-
-fn row_key(r: u32) -> u32 {
-    let sample = r % params.bsz;
-    if (params.pos_mode == 0u) {
-        return positives[sample];
-    }
-    return sample;
-}
-
-fn is_positive(key_i: u32, key_j: u32) -> bool {
-    if (params.pos_mode == 2u) {
-        let word = positives[key_i * params.mask_words + key_j / 32u];
-        return ((word >> (key_j % 32u)) & 1u) == 1u;
-    }
-    if (params.pos_mode == 3u) {
-        // 64-bit labels, compared at full width: both words of the two samples.
-        let li = vec2<u32>(positives[2u * key_i], positives[2u * key_i + 1u]);
-        let lj = vec2<u32>(positives[2u * key_j], positives[2u * key_j + 1u]);
-        return all(li == lj);
-    }
-    return key_i == key_j;
-}
-
-// Anchor statistics of row r, or zeros (no contribution) when r is not an anchor.
-fn stats_of(r: u32) -> vec4<f32> {
-    if (r < params.n_anchors) {
-        return anchor_stats[r];
-    }
-    return vec4<f32>(0.0);
-}
-
 // d loss_i / d s_ij for anchor i with statistics st (0 if i has no positive).
 fn anchor_grad(s: f32, st: vec4<f32>, positive: bool) -> f32 {
     if (st.z <= 0.0) {
@@ -122,7 +60,7 @@ fn anchor_grad(s: f32, st: vec4<f32>, positive: bool) -> f32 {
     }
     var g = exp(s - st.x);
     if (positive) {
-        if (params.variant == 0u) {
+        if (params.variant == VARIANT_OUT) {
             g -= 1.0 / st.z;
         } else {
             g -= exp(s - st.y);
@@ -249,10 +187,7 @@ fn main(
     @builtin(local_invocation_id) lid3: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    if (lid == 0u) {
-        wp = params;
-    }
-    let p = workgroupUniformLoad(&wp);
+    let p = uniform_params(lid);
     let n_chunks = (p.dim + CHUNK_D - 1u) / CHUNK_D;
     let group = wid.x + wid.y * nwg.x;
     if (group >= ((p.n_rows + TILE_R - 1u) / TILE_R) * n_chunks) {
@@ -296,7 +231,7 @@ fn main(
         zg_row += scratch[ty * WG + t];
     }
 
-    let ok = output.status == 0u;
+    let ok = output.status == STATUS_OK;
     let first = p.col_begin == 0u;
     let last_pass = p.col_end >= p.n_rows;
     for (var i = 0u; i < 4u; i += 1u) {

@@ -1,3 +1,6 @@
+// Joined after (src/kernels/mod.rs): lib/supcon_host.wgsl, lib/normalize.wgsl,
+// lib/uniform_params.wgsl.
+//
 // SupCon loss, step 4b of the backward pass on CPU adapters (`Strategy::Direct`):
 // grad += sum_j W_rj z_j over one pass's contrast rows, from the weights
 // supcon_backward_weights.wgsl wrote, with no workgroup barrier at all. The first pass
@@ -13,51 +16,16 @@
 // anywhere, even after the loop, in memory, which made this kernel about 4x slower.
 // Workgroup memory: 64 bytes.
 
-struct Params {
-    n_rows: u32,          // N = bsz * n_views
-    bsz: u32,
-    n_views: u32,
-    dim: u32,
-    n_anchors: u32,       // N (contrast_mode all) or bsz (contrast_mode one)
-    pos_mode: u32,        // 0: labels, 1: none (SimCLR), 2: bit-packed [bsz, bsz] mask,
-                          // 3: 64-bit labels (two words per sample)
-    mask_words: u32,      // u32 words per mask row, ceil(bsz / 32)
-    variant: u32,         // 0: L_out, 1: L_in
-    reduction: u32,       // 0: mean over all anchors, 1: mean over anchors with a positive
-    inv_temperature: f32,
-    loss_scale: f32,      // temperature / base_temperature
-    non_finite_fill: f32, // loss and gradient when a row is not finite: 0 (raw API) or NaN (Burn)
-    col_begin: u32,       // this pass's contrast rows: [col_begin, col_end) (a multiple of 64)
-    col_end: u32,         // (the kernels' column loop runs over several passes; see supcon.rs)
-    z_stride: u32,        // vec4s per row of the normalised copy z: ceil(dim / 4)
-}
-
-struct Output {
-    loss: f32,
-    weight: f32,
-    n_valid: u32,
-    status: u32,
-}
-
-const TILE_R: u32 = 64u;
-const CHUNK_D: u32 = 128u;
 const BLOCK: u32 = 8u;  // rows per thread
 const VECS: u32 = 4u;   // output vec4s per thread
-const NORM_EPS: f32 = 1e-12;
 
-@group(0) @binding(0) var<storage, read_write> params: Params;
+// Binding 0 is `params` (lib/supcon_host.wgsl).
 @group(0) @binding(1) var<storage, read_write> z: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> inv_norm: array<f32>;
 @group(0) @binding(3) var<storage, read_write> output: Output;
 @group(0) @binding(4) var<storage, read_write> weights_t: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> grad: array<f32>;
 @group(0) @binding(6) var<storage, read_write> row_dot: array<f32>;
-
-var<workgroup> wp: Params;
-
-fn memory_row(r: u32) -> u32 {
-    return (r % params.bsz) * params.n_views + r / params.bsz;
-}
 
 @compute @workgroup_size(8, 8, 1)
 fn main(
@@ -66,10 +34,7 @@ fn main(
     @builtin(local_invocation_id) lid3: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    if (lid == 0u) {
-        wp = params;
-    }
-    let p = workgroupUniformLoad(&wp);
+    let p = uniform_params(lid);
     let n_chunks = (p.dim + CHUNK_D - 1u) / CHUNK_D;
     let group = wid.x + wid.y * nwg.x;
     if (group >= ((p.n_rows + TILE_R - 1u) / TILE_R) * n_chunks) {
@@ -131,7 +96,7 @@ fn finish_row(r: u32, v0: u32, a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: 
     }
     let dim = params.dim;
     let zs = params.z_stride;
-    let ok = output.status == 0u;
+    let ok = output.status == STATUS_OK;
     let first = params.col_begin == 0u;
     let last_pass = params.col_end >= params.n_rows;
     let base = memory_row(r) * dim;

@@ -1,3 +1,6 @@
+// Joined after (src/kernels/mod.rs): lib/supcon_host.wgsl, lib/uniform_params.wgsl,
+// lib/supcon_rows.wgsl, lib/supcon_direct.wgsl.
+//
 // SupCon loss, step 4a of the backward pass on CPU adapters (`Strategy::Direct`, see
 // supcon.rs): the weights W_rj = (G_rj + G_jr) / tau of one pass's contrast rows
 // [col_begin, col_end), written out so that supcon_backward_apply.wgsl can form sum_j W_rj z_j
@@ -16,38 +19,10 @@
 // per-row calls with literal indices, the vec4 arithmetic over 4 columns, and the 4 x 4
 // transposes that turn rows of weights into the stored columns. Workgroup memory: 2.1 KiB.
 
-struct Params {
-    n_rows: u32,          // N = bsz * n_views
-    bsz: u32,
-    n_views: u32,
-    dim: u32,
-    n_anchors: u32,       // N (contrast_mode all) or bsz (contrast_mode one)
-    pos_mode: u32,        // 0: labels, 1: none (SimCLR), 2: bit-packed [bsz, bsz] mask,
-                          // 3: 64-bit labels (two words per sample)
-    mask_words: u32,      // u32 words per mask row, ceil(bsz / 32)
-    variant: u32,         // 0: L_out, 1: L_in
-    reduction: u32,       // 0: mean over all anchors, 1: mean over anchors with a positive
-    inv_temperature: f32,
-    loss_scale: f32,      // temperature / base_temperature
-    non_finite_fill: f32, // loss and gradient when a row is not finite: 0 (raw API) or NaN (Burn)
-    col_begin: u32,       // this pass's contrast rows: [col_begin, col_end) (a multiple of 64)
-    col_end: u32,         // (the kernels' column loop runs over several passes; see supcon.rs)
-    z_stride: u32,        // vec4s per row of the normalised copy z: ceil(dim / 4)
-}
-
-struct Output {
-    loss: f32,
-    weight: f32,
-    n_valid: u32,
-    status: u32,
-}
-
-const TILE_R: u32 = 64u;
-const TILE_C: u32 = 64u;
 const WG: u32 = 8u;     // threads per side of the workgroup
 const BLOCK: u32 = 8u;  // rows and columns per thread and tile
 
-@group(0) @binding(0) var<storage, read_write> params: Params;
+// Binding 0 is `params` (lib/supcon_host.wgsl).
 @group(0) @binding(1) var<storage, read_write> z: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> positives: array<u32>;
 @group(0) @binding(3) var<storage, read_write> anchor_stats: array<vec4<f32>>;
@@ -56,56 +31,7 @@ const BLOCK: u32 = 8u;  // rows and columns per thread and tile
 @group(0) @binding(5) var<storage, read_write> weights_t: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> row_dot: array<f32>;
 
-var<workgroup> wp: Params;
 var<workgroup> red: array<f32, 512>;  // [row][tx]: the final sum of z_r . g_r
-
-fn row_key(r: u32) -> u32 {
-    let sample = r % params.bsz;
-    if (params.pos_mode == 0u) {
-        return positives[sample];
-    }
-    return sample;
-}
-
-fn is_positive(key_i: u32, key_j: u32) -> bool {
-    if (params.pos_mode == 2u) {
-        let word = positives[key_i * params.mask_words + key_j / 32u];
-        return ((word >> (key_j % 32u)) & 1u) == 1u;
-    }
-    if (params.pos_mode == 3u) {
-        // 64-bit labels, compared at full width: both words of the two samples.
-        let li = vec2<u32>(positives[2u * key_i], positives[2u * key_i + 1u]);
-        let lj = vec2<u32>(positives[2u * key_j], positives[2u * key_j + 1u]);
-        return all(li == lj);
-    }
-    return key_i == key_j;
-}
-
-// The keys of rows rows.x..rows.w.
-fn keys4(rows: vec4<u32>) -> vec4<u32> {
-    return vec4<u32>(row_key(rows.x), row_key(rows.y), row_key(rows.z), row_key(rows.w));
-}
-
-// is_positive(a[k], b[k]) for each k.
-fn positive4(a: vec4<u32>, b: vec4<u32>) -> vec4<bool> {
-    if (params.pos_mode >= 2u) {
-        return vec4<bool>(
-            is_positive(a.x, b.x),
-            is_positive(a.y, b.y),
-            is_positive(a.z, b.z),
-            is_positive(a.w, b.w),
-        );
-    }
-    return a == b;
-}
-
-// Anchor statistics of row r, or zeros (no contribution) when r is not an anchor.
-fn stats_of(r: u32) -> vec4<f32> {
-    if (r < params.n_anchors) {
-        return anchor_stats[r];
-    }
-    return vec4<f32>(0.0);
-}
 
 // The statistics of 4 rows as columns: [0] lse_A, [1] lse_P, [2] |P| of rows rows.x..rows.w.
 fn stats4(rows: vec4<u32>) -> mat4x4<f32> {
@@ -129,55 +55,13 @@ fn anchor_grad4(
     let zero = vec4<f32>(0.0);
     var g = exp(s - lse);
     if (any(positive)) {
-        if (params.variant == 0u) {
+        if (params.variant == VARIANT_OUT) {
             g -= select(zero, 1.0 / max(pc, vec4<f32>(1.0)), positive);
         } else {
             g -= select(zero, exp(s - lse_p), positive);
         }
     }
     return select(zero, g, pc > zero);
-}
-
-// acc[2i + h][j]: cosine of the rows at z offsets ra[i] and rc[4h + j] (ra, rc: rows 0-3 in
-// .lo, 4-7 in .hi).
-fn dots(ra_lo: vec4<u32>, ra_hi: vec4<u32>, rc_lo: vec4<u32>, rc_hi: vec4<u32>, stride: u32)
-    -> array<vec4<f32>, 16> {
-    var acc: array<vec4<f32>, 16>;
-    for (var k = 0u; k < stride; k += 1u) {
-        let c0 = z[rc_lo.x + k];
-        let c1 = z[rc_lo.y + k];
-        let c2 = z[rc_lo.z + k];
-        let c3 = z[rc_lo.w + k];
-        let c4 = z[rc_hi.x + k];
-        let c5 = z[rc_hi.y + k];
-        let c6 = z[rc_hi.z + k];
-        let c7 = z[rc_hi.w + k];
-        let a0 = z[ra_lo.x + k];
-        let a1 = z[ra_lo.y + k];
-        let a2 = z[ra_lo.z + k];
-        let a3 = z[ra_lo.w + k];
-        let a4 = z[ra_hi.x + k];
-        let a5 = z[ra_hi.y + k];
-        let a6 = z[ra_hi.z + k];
-        let a7 = z[ra_hi.w + k];
-        acc[0] += vec4<f32>(dot(a0, c0), dot(a0, c1), dot(a0, c2), dot(a0, c3));
-        acc[1] += vec4<f32>(dot(a0, c4), dot(a0, c5), dot(a0, c6), dot(a0, c7));
-        acc[2] += vec4<f32>(dot(a1, c0), dot(a1, c1), dot(a1, c2), dot(a1, c3));
-        acc[3] += vec4<f32>(dot(a1, c4), dot(a1, c5), dot(a1, c6), dot(a1, c7));
-        acc[4] += vec4<f32>(dot(a2, c0), dot(a2, c1), dot(a2, c2), dot(a2, c3));
-        acc[5] += vec4<f32>(dot(a2, c4), dot(a2, c5), dot(a2, c6), dot(a2, c7));
-        acc[6] += vec4<f32>(dot(a3, c0), dot(a3, c1), dot(a3, c2), dot(a3, c3));
-        acc[7] += vec4<f32>(dot(a3, c4), dot(a3, c5), dot(a3, c6), dot(a3, c7));
-        acc[8] += vec4<f32>(dot(a4, c0), dot(a4, c1), dot(a4, c2), dot(a4, c3));
-        acc[9] += vec4<f32>(dot(a4, c4), dot(a4, c5), dot(a4, c6), dot(a4, c7));
-        acc[10] += vec4<f32>(dot(a5, c0), dot(a5, c1), dot(a5, c2), dot(a5, c3));
-        acc[11] += vec4<f32>(dot(a5, c4), dot(a5, c5), dot(a5, c6), dot(a5, c7));
-        acc[12] += vec4<f32>(dot(a6, c0), dot(a6, c1), dot(a6, c2), dot(a6, c3));
-        acc[13] += vec4<f32>(dot(a6, c4), dot(a6, c5), dot(a6, c6), dot(a6, c7));
-        acc[14] += vec4<f32>(dot(a7, c0), dot(a7, c1), dot(a7, c2), dot(a7, c3));
-        acc[15] += vec4<f32>(dot(a7, c4), dot(a7, c5), dot(a7, c6), dot(a7, c7));
-    }
-    return acc;
 }
 
 // The 4 contrast rows of one half of the thread's columns: their indices, keys and statistics.
@@ -261,10 +145,7 @@ fn main(
     @builtin(local_invocation_id) lid3: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    if (lid == 0u) {
-        wp = params;
-    }
-    let p = workgroupUniformLoad(&wp);
+    let p = uniform_params(lid);
     let group = wid.x + wid.y * nwg.x;
     if (group >= (p.n_rows + TILE_R - 1u) / TILE_R) {
         return;

@@ -1,3 +1,6 @@
+// Joined after (src/kernels/mod.rs): lib/supcon_host.wgsl, lib/uniform_params.wgsl,
+// lib/supcon_forward_step.wgsl, lib/supcon_rows.wgsl.
+//
 // SupCon loss, step 2 of 4: the streaming forward pass.
 //
 // Each workgroup owns TILE_A anchors and streams over every contrast row in tiles of TILE_C,
@@ -28,65 +31,14 @@
 // on CPU adapters supcon_forward_direct.wgsl computes the same with no barrier in its loop.
 // Workgroup memory: 12.1 KiB (WebGPU's default limit is 16).
 
-struct Params {
-    n_rows: u32,          // N = bsz * n_views
-    bsz: u32,
-    n_views: u32,
-    dim: u32,
-    n_anchors: u32,       // N (contrast_mode all) or bsz (contrast_mode one)
-    pos_mode: u32,        // 0: labels, 1: none (SimCLR), 2: bit-packed [bsz, bsz] mask,
-                          // 3: 64-bit labels (two words per sample)
-    mask_words: u32,      // u32 words per mask row, ceil(bsz / 32)
-    variant: u32,         // 0: L_out, 1: L_in
-    reduction: u32,       // 0: mean over all anchors, 1: mean over anchors with a positive
-    inv_temperature: f32,
-    loss_scale: f32,      // temperature / base_temperature
-    non_finite_fill: f32, // loss and gradient when a row is not finite: 0 (raw API) or NaN (Burn)
-    col_begin: u32,       // this pass's contrast rows: [col_begin, col_end) (a multiple of 64)
-    col_end: u32,         // (the kernels' column loop runs over several passes; see supcon.rs)
-    z_stride: u32,        // vec4s per row of the normalised copy z: ceil(dim / 4)
-}
-
-const TILE_A: u32 = 64u;
-const TILE_C: u32 = 64u;
 const TILE_K: u32 = 16u;
 const WG: u32 = 16u;
-const NEG_BIG: f32 = -3.0e38;
 
-@group(0) @binding(0) var<storage, read_write> params: Params;
-@group(0) @binding(1) var<storage, read_write> z: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> positives: array<u32>;
-@group(0) @binding(3) var<storage, read_write> anchor_stats: array<vec4<f32>>;
-// [2 * n_anchors]: (m, sa, mp, sp), (pl, pc, 0, 0) per anchor after the passes so far.
-@group(0) @binding(4) var<storage, read_write> running: array<vec4<f32>>;
+// Bindings: `params` (lib/supcon_host.wgsl) and lib/supcon_forward_step.wgsl.
 
-var<workgroup> wp: Params;
 var<workgroup> tile_a: array<vec4<f32>, 256>;  // [k][anchor / 4]
 var<workgroup> tile_c: array<vec4<f32>, 256>;  // [k][contrast row / 4]
 var<workgroup> red: array<f32, 1024>;          // [anchor][tx] for the final merge
-
-// What decides positives: the label (labels), the sample index (SimCLR, mask, 64-bit labels).
-fn row_key(r: u32) -> u32 {
-    let sample = r % params.bsz;
-    if (params.pos_mode == 0u) {
-        return positives[sample];
-    }
-    return sample;
-}
-
-fn is_positive(key_i: u32, key_j: u32) -> bool {
-    if (params.pos_mode == 2u) {
-        let word = positives[key_i * params.mask_words + key_j / 32u];
-        return ((word >> (key_j % 32u)) & 1u) == 1u;
-    }
-    if (params.pos_mode == 3u) {
-        // 64-bit labels, compared at full width: both words of the two samples.
-        let li = vec2<u32>(positives[2u * key_i], positives[2u * key_i + 1u]);
-        let lj = vec2<u32>(positives[2u * key_j], positives[2u * key_j + 1u]);
-        return all(li == lj);
-    }
-    return key_i == key_j;
-}
 
 // Sum (or max) of v over the 16 threads (tx) that share anchors 4ty..4ty+3. Call in uniform
 // control flow.
@@ -215,10 +167,7 @@ fn main(
     @builtin(local_invocation_id) lid3: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    if (lid == 0u) {
-        wp = params;
-    }
-    let p = workgroupUniformLoad(&wp);
+    let p = uniform_params(lid);
     let group = wid.x + wid.y * nwg.x;
     if (group >= (p.n_anchors + TILE_A - 1u) / TILE_A) {
         return;
@@ -279,27 +228,9 @@ fn main(
     if (tx == 0u) {
         for (var i = 0u; i < 4u; i += 1u) {
             let r = a0 + ty * 4u + i;
-            if (r >= p.n_anchors) {
-                continue;
-            }
-            if (p.col_end < p.n_rows) {
-                // Not the last pass: keep the merged statistics for the next one.
-                running[2u * r] = vec4<f32>(m_row[i], sa_row[i], mp_row[i], sp_row[i]);
-                running[2u * r + 1u] = vec4<f32>(pl_row[i], pc_row[i], 0.0, 0.0);
-                continue;
-            }
-            let lse = m_row[i] + log(sa_row[i]);
-            var lse_pos = 0.0;
-            var loss = 0.0;
-            if (pc_row[i] > 0.0) {
-                lse_pos = mp_row[i] + log(sp_row[i]);
-                if (params.variant == 0u) {
-                    loss = -params.loss_scale * (pl_row[i] / pc_row[i] - lse);
-                } else {
-                    loss = -params.loss_scale * (lse_pos - log(pc_row[i]) - lse);
-                }
-            }
-            anchor_stats[r] = vec4<f32>(lse, lse_pos, pc_row[i], loss);
+            finish_anchor(
+                p, r, m_row[i], sa_row[i], mp_row[i], sp_row[i], pl_row[i], pc_row[i],
+            );
         }
     }
 }

@@ -1,3 +1,6 @@
+// Joined after (src/kernels/mod.rs): lib/supcon_host.wgsl, lib/uniform_params.wgsl,
+// lib/supcon_forward_step.wgsl, lib/supcon_rows.wgsl, lib/supcon_direct.wgsl.
+//
 // SupCon loss, step 2 of 4 on CPU adapters (`Strategy::Direct`, see supcon.rs): the streaming
 // forward pass of supcon_forward.wgsl (same statistics, same outputs, same passes; the formulas
 // are there), laid out for drivers that run a workgroup's invocations as SIMD lanes on a CPU core
@@ -20,81 +23,12 @@
 // The 8 partial statistics of an anchor are merged through workgroup memory after the loop.
 // Workgroup memory: 2.1 KiB.
 
-struct Params {
-    n_rows: u32,          // N = bsz * n_views
-    bsz: u32,
-    n_views: u32,
-    dim: u32,
-    n_anchors: u32,       // N (contrast_mode all) or bsz (contrast_mode one)
-    pos_mode: u32,        // 0: labels, 1: none (SimCLR), 2: bit-packed [bsz, bsz] mask,
-                          // 3: 64-bit labels (two words per sample)
-    mask_words: u32,      // u32 words per mask row, ceil(bsz / 32)
-    variant: u32,         // 0: L_out, 1: L_in
-    reduction: u32,       // 0: mean over all anchors, 1: mean over anchors with a positive
-    inv_temperature: f32,
-    loss_scale: f32,      // temperature / base_temperature
-    non_finite_fill: f32, // loss and gradient when a row is not finite: 0 (raw API) or NaN (Burn)
-    col_begin: u32,       // this pass's contrast rows: [col_begin, col_end) (a multiple of 64)
-    col_end: u32,         // (the kernels' column loop runs over several passes; see supcon.rs)
-    z_stride: u32,        // vec4s per row of the normalised copy z: ceil(dim / 4)
-}
-
-const TILE_A: u32 = 64u;
-const TILE_C: u32 = 64u;
 const WG: u32 = 8u;     // threads per side of the workgroup
 const BLOCK: u32 = 8u;  // anchors and contrast rows per thread and tile
-const NEG_BIG: f32 = -3.0e38;
 
-@group(0) @binding(0) var<storage, read_write> params: Params;
-@group(0) @binding(1) var<storage, read_write> z: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> positives: array<u32>;
-@group(0) @binding(3) var<storage, read_write> anchor_stats: array<vec4<f32>>;
-// [2 * n_anchors]: (m, sa, mp, sp), (pl, pc, 0, 0) per anchor after the passes so far.
-@group(0) @binding(4) var<storage, read_write> running: array<vec4<f32>>;
+// Bindings: `params` (lib/supcon_host.wgsl) and lib/supcon_forward_step.wgsl.
 
-var<workgroup> wp: Params;
 var<workgroup> red: array<f32, 512>;  // [anchor][tx] for the final merge
-
-// What decides positives: the label (labels), the sample index (SimCLR, mask, 64-bit labels).
-fn row_key(r: u32) -> u32 {
-    let sample = r % params.bsz;
-    if (params.pos_mode == 0u) {
-        return positives[sample];
-    }
-    return sample;
-}
-
-fn is_positive(key_i: u32, key_j: u32) -> bool {
-    if (params.pos_mode == 2u) {
-        let word = positives[key_i * params.mask_words + key_j / 32u];
-        return ((word >> (key_j % 32u)) & 1u) == 1u;
-    }
-    if (params.pos_mode == 3u) {
-        // 64-bit labels, compared at full width: both words of the two samples.
-        let li = vec2<u32>(positives[2u * key_i], positives[2u * key_i + 1u]);
-        let lj = vec2<u32>(positives[2u * key_j], positives[2u * key_j + 1u]);
-        return all(li == lj);
-    }
-    return key_i == key_j;
-}
-
-// The keys of rows rows.x..rows.w.
-fn keys4(rows: vec4<u32>) -> vec4<u32> {
-    return vec4<u32>(row_key(rows.x), row_key(rows.y), row_key(rows.z), row_key(rows.w));
-}
-
-// Whether each of the contrast rows with keys `keys` is a positive of the anchor with key `key`.
-fn positive4(key: u32, keys: vec4<u32>) -> vec4<bool> {
-    if (params.pos_mode >= 2u) {
-        return vec4<bool>(
-            is_positive(key, keys.x),
-            is_positive(key, keys.y),
-            is_positive(key, keys.z),
-            is_positive(key, keys.w),
-        );
-    }
-    return keys == vec4<u32>(key);
-}
 
 fn max4(v: vec4<f32>) -> f32 {
     return max(max(v.x, v.y), max(v.z, v.w));
@@ -102,48 +36,6 @@ fn max4(v: vec4<f32>) -> f32 {
 
 fn sum4(v: vec4<f32>) -> f32 {
     return dot(v, vec4<f32>(1.0));
-}
-
-// acc[2i + h][j]: cosine of the rows at z offsets ra[i] and rc[4h + j] (ra, rc: rows 0-3 in
-// .lo, 4-7 in .hi).
-fn dots(ra_lo: vec4<u32>, ra_hi: vec4<u32>, rc_lo: vec4<u32>, rc_hi: vec4<u32>, stride: u32)
-    -> array<vec4<f32>, 16> {
-    var acc: array<vec4<f32>, 16>;
-    for (var k = 0u; k < stride; k += 1u) {
-        let c0 = z[rc_lo.x + k];
-        let c1 = z[rc_lo.y + k];
-        let c2 = z[rc_lo.z + k];
-        let c3 = z[rc_lo.w + k];
-        let c4 = z[rc_hi.x + k];
-        let c5 = z[rc_hi.y + k];
-        let c6 = z[rc_hi.z + k];
-        let c7 = z[rc_hi.w + k];
-        let a0 = z[ra_lo.x + k];
-        let a1 = z[ra_lo.y + k];
-        let a2 = z[ra_lo.z + k];
-        let a3 = z[ra_lo.w + k];
-        let a4 = z[ra_hi.x + k];
-        let a5 = z[ra_hi.y + k];
-        let a6 = z[ra_hi.z + k];
-        let a7 = z[ra_hi.w + k];
-        acc[0] += vec4<f32>(dot(a0, c0), dot(a0, c1), dot(a0, c2), dot(a0, c3));
-        acc[1] += vec4<f32>(dot(a0, c4), dot(a0, c5), dot(a0, c6), dot(a0, c7));
-        acc[2] += vec4<f32>(dot(a1, c0), dot(a1, c1), dot(a1, c2), dot(a1, c3));
-        acc[3] += vec4<f32>(dot(a1, c4), dot(a1, c5), dot(a1, c6), dot(a1, c7));
-        acc[4] += vec4<f32>(dot(a2, c0), dot(a2, c1), dot(a2, c2), dot(a2, c3));
-        acc[5] += vec4<f32>(dot(a2, c4), dot(a2, c5), dot(a2, c6), dot(a2, c7));
-        acc[6] += vec4<f32>(dot(a3, c0), dot(a3, c1), dot(a3, c2), dot(a3, c3));
-        acc[7] += vec4<f32>(dot(a3, c4), dot(a3, c5), dot(a3, c6), dot(a3, c7));
-        acc[8] += vec4<f32>(dot(a4, c0), dot(a4, c1), dot(a4, c2), dot(a4, c3));
-        acc[9] += vec4<f32>(dot(a4, c4), dot(a4, c5), dot(a4, c6), dot(a4, c7));
-        acc[10] += vec4<f32>(dot(a5, c0), dot(a5, c1), dot(a5, c2), dot(a5, c3));
-        acc[11] += vec4<f32>(dot(a5, c4), dot(a5, c5), dot(a5, c6), dot(a5, c7));
-        acc[12] += vec4<f32>(dot(a6, c0), dot(a6, c1), dot(a6, c2), dot(a6, c3));
-        acc[13] += vec4<f32>(dot(a6, c4), dot(a6, c5), dot(a6, c6), dot(a6, c7));
-        acc[14] += vec4<f32>(dot(a7, c0), dot(a7, c1), dot(a7, c2), dot(a7, c3));
-        acc[15] += vec4<f32>(dot(a7, c4), dot(a7, c5), dot(a7, c6), dot(a7, c7));
-    }
-    return acc;
 }
 
 // The running statistics of one anchor over the contrast rows the thread has seen.
@@ -195,7 +87,7 @@ fn fold(
     // exp(NEG_BIG - m) is 0: the rows outside A(i) add nothing.
     st.sa = st.sa * exp(st.m - m_new) + sum4(exp(x_lo - m_new) + exp(x_hi - m_new));
     st.m = m_new;
-    let key = row_key(min(r, params.n_rows - 1u));
+    let key = vec4<u32>(row_key(min(r, params.n_rows - 1u)));
     let pos_lo = valid_lo & positive4(key, keys_lo);
     let pos_hi = valid_hi & positive4(key, keys_hi);
     if (any(pos_lo) || any(pos_hi)) {
@@ -247,10 +139,7 @@ fn main(
     @builtin(local_invocation_id) lid3: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    if (lid == 0u) {
-        wp = params;
-    }
-    let p = workgroupUniformLoad(&wp);
+    let p = uniform_params(lid);
     let group = wid.x + wid.y * nwg.x;
     if (group >= (p.n_anchors + TILE_A - 1u) / TILE_A) {
         return;
@@ -326,27 +215,9 @@ fn main(
     if (tx == 0u) {
         for (var i = 0u; i < BLOCK; i += 1u) {
             let r = a0 + ty * BLOCK + i;
-            if (r >= p.n_anchors) {
-                continue;
-            }
-            if (p.col_end < p.n_rows) {
-                // Not the last pass: keep the merged statistics for the next one.
-                running[2u * r] = vec4<f32>(m_row[i], sa_row[i], mp_row[i], sp_row[i]);
-                running[2u * r + 1u] = vec4<f32>(pl_row[i], pc_row[i], 0.0, 0.0);
-                continue;
-            }
-            let lse = m_row[i] + log(sa_row[i]);
-            var lse_pos = 0.0;
-            var loss = 0.0;
-            if (pc_row[i] > 0.0) {
-                lse_pos = mp_row[i] + log(sp_row[i]);
-                if (params.variant == 0u) {
-                    loss = -params.loss_scale * (pl_row[i] / pc_row[i] - lse);
-                } else {
-                    loss = -params.loss_scale * (lse_pos - log(pc_row[i]) - lse);
-                }
-            }
-            anchor_stats[r] = vec4<f32>(lse, lse_pos, pc_row[i], loss);
+            finish_anchor(
+                p, r, m_row[i], sa_row[i], mp_row[i], sp_row[i], pl_row[i], pc_row[i],
+            );
         }
     }
 }

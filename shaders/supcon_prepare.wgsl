@@ -1,40 +1,19 @@
+// Joined after (src/kernels/mod.rs): lib/supcon_host.wgsl, lib/normalize.wgsl.
+//
 // SupCon loss, step 1 of 4: per-row inverse L2 norms, the non-finite input check, and the
 // normalised rows z in view-major order (the only copy of the features the other kernels read).
 //
 // One invocation per row of the flattened, view-major feature matrix. Row r is sample r % bsz,
-// view r / bsz, stored at memory row (r % bsz) * n_views + r / bsz of the caller's
-// [bsz, n_views, dim] buffer. inv_norm[r] = 1 / max(||x_r||, NORM_EPS) (torch's F.normalize), or
-// NON_FINITE (a negative value, impossible for a real inverse norm) when the row holds a NaN or an
-// infinity; supcon_reduce.wgsl turns that into the status word.
-//
-// Every storage binding is read_write: Burn's kernel path pools tensors in shared buffers and a
-// read-only binding then fails validation. Params travel in a storage buffer for the same reason.
-
-struct Params {
-    n_rows: u32,          // N = bsz * n_views
-    bsz: u32,
-    n_views: u32,
-    dim: u32,
-    n_anchors: u32,       // N (contrast_mode all) or bsz (contrast_mode one)
-    pos_mode: u32,        // 0: labels, 1: none (SimCLR), 2: bit-packed [bsz, bsz] mask,
-                          // 3: 64-bit labels (two words per sample)
-    mask_words: u32,      // u32 words per mask row, ceil(bsz / 32)
-    variant: u32,         // 0: L_out, 1: L_in
-    reduction: u32,       // 0: mean over all anchors, 1: mean over anchors with a positive
-    inv_temperature: f32,
-    loss_scale: f32,      // temperature / base_temperature
-    non_finite_fill: f32, // loss and gradient when a row is not finite: 0 (raw API) or NaN (Burn)
-    col_begin: u32,       // this pass's contrast rows: [col_begin, col_end) (a multiple of 64)
-    col_end: u32,         // (the kernels' column loop runs over several passes; see supcon.rs)
-    z_stride: u32,        // vec4s per row of the normalised copy z: ceil(dim / 4)
-}
+// view r / bsz, stored at memory_row(r) of the caller's [bsz, n_views, dim] buffer.
+// inv_norm[r] = 1 / max(||x_r||, NORM_EPS) (torch's F.normalize), or NON_FINITE (a negative
+// value, impossible for a real inverse norm) when the row holds a NaN or an infinity;
+// supcon_reduce.wgsl turns that into the status word.
 
 const WORKGROUP: u32 = 256u;
-const NORM_EPS: f32 = 1e-12;
 const NON_FINITE: f32 = -1.0;
 const EXPONENT_MASK: u32 = 0x7f800000u;
 
-@group(0) @binding(0) var<storage, read_write> params: Params;
+// Binding 0 is `params` (lib/supcon_host.wgsl).
 @group(0) @binding(1) var<storage, read_write> features: array<f32>;
 @group(0) @binding(2) var<storage, read_write> inv_norm: array<f32>;
 // [N, z_stride] view-major, zero-padded to whole vec4s: z_r = x_r * inv_norm[r] (zeros for a row
@@ -82,7 +61,7 @@ fn main(
     if (r >= params.n_rows) {
         return;
     }
-    let base = ((r % params.bsz) * params.n_views + r / params.bsz) * params.dim;
+    let base = memory_row(r) * params.dim;
     let inv = inverse_norm(base);
     inv_norm[r] = inv;
     var scale = inv;

@@ -1,5 +1,11 @@
-//! Every shader parses and validates with naga and translates to SPIR-V, MSL and HLSL. No GPU.
+//! Every shader parses and validates with naga and translates to SPIR-V, MSL and HLSL; each is
+//! its file joined after the library files of `shaders/lib/` its first comment names, and each
+//! library file validates after what it needs. No GPU. (The layouts and constants the host
+//! mirrors are checked against the Rust side by unit tests in `src/kernels/`, where the Rust
+//! parameter structs are visible.)
 
+use std::collections::BTreeSet;
+use std::path::Path;
 use supcon_wgpu::kernels::{WORKGROUP_MEMORY_BYTES, shaders};
 
 fn parse(name: &str, source: &str) -> (naga::Module, naga::valid::ModuleInfo) {
@@ -15,6 +21,87 @@ fn parse(name: &str, source: &str) -> (naga::Module, naga::valid::ModuleInfo) {
 }
 
 const _: () = assert!(WORKGROUP_MEMORY_BYTES <= 16384, "WebGPU default limit");
+
+/// A file under `shaders/`, as on disk.
+fn read(path: &str) -> String {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("shaders")
+        .join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+}
+
+/// The library files a kernel file says it is joined after: every `lib/*.wgsl` in its first
+/// comment paragraph, in order.
+fn joined_after(kernel_file: &str) -> Vec<String> {
+    kernel_file
+        .lines()
+        .take_while(|line| line.starts_with("//") && line.trim_end() != "//")
+        .flat_map(str::split_whitespace)
+        .map(|word| word.trim_end_matches([',', '.']))
+        .filter(|word| word.starts_with("lib/") && word.ends_with(".wgsl"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every file of `shaders/lib/`, as `lib/<name>`.
+fn library_files() -> BTreeSet<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders/lib");
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| format!("lib/{}", entry.unwrap().file_name().to_string_lossy()))
+        .collect()
+}
+
+#[test]
+fn every_shader_is_its_library_files_then_its_own() {
+    let mut joined_somewhere = BTreeSet::new();
+    for (name, source) in shaders::ALL {
+        let own = read(name);
+        let libraries = joined_after(&own);
+        let mut expected = String::new();
+        for library in &libraries {
+            let text = read(library);
+            assert!(
+                text.ends_with('\n'),
+                "{library} must end with a newline: the next file starts a line"
+            );
+            expected += &text;
+            joined_somewhere.insert(library.clone());
+        }
+        expected += &own;
+        assert!(
+            *source == expected,
+            "{name}: the embedded source is not {libraries:?} then {name} (src/kernels/mod.rs and \
+             the file's first comment disagree)"
+        );
+    }
+    assert_eq!(
+        joined_somewhere,
+        library_files(),
+        "every library file is joined into some shader"
+    );
+}
+
+#[test]
+fn every_library_file_validates_after_what_it_needs() {
+    // On its own, or after the library files joined before it into the first shader that joins
+    // it (where a library reads a binding, that is where the binding is declared).
+    for library in library_files() {
+        let (shader, needs) = shaders::ALL
+            .iter()
+            .find_map(|(name, _)| {
+                let libraries = joined_after(&read(name));
+                let at = libraries.iter().position(|l| *l == library)?;
+                Some((name, libraries[..at].to_vec()))
+            })
+            .unwrap_or_else(|| panic!("{library} is joined into no shader"));
+        let source: String = needs.iter().chain([&library]).map(|l| read(l)).collect();
+        parse(
+            &format!("{library} after {needs:?} (as in {shader})"),
+            &source,
+        );
+    }
+}
 
 #[test]
 fn every_shader_validates_and_translates() {

@@ -6,40 +6,90 @@
 //!
 //! Each kernel family has its f64 CPU reference beside it ([`similarity::reference`],
 //! [`supcon::reference`]). The WGSL text lives in `shaders/` and is embedded here
-//! ([`shaders`]); it is the single source of every kernel.
+//! ([`shaders`]): each kernel is one plain WGSL string, its file joined after the library files
+//! in `shaders/lib/` that it uses.
 
 pub mod similarity;
 pub mod supcon;
 
 use crate::{Error, Result};
 
-/// The WGSL source of every kernel, embedded from `shaders/`. Each file has one entry point,
-/// `main` (the name Burn's raw-kernel path launches), and declares every storage binding
-/// `read_write` (Burn pools tensors in shared buffers; a read-only binding then fails validation).
+/// The WGSL source of every kernel, embedded from `shaders/`: one plain string each, the kernel's
+/// file joined after the library files of `shaders/lib/` it uses (the list its first comment
+/// gives; `tests/shaders.rs` checks that the two agree). Each kernel has one entry point, `main`
+/// (the name Burn's raw-kernel path launches), and declares every storage binding `read_write`
+/// (Burn pools tensors in shared buffers; a read-only binding then fails validation).
 pub mod shaders {
+    /// The concatenation of files under `shaders/`, in order.
+    macro_rules! join {
+        ($($file:literal),+ $(,)?) => {
+            concat!($(include_str!(concat!("../../shaders/", $file))),+)
+        };
+    }
+
     /// Pairwise cosine similarity (`Strategy::Tiles`).
-    pub const COSINE_SIMILARITY: &str = include_str!("../../shaders/cosine_similarity.wgsl");
+    pub const COSINE_SIMILARITY: &str = join!(
+        "lib/similarity.wgsl",
+        "lib/normalize.wgsl",
+        "lib/uniform_params.wgsl",
+        "cosine_similarity.wgsl",
+    );
     /// Pairwise cosine similarity with `Strategy::Direct`.
-    pub const COSINE_SIMILARITY_DIRECT: &str =
-        include_str!("../../shaders/cosine_similarity_direct.wgsl");
+    pub const COSINE_SIMILARITY_DIRECT: &str = join!(
+        "lib/similarity.wgsl",
+        "lib/normalize.wgsl",
+        "lib/uniform_params.wgsl",
+        "cosine_similarity_direct.wgsl",
+    );
     /// SupCon step 1: inverse row norms and the non-finite check.
-    pub const SUPCON_PREPARE: &str = include_str!("../../shaders/supcon_prepare.wgsl");
+    pub const SUPCON_PREPARE: &str = join!(
+        "lib/supcon_host.wgsl",
+        "lib/normalize.wgsl",
+        "supcon_prepare.wgsl",
+    );
     /// SupCon step 2: streaming forward pass (per-anchor statistics and losses;
     /// `Strategy::Tiles`).
-    pub const SUPCON_FORWARD: &str = include_str!("../../shaders/supcon_forward.wgsl");
+    pub const SUPCON_FORWARD: &str = join!(
+        "lib/supcon_host.wgsl",
+        "lib/uniform_params.wgsl",
+        "lib/supcon_forward_step.wgsl",
+        "lib/supcon_rows.wgsl",
+        "supcon_forward.wgsl",
+    );
     /// SupCon step 2 with `Strategy::Direct`: the same, without barriers in its loop.
-    pub const SUPCON_FORWARD_DIRECT: &str =
-        include_str!("../../shaders/supcon_forward_direct.wgsl");
+    pub const SUPCON_FORWARD_DIRECT: &str = join!(
+        "lib/supcon_host.wgsl",
+        "lib/uniform_params.wgsl",
+        "lib/supcon_forward_step.wgsl",
+        "lib/supcon_rows.wgsl",
+        "lib/supcon_direct.wgsl",
+        "supcon_forward_direct.wgsl",
+    );
     /// SupCon step 3: the scalar loss, anchor weight and status word.
-    pub const SUPCON_REDUCE: &str = include_str!("../../shaders/supcon_reduce.wgsl");
+    pub const SUPCON_REDUCE: &str = join!("lib/supcon_host.wgsl", "supcon_reduce.wgsl");
     /// SupCon step 4: the gradient with respect to the raw features (`Strategy::Tiles`).
-    pub const SUPCON_BACKWARD: &str = include_str!("../../shaders/supcon_backward.wgsl");
+    pub const SUPCON_BACKWARD: &str = join!(
+        "lib/supcon_host.wgsl",
+        "lib/normalize.wgsl",
+        "lib/uniform_params.wgsl",
+        "lib/supcon_rows.wgsl",
+        "supcon_backward.wgsl",
+    );
     /// SupCon step 4a with `Strategy::Direct`: one pass's weights W_rj, transposed.
-    pub const SUPCON_BACKWARD_WEIGHTS: &str =
-        include_str!("../../shaders/supcon_backward_weights.wgsl");
+    pub const SUPCON_BACKWARD_WEIGHTS: &str = join!(
+        "lib/supcon_host.wgsl",
+        "lib/uniform_params.wgsl",
+        "lib/supcon_rows.wgsl",
+        "lib/supcon_direct.wgsl",
+        "supcon_backward_weights.wgsl",
+    );
     /// SupCon step 4b with `Strategy::Direct`: the gradient from those weights.
-    pub const SUPCON_BACKWARD_APPLY: &str =
-        include_str!("../../shaders/supcon_backward_apply.wgsl");
+    pub const SUPCON_BACKWARD_APPLY: &str = join!(
+        "lib/supcon_host.wgsl",
+        "lib/normalize.wgsl",
+        "lib/uniform_params.wgsl",
+        "supcon_backward_apply.wgsl",
+    );
 
     /// `(file name, source)` of every shader.
     pub const ALL: &[(&str, &str)] = &[
@@ -349,6 +399,99 @@ pub(crate) fn upload<T: bytemuck::Pod>(
             | wgpu::BufferUsages::COPY_SRC
             | wgpu::BufferUsages::COPY_DST,
     })
+}
+
+/// naga's view of WGSL declarations the host mirrors, for the unit tests that compare them with
+/// the Rust side (supcon.rs, similarity.rs).
+#[cfg(test)]
+pub(crate) mod wgsl_mirror {
+    use std::collections::BTreeMap;
+
+    /// The parsed and validated module of a WGSL source; panics with naga's message.
+    pub fn module(name: &str, source: &str) -> naga::Module {
+        let module = naga::front::wgsl::parse_str(source)
+            .unwrap_or_else(|e| panic!("{name}: WGSL parse error:\n{}", e.emit_to_string(source)));
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::empty(),
+        )
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{name}: validation error:\n{}", e.emit_to_string(source)));
+        module
+    }
+
+    /// `(member name, byte offset, type)` of every member of struct `name`, and its size in
+    /// bytes. Scalar types are named as in Rust (`u32`, `f32`).
+    pub fn struct_layout(module: &naga::Module, name: &str) -> (Vec<(String, u32, String)>, u32) {
+        let inner = module
+            .types
+            .iter()
+            .find(|(_, ty)| ty.name.as_deref() == Some(name))
+            .map(|(_, ty)| &ty.inner)
+            .unwrap_or_else(|| panic!("no struct {name}"));
+        let naga::TypeInner::Struct { members, span } = inner else {
+            panic!("{name} is not a struct: {inner:?}");
+        };
+        let members = members
+            .iter()
+            .map(|m| {
+                let ty = match module.types[m.ty].inner {
+                    naga::TypeInner::Scalar(s) => {
+                        let kind = match s.kind {
+                            naga::ScalarKind::Uint => "u",
+                            naga::ScalarKind::Sint => "i",
+                            naga::ScalarKind::Float => "f",
+                            _ => "?",
+                        };
+                        format!("{kind}{}", u32::from(s.width) * 8)
+                    }
+                    ref other => format!("{other:?}"),
+                };
+                (m.name.clone().unwrap_or_default(), m.offset, ty)
+            })
+            .collect();
+        (members, *span)
+    }
+
+    /// The Rust name of a field's type, given a closure that borrows the field.
+    pub fn field_type<S, T>(_field: fn(&S) -> &T) -> String {
+        std::any::type_name::<T>().to_string()
+    }
+
+    /// Every named module-scope constant with its value.
+    pub fn constants(module: &naga::Module) -> BTreeMap<String, naga::Literal> {
+        module
+            .constants
+            .iter()
+            .map(|(_, c)| {
+                let name = c.name.clone().expect("a named constant");
+                match module.global_expressions[c.init] {
+                    naga::Expression::Literal(value) => (name, value),
+                    ref e => panic!("{name} is not a literal: {e:?}"),
+                }
+            })
+            .collect()
+    }
+
+    /// `(field name, byte offset, type)` of every field of a struct, and its size in bytes: the
+    /// Rust side of [`struct_layout`]. The fields are destructured without `..`, so a list that
+    /// leaves one out does not compile.
+    macro_rules! rust_layout {
+        ($ty:ident { $($field:ident),+ $(,)? }) => {{
+            let _every_field = |value: $ty| {
+                let $ty { $($field: _),+ } = value;
+            };
+            (
+                vec![$((
+                    stringify!($field).to_string(),
+                    std::mem::offset_of!($ty, $field) as u32,
+                    $crate::kernels::wgsl_mirror::field_type(|v: &$ty| &v.$field),
+                )),+],
+                std::mem::size_of::<$ty>() as u32,
+            )
+        }};
+    }
+    pub(crate) use rust_layout;
 }
 
 #[cfg(test)]

@@ -6,9 +6,11 @@ use super::{Kernel, check_buffer, check_device, shaders, with_error_scope};
 use crate::{Error, Result};
 use wgpu::util::DeviceExt;
 
-/// Output rows and columns per workgroup (both shaders' `TILE`).
+/// Output rows and columns per workgroup (`TILE` of `shaders/lib/similarity.wgsl`).
 const TILE: u64 = 64;
 
+/// The parameter block of both kernels (binding 0; its WGSL declaration is in
+/// `shaders/lib/similarity.wgsl`, and a unit test checks that the layouts agree).
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
@@ -199,5 +201,22 @@ pub mod reference {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Params, TILE};
+    use crate::kernels::wgsl_mirror::{constants, module, rust_layout, struct_layout};
+
+    const WGSL: &str = include_str!("../../shaders/lib/similarity.wgsl");
+
+    #[test]
+    fn the_wgsl_block_and_tile_match_the_rust_ones() {
+        let wgsl = module("lib/similarity.wgsl", WGSL);
+        let params = rust_layout!(Params { n, m, dim, pad });
+        assert_eq!(struct_layout(&wgsl, "Params"), params);
+        let rust = [("TILE".to_string(), naga::Literal::U32(TILE as u32))].into();
+        assert_eq!(constants(&wgsl), rust);
     }
 }

@@ -20,12 +20,13 @@ use wgpu::util::DeviceExt;
 
 /// Rows per workgroup of `supcon_prepare.wgsl`.
 const PREPARE_ROWS: u64 = 256;
-/// Anchors per workgroup of `supcon_forward.wgsl` (`TILE_A`).
+/// Anchors per workgroup of both forward kernels (`TILE_A` of `shaders/lib/supcon_host.wgsl`,
+/// as are the WGSL names below; a unit test checks the values).
 const FORWARD_ANCHORS: u64 = 64;
-/// Output rows and columns per workgroup of `supcon_backward.wgsl` (`TILE_R`, `CHUNK_D`).
+/// Output rows and columns per workgroup of the backward kernels (`TILE_R`, `CHUNK_D`).
 const BACKWARD_ROWS: u64 = 64;
 const BACKWARD_COLUMNS: u64 = 128;
-/// Contrast rows per column tile of `supcon_forward.wgsl` and `supcon_backward.wgsl` (`TILE_C`).
+/// Contrast rows per column tile of the forward and backward kernels (`TILE_C`).
 const TILE_COLUMNS: u32 = 64;
 
 /// Most workgroup barriers one workgroup of the forward or backward kernel executes in one pass.
@@ -407,10 +408,24 @@ pub struct SupConOutput {
     pub status: u32,
 }
 
+/// Status word value when every feature row was finite.
+pub const STATUS_OK: u32 = 0;
 /// Status word value for non-finite input features.
 pub const STATUS_NON_FINITE: u32 = 1;
 
-/// The `Params` block every `supcon_*.wgsl` kernel reads (binding 0).
+// The values of `Params::pos_mode`, `variant` and `reduction`; `shaders/lib/supcon_host.wgsl`
+// names them alike (a unit test checks the values).
+const POS_LABELS: u32 = 0;
+const POS_NONE: u32 = 1;
+const POS_MASK: u32 = 2;
+const POS_LABELS64: u32 = 3;
+const VARIANT_OUT: u32 = 0;
+const VARIANT_IN: u32 = 1;
+const REDUCTION_ALL_ANCHORS: u32 = 0;
+const REDUCTION_ANCHORS_WITH_POSITIVES: u32 = 1;
+
+/// The `Params` block every `supcon_*.wgsl` kernel reads (binding 0; its WGSL declaration is in
+/// `shaders/lib/supcon_host.wgsl`, and a unit test checks that the layouts agree).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
 pub(crate) struct Params {
@@ -471,19 +486,19 @@ pub(crate) fn kernel_params(
             ContrastMode::One => shape.bsz,
         },
         pos_mode: match kind {
-            PositiveKind::Labels => 0,
-            PositiveKind::None => 1,
-            PositiveKind::Mask => 2,
-            PositiveKind::Labels64 => 3,
+            PositiveKind::Labels => POS_LABELS,
+            PositiveKind::None => POS_NONE,
+            PositiveKind::Mask => POS_MASK,
+            PositiveKind::Labels64 => POS_LABELS64,
         },
         mask_words: mask_words(shape.bsz),
         variant: match options.variant {
-            Variant::Out => 0,
-            Variant::In => 1,
+            Variant::Out => VARIANT_OUT,
+            Variant::In => VARIANT_IN,
         },
         reduction: match options.reduction {
-            Reduction::AllAnchors => 0,
-            Reduction::AnchorsWithPositives => 1,
+            Reduction::AllAnchors => REDUCTION_ALL_ANCHORS,
+            Reduction::AnchorsWithPositives => REDUCTION_ANCHORS_WITH_POSITIVES,
         },
         inv_temperature: (1.0 / options.temperature) as f32,
         loss_scale: (options.temperature / options.base_temperature) as f32,
@@ -1280,7 +1295,68 @@ pub mod reference {
 
 #[cfg(test)]
 mod tests {
-    use super::{Params, param_stride};
+    use super::*;
+    use crate::kernels::wgsl_mirror::{constants, module, rust_layout, struct_layout};
+    use naga::Literal::U32;
+
+    const HOST_WGSL: &str = include_str!("../../shaders/lib/supcon_host.wgsl");
+
+    #[test]
+    fn the_wgsl_blocks_have_the_rust_layouts() {
+        let wgsl = module("lib/supcon_host.wgsl", HOST_WGSL);
+        let params = rust_layout!(Params {
+            n_rows,
+            bsz,
+            n_views,
+            dim,
+            n_anchors,
+            pos_mode,
+            mask_words,
+            variant,
+            reduction,
+            inv_temperature,
+            loss_scale,
+            non_finite_fill,
+            col_begin,
+            col_end,
+            z_stride,
+        });
+        assert_eq!(struct_layout(&wgsl, "Params"), params);
+        let output = rust_layout!(SupConOutput {
+            loss,
+            weight,
+            n_valid,
+            status,
+        });
+        assert_eq!(struct_layout(&wgsl, "Output"), output);
+    }
+
+    #[test]
+    fn the_wgsl_constants_have_the_rust_values() {
+        // Every constant of the WGSL file, none left out.
+        let rust = [
+            ("POS_LABELS", U32(POS_LABELS)),
+            ("POS_NONE", U32(POS_NONE)),
+            ("POS_MASK", U32(POS_MASK)),
+            ("POS_LABELS64", U32(POS_LABELS64)),
+            ("VARIANT_OUT", U32(VARIANT_OUT)),
+            ("VARIANT_IN", U32(VARIANT_IN)),
+            ("REDUCTION_ALL_ANCHORS", U32(REDUCTION_ALL_ANCHORS)),
+            (
+                "REDUCTION_ANCHORS_WITH_POSITIVES",
+                U32(REDUCTION_ANCHORS_WITH_POSITIVES),
+            ),
+            ("STATUS_OK", U32(STATUS_OK)),
+            ("STATUS_NON_FINITE", U32(STATUS_NON_FINITE)),
+            ("TILE_A", U32(FORWARD_ANCHORS as u32)),
+            ("TILE_C", U32(TILE_COLUMNS)),
+            ("TILE_R", U32(BACKWARD_ROWS as u32)),
+            ("CHUNK_D", U32(BACKWARD_COLUMNS as u32)),
+        ];
+        let wgsl = constants(&module("lib/supcon_host.wgsl", HOST_WGSL));
+        let rust = rust.map(|(name, value)| (name.to_string(), value)).into();
+        assert_eq!(wgsl, rust);
+    }
 
     #[test]
     fn parameter_blocks_start_at_aligned_offsets() {
