@@ -18,86 +18,53 @@ use cubecl::server::KernelArguments;
 use cubecl::{CubeCount, CubeDim, RuntimeId, prelude::KernelId};
 
 use super::ops::{LossParams, SupConBackend};
-use crate::kernels::shaders;
+use crate::kernels::plan::{
+    Dispatch, KernelSpec, Role, SupConLaunch, similarity_launch, supcon_launch,
+};
 use crate::kernels::supcon::{
-    PositiveKind, ProblemLimits, Strategy, backward_passes, kernel_params, problem_layout,
-    row_dot_len, running_len, z_stride,
+    PositiveKind, ProblemLimits, Strategy, kernel_params, problem_layout, z_stride,
 };
 use crate::{Error, Result};
 
-/// One of the `.wgsl` files, as a Burn source kernel (entry point `main`).
+/// A kernel of [`crate::kernels::plan`] as a Burn source kernel (entry point `main`).
 #[derive(Debug, Clone, Copy)]
-struct WgslKernel {
-    name: &'static str,
-    source: &'static str,
-}
+struct WgslKernel(&'static KernelSpec);
 
 impl KernelSource for WgslKernel {
     fn source(&self) -> SourceTemplate {
-        SourceTemplate::new(self.source)
+        SourceTemplate::new(self.0.source)
     }
     fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info(self.name)
+        KernelId::new::<Self>().info(self.0.name)
     }
     fn lang(&self) -> &'static str {
         "wgsl"
     }
 }
 
-const PREPARE: WgslKernel = WgslKernel {
-    name: "supcon_prepare",
-    source: shaders::SUPCON_PREPARE,
-};
-const FORWARD: WgslKernel = WgslKernel {
-    name: "supcon_forward",
-    source: shaders::SUPCON_FORWARD,
-};
-const FORWARD_DIRECT: WgslKernel = WgslKernel {
-    name: "supcon_forward_direct",
-    source: shaders::SUPCON_FORWARD_DIRECT,
-};
-const REDUCE: WgslKernel = WgslKernel {
-    name: "supcon_reduce",
-    source: shaders::SUPCON_REDUCE,
-};
-const BACKWARD: WgslKernel = WgslKernel {
-    name: "supcon_backward",
-    source: shaders::SUPCON_BACKWARD,
-};
-const BACKWARD_WEIGHTS: WgslKernel = WgslKernel {
-    name: "supcon_backward_weights",
-    source: shaders::SUPCON_BACKWARD_WEIGHTS,
-};
-const BACKWARD_APPLY: WgslKernel = WgslKernel {
-    name: "supcon_backward_apply",
-    source: shaders::SUPCON_BACKWARD_APPLY,
-};
-const SIMILARITY: WgslKernel = WgslKernel {
-    name: "cosine_similarity",
-    source: shaders::COSINE_SIMILARITY,
-};
-const SIMILARITY_DIRECT: WgslKernel = WgslKernel {
-    name: "cosine_similarity_direct",
-    source: shaders::COSINE_SIMILARITY_DIRECT,
-};
-
 /// Workgroups per grid dimension every WebGPU device allows.
 const MAX_GROUPS_PER_DIM: u32 = 65_535;
 
-fn launch(
-    kernel: WgslKernel,
+/// Launches `dispatches` in order, binding to each role the handle `handle` gives for it.
+fn launch_all(
     reference: &CubeTensor,
-    cube_dim: CubeDim,
-    groups: u64,
-    buffers: Vec<cubecl::server::BufferBinding>,
+    dispatches: &[Dispatch],
+    mut handle: impl FnMut(Role) -> cubecl::server::Handle,
 ) {
-    let (x, y) = crate::kernels::grid(kernel.name, groups, MAX_GROUPS_PER_DIM)
-        .unwrap_or_else(|e| panic!("supcon-wgpu: {e}"));
-    reference.client.launch(
-        Box::new(SourceKernel::new(kernel, cube_dim)),
-        CubeCount::Static(x, y, 1),
-        KernelArguments::new().with_buffers(buffers),
-    );
+    for d in dispatches {
+        let [x, y, z] = d.kernel.workgroup_size;
+        let (gx, gy) = crate::kernels::grid(d.kernel.name, d.groups, MAX_GROUPS_PER_DIM)
+            .unwrap_or_else(|e| panic!("supcon-wgpu: {e}"));
+        let buffers = d.bindings.iter().map(|r| handle(*r).binding()).collect();
+        reference.client.launch(
+            Box::new(SourceKernel::new(
+                WgslKernel(d.kernel),
+                CubeDim::new_3d(x, y, z),
+            )),
+            CubeCount::Static(gx, gy, 1),
+            KernelArguments::new().with_buffers(buffers),
+        );
+    }
 }
 
 fn check_runtime(tensor: &CubeTensor, op: &str) {
@@ -152,14 +119,16 @@ fn empty_f32(like: &CubeTensor, shape: Shape) -> CubeTensor {
     )
 }
 
-/// [`Strategy::Direct`] where cubecl reports no physical card (a CPU adapter: lavapipe and the
-/// like), [`Strategy::Tiles`] on a GPU.
+/// The device's strategy by the raw API's rule, [`Strategy::for_device_type`]. cubecl's client
+/// does not expose the wgpu adapter; cubecl-wgpu reports no physical card exactly for an adapter
+/// of type `wgpu::DeviceType::Cpu` (lavapipe and the like), so that is the type passed for it,
+/// and `Other` (which the rule treats as every GPU type) otherwise.
 fn device_strategy(client: &Client) -> Strategy {
-    if client.properties().identity.physical.is_none() {
-        Strategy::Direct
+    Strategy::for_device_type(if client.properties().identity.physical.is_none() {
+        wgpu::DeviceType::Cpu
     } else {
-        Strategy::Tiles
-    }
+        wgpu::DeviceType::Other
+    })
 }
 
 /// The strategy in force: the one asked for, else the device's.
@@ -200,6 +169,7 @@ pub(crate) fn check_similarity(
         u32::try_from(v).map_err(|_| Error::InvalidShape(format!("{what} = {v} is too large")))
     };
     crate::kernels::similarity::check_problem(
+        device_strategy(&client),
         to_u32(n, "n")?,
         to_u32(m, "m")?,
         to_u32(d, "dim")?,
@@ -209,44 +179,60 @@ pub(crate) fn check_similarity(
     .map(|_| ())
 }
 
-/// The kernels' parameter block for the pass over contrast rows `pass`. On this path a
-/// non-finite feature row makes the loss and the gradient NaN, as Burn's own ops do.
-fn params_handle(
-    like: &CubeTensor,
-    params: &LossParams,
-    pass: (u32, u32),
-) -> cubecl::server::Handle {
-    let block = kernel_params(params.shape, params.kind, &params.options)
-        .nan_on_non_finite()
-        .for_pass(pass);
-    like.client.create_from_slice(bytemuck::bytes_of(&block))
+/// The launch plan of a loss call on this path: its backward list starts by recomputing the
+/// normalised rows (O(N·D), cheaper than keeping the forward's copy alive).
+fn launch_plan(client: &Client, params: &LossParams) -> SupConLaunch {
+    supcon_launch(
+        params.shape,
+        params.kind,
+        &params.options,
+        strategy(client, params),
+        params.pass_columns,
+        true,
+    )
 }
 
-/// Launches `supcon_prepare`: `(inv_norm [N], z [N, 4·⌈dim/4⌉])` of contiguous f32 features.
-fn prepare(
-    x: &CubeTensor,
-    params: &LossParams,
-    p: &cubecl::server::Handle,
-) -> (CubeTensor, CubeTensor) {
-    let rows = params.shape.rows();
-    let inv_norm = empty_f32(x, Shape::new([rows as usize]));
-    let z = empty_f32(
-        x,
-        Shape::new([rows as usize, 4 * z_stride(params.shape.dim) as usize]),
-    );
-    launch(
-        PREPARE,
-        x,
-        CubeDim::new_1d(256),
-        rows.div_ceil(256),
-        vec![
-            p.clone().binding(),
-            x.handle.clone().binding(),
-            inv_norm.handle.clone().binding(),
-            z.handle.clone().binding(),
-        ],
-    );
-    (inv_norm, z)
+/// The kernels' parameter blocks of a plan's passes, each uploaded when a dispatch first binds
+/// it. On this path a non-finite feature row makes the loss and the gradient NaN, as Burn's own
+/// ops do.
+struct ParamBlocks<'a> {
+    like: &'a CubeTensor,
+    params: &'a LossParams,
+    passes: &'a [(u32, u32)],
+    handles: Vec<Option<cubecl::server::Handle>>,
+}
+
+impl<'a> ParamBlocks<'a> {
+    fn new(like: &'a CubeTensor, params: &'a LossParams, plan: &'a SupConLaunch) -> Self {
+        ParamBlocks {
+            like,
+            params,
+            passes: &plan.passes,
+            handles: vec![None; plan.passes.len()],
+        }
+    }
+
+    /// The block of pass `i` ([`Role::Params`]).
+    fn get(&mut self, i: usize) -> cubecl::server::Handle {
+        let (like, params, pass) = (self.like, self.params, self.passes[i]);
+        self.handles[i]
+            .get_or_insert_with(|| {
+                let block = kernel_params(params.shape, params.kind, &params.options)
+                    .nan_on_non_finite()
+                    .for_pass(pass);
+                like.client.create_from_slice(bytemuck::bytes_of(&block))
+            })
+            .clone()
+    }
+}
+
+/// `z`, the normalised rows: `[N, 4·⌈dim/4⌉]` f32s.
+fn empty_z(like: &CubeTensor, params: &LossParams) -> CubeTensor {
+    let rows = params.shape.rows() as usize;
+    empty_f32(
+        like,
+        Shape::new([rows, 4 * z_stride(params.shape.dim) as usize]),
+    )
 }
 
 impl SupConBackend for CubeBackend {
@@ -258,23 +244,14 @@ impl SupConBackend for CubeBackend {
         let out = empty_f32(&a, Shape::new([n, m]));
         let params: [u32; 4] = [n as u32, m as u32, d as u32, 0];
         let params = a.client.create_from_slice(bytemuck::cast_slice(&params));
-        let groups = (n as u64).div_ceil(64) * (m as u64).div_ceil(64);
-        let (kernel, cube_dim) = match device_strategy(&a.client) {
-            Strategy::Tiles => (SIMILARITY, CubeDim::new_2d(16, 16)),
-            Strategy::Direct => (SIMILARITY_DIRECT, CubeDim::new_2d(8, 8)),
-        };
-        launch(
-            kernel,
-            &a,
-            cube_dim,
-            groups,
-            vec![
-                params.binding(),
-                a.handle.clone().binding(),
-                b.handle.clone().binding(),
-                out.handle.clone().binding(),
-            ],
-        );
+        let dispatch = similarity_launch(device_strategy(&a.client), n as u32, m as u32);
+        launch_all(&a, &[dispatch], |role| match role {
+            Role::Params(_) => params.clone(),
+            Role::A => a.handle.clone(),
+            Role::B => b.handle.clone(),
+            Role::Similarity => out.handle.clone(),
+            other => unreachable!("{other:?} in a similarity dispatch"),
+        });
         out
     }
 
@@ -286,47 +263,25 @@ impl SupConBackend for CubeBackend {
         check_runtime(&features, "supcon_forward");
         let x = f32_contiguous(features);
         let pos = positives_contiguous(positives, params.kind);
+        let plan = launch_plan(&x.client, &params);
         let n_anchors = params.n_anchors();
         let stats = empty_f32(&x, Shape::new([n_anchors, 4]));
         let output = empty_f32(&x, Shape::new([4]));
-        let passes = params.passes();
-        let running = empty_f32(
-            &x,
-            Shape::new([running_len(n_anchors as u64, passes.len()) as usize]),
-        );
-        let p = params_handle(&x, &params, passes[0]);
-        let (inv_norm, z) = prepare(&x, &params, &p);
-        let (kernel, cube_dim) = match strategy(&x.client, &params) {
-            Strategy::Tiles => (FORWARD, CubeDim::new_2d(16, 16)),
-            Strategy::Direct => (FORWARD_DIRECT, CubeDim::new_2d(8, 8)),
-        };
-        for pass in &passes {
-            launch(
-                kernel,
-                &x,
-                cube_dim,
-                (n_anchors as u64).div_ceil(64),
-                vec![
-                    params_handle(&x, &params, *pass).binding(),
-                    z.handle.clone().binding(),
-                    pos.handle.clone().binding(),
-                    stats.handle.clone().binding(),
-                    running.handle.clone().binding(),
-                ],
-            );
-        }
-        launch(
-            REDUCE,
-            &x,
-            CubeDim::new_1d(256),
-            1,
-            vec![
-                p.binding(),
-                inv_norm.handle.clone().binding(),
-                stats.handle.clone().binding(),
-                output.handle.clone().binding(),
-            ],
-        );
+        let running = empty_f32(&x, Shape::new([plan.running_len as usize]));
+        let inv_norm = empty_f32(&x, Shape::new([params.shape.rows() as usize]));
+        let z = empty_z(&x, &params);
+        let mut blocks = ParamBlocks::new(&x, &params, &plan);
+        launch_all(&x, &plan.forward, |role| match role {
+            Role::Params(i) => blocks.get(i),
+            Role::Features => x.handle.clone(),
+            Role::Positives => pos.handle.clone(),
+            Role::InvNorm => inv_norm.handle.clone(),
+            Role::Z => z.handle.clone(),
+            Role::AnchorStats => stats.handle.clone(),
+            Role::Running => running.handle.clone(),
+            Role::Output => output.handle.clone(),
+            other => unreachable!("{other:?} in a forward dispatch"),
+        });
         (stats, inv_norm, output)
     }
 
@@ -344,80 +299,31 @@ impl SupConBackend for CubeBackend {
         let x = f32_contiguous(features);
         let pos = positives_contiguous(positives, params.kind);
         let grad = empty_f32(&x, shape);
-        let strategy = strategy(&x.client, &params);
-        let (passes, weights_bytes) = backward_passes(
-            strategy,
-            params.shape,
-            &params.passes(),
-            params.pass_columns,
-        );
-        let row_dot = empty_f32(
-            &x,
-            Shape::new([row_dot_len(strategy, params.shape.rows(), passes.len()) as usize]),
-        );
+        let plan = launch_plan(&x.client, &params);
+        let row_dot = empty_f32(&x, Shape::new([plan.row_dot_len as usize]));
         let (inv_norm, anchor_stats, output) = (
             into_contiguous(inv_norm),
             into_contiguous(anchor_stats),
             into_contiguous(output),
         );
-        // The normalised rows again (O(N·D), cheaper than keeping the forward's copy alive).
-        let (_, z) = prepare(&x, &params, &params_handle(&x, &params, passes[0]));
-        let weights = empty_f32(&x, Shape::new([weights_bytes as usize / 4]));
-        let row_blocks = params.shape.rows().div_ceil(64);
-        let groups = row_blocks * u64::from(params.shape.dim).div_ceil(128);
-        for pass in passes {
-            let p = params_handle(&x, &params, pass);
-            match strategy {
-                Strategy::Tiles => launch(
-                    BACKWARD,
-                    &x,
-                    CubeDim::new_2d(16, 16),
-                    groups,
-                    vec![
-                        p.binding(),
-                        z.handle.clone().binding(),
-                        pos.handle.clone().binding(),
-                        inv_norm.handle.clone().binding(),
-                        anchor_stats.handle.clone().binding(),
-                        output.handle.clone().binding(),
-                        grad.handle.clone().binding(),
-                        row_dot.handle.clone().binding(),
-                    ],
-                ),
-                Strategy::Direct => {
-                    launch(
-                        BACKWARD_WEIGHTS,
-                        &x,
-                        CubeDim::new_2d(8, 8),
-                        row_blocks,
-                        vec![
-                            p.clone().binding(),
-                            z.handle.clone().binding(),
-                            pos.handle.clone().binding(),
-                            anchor_stats.handle.clone().binding(),
-                            output.handle.clone().binding(),
-                            weights.handle.clone().binding(),
-                            row_dot.handle.clone().binding(),
-                        ],
-                    );
-                    launch(
-                        BACKWARD_APPLY,
-                        &x,
-                        CubeDim::new_2d(8, 8),
-                        groups,
-                        vec![
-                            p.binding(),
-                            z.handle.clone().binding(),
-                            inv_norm.handle.clone().binding(),
-                            output.handle.clone().binding(),
-                            weights.handle.clone().binding(),
-                            grad.handle.clone().binding(),
-                            row_dot.handle.clone().binding(),
-                        ],
-                    );
-                }
-            }
-        }
+        let discard = empty_f32(&x, Shape::new([params.shape.rows() as usize]));
+        let z = empty_z(&x, &params);
+        let weights = empty_f32(&x, Shape::new([plan.weights_bytes as usize / 4]));
+        let mut blocks = ParamBlocks::new(&x, &params, &plan);
+        launch_all(&x, &plan.backward, |role| match role {
+            Role::Params(i) => blocks.get(i),
+            Role::Features => x.handle.clone(),
+            Role::Positives => pos.handle.clone(),
+            Role::InvNorm => inv_norm.handle.clone(),
+            Role::Discard => discard.handle.clone(),
+            Role::Z => z.handle.clone(),
+            Role::AnchorStats => anchor_stats.handle.clone(),
+            Role::Output => output.handle.clone(),
+            Role::Grad => grad.handle.clone(),
+            Role::RowDot => row_dot.handle.clone(),
+            Role::Weights => weights.handle.clone(),
+            other => unreachable!("{other:?} in a backward dispatch"),
+        });
         // The gradient in the features' own dtype (the kernels compute in f32).
         if dtype == DType::F32 {
             grad

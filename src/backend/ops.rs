@@ -42,11 +42,7 @@ impl LossParams {
 
     /// Contrast rows `[begin, end)` of each pass of the column loop.
     pub fn passes(&self) -> Vec<(u32, u32)> {
-        crate::kernels::supcon::column_passes(
-            self.shape.rows() as u32,
-            self.pass_columns
-                .unwrap_or_else(|| crate::kernels::supcon::default_pass_columns(self.shape.dim)),
-        )
+        crate::kernels::plan::forward_passes(self.shape, self.pass_columns)
     }
 }
 

@@ -9,6 +9,7 @@
 //! ([`shaders`]): each kernel is one plain WGSL string, its file joined after the library files
 //! in `shaders/lib/` that it uses.
 
+pub(crate) mod plan;
 pub mod similarity;
 pub mod supcon;
 
@@ -105,17 +106,20 @@ pub mod shaders {
     ];
 }
 
-/// A compute pipeline with its explicit bind-group layout: `bindings` storage buffers, all
-/// `read_write`, at group 0, bindings 0..bindings.
+/// A compute pipeline of one [`KernelSpec`](plan::KernelSpec) with its explicit bind-group
+/// layout: `spec.bindings` storage buffers, all `read_write`, at group 0, bindings
+/// 0..spec.bindings.
 #[derive(Clone, Debug)]
 pub(crate) struct Kernel {
+    pub spec: &'static plan::KernelSpec,
     pub pipeline: wgpu::ComputePipeline,
     pub layout: wgpu::BindGroupLayout,
 }
 
 impl Kernel {
-    pub fn new(device: &wgpu::Device, name: &str, source: &str, bindings: u32) -> Self {
-        let entries: Vec<wgpu::BindGroupLayoutEntry> = (0..bindings)
+    pub fn new(device: &wgpu::Device, spec: &'static plan::KernelSpec) -> Self {
+        let name = spec.name;
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = (0..spec.bindings)
             .map(|binding| wgpu::BindGroupLayoutEntry {
                 binding,
                 visibility: wgpu::ShaderStages::COMPUTE,
@@ -138,7 +142,7 @@ impl Kernel {
         });
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(name),
-            source: wgpu::ShaderSource::Wgsl(source.into()),
+            source: wgpu::ShaderSource::Wgsl(spec.source.into()),
         });
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(name),
@@ -148,7 +152,19 @@ impl Kernel {
             compilation_options: Default::default(),
             cache: None,
         });
-        Kernel { pipeline, layout }
+        Kernel {
+            spec,
+            pipeline,
+            layout,
+        }
+    }
+
+    /// The pipeline of `spec` among `kernels` (one per spec, kernel names are unique).
+    pub fn find<'a>(kernels: &'a [Kernel], spec: &plan::KernelSpec) -> &'a Kernel {
+        kernels
+            .iter()
+            .find(|k| k.spec.name == spec.name)
+            .unwrap_or_else(|| panic!("no pipeline for {}", spec.name))
     }
 
     /// Records one dispatch of `groups` workgroups (split over a 2-D grid when needed).
@@ -156,10 +172,10 @@ impl Kernel {
         &self,
         device: &wgpu::Device,
         encoder: &mut wgpu::CommandEncoder,
-        name: &'static str,
         groups: u64,
         buffers: &[wgpu::BufferBinding<'_>],
     ) -> Result<()> {
+        let name = self.spec.name;
         let (x, y) = grid(
             name,
             groups,

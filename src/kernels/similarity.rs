@@ -1,13 +1,11 @@
 //! Pairwise cosine similarity, `shaders/cosine_similarity.wgsl` (GPUs) and
 //! `shaders/cosine_similarity_direct.wgsl` (CPU adapters), and its CPU reference.
 
+use super::plan::{Dispatch, Role, SIMILARITY_KERNELS, similarity_launch};
 use super::supcon::Strategy;
-use super::{Kernel, check_buffer, check_device, shaders, with_error_scope};
+use super::{Kernel, check_buffer, check_device, with_error_scope};
 use crate::{Error, Result};
 use wgpu::util::DeviceExt;
-
-/// Output rows and columns per workgroup (`TILE` of `shaders/lib/similarity.wgsl`).
-const TILE: u64 = 64;
 
 /// The parameter block of both kernels (binding 0; its WGSL declaration is in
 /// `shaders/lib/similarity.wgsl`, and a unit test checks that the layouts agree).
@@ -22,15 +20,16 @@ struct Params {
 
 /// Checks an `[n, dim] × [m, dim]` similarity problem before anything is allocated or launched:
 /// sizes of at least 1, 32-bit indexing, every binding within `max_binding` bytes, and the
-/// workgroups within the grid limit. Returns the number of workgroups. Both launch paths (raw
-/// wgpu and Burn) check with it.
+/// workgroups within the grid limit. Returns the dispatch of `strategy`'s kernel. Both launch
+/// paths (raw wgpu and Burn) check with it.
 pub(crate) fn check_problem(
+    strategy: Strategy,
     n: u32,
     m: u32,
     dim: u32,
     max_binding: u64,
     max_groups_per_dim: u32,
-) -> Result<u64> {
+) -> Result<Dispatch> {
     if n == 0 || m == 0 || dim == 0 {
         return Err(Error::InvalidShape(format!(
             "cosine similarity needs n, m, dim >= 1, got n = {n}, m = {m}, dim = {dim}"
@@ -45,9 +44,9 @@ pub(crate) fn check_problem(
         }
         super::check_binding_limit(what, elems * 4, max_binding)?;
     }
-    let groups = n64.div_ceil(TILE) * m64.div_ceil(TILE);
-    super::grid("cosine_similarity", groups, max_groups_per_dim)?;
-    Ok(groups)
+    let dispatch = similarity_launch(strategy, n, m);
+    super::grid(dispatch.kernel.name, dispatch.groups, max_groups_per_dim)?;
+    Ok(dispatch)
 }
 
 /// The cosine-similarity kernel on a caller's device: `S[i][j] = â_i · b̂_j` for row-major
@@ -60,8 +59,8 @@ pub(crate) fn check_problem(
 /// adapters; about 1.6× faster on lavapipe at n = m = 2,048, d = 128).
 #[derive(Clone, Debug)]
 pub struct CosineSimilarity {
-    tiles: Kernel,
-    direct: Kernel,
+    /// The pipelines of [`SIMILARITY_KERNELS`], in its order.
+    kernels: Vec<Kernel>,
     strategy: Strategy,
 }
 
@@ -71,13 +70,10 @@ impl CosineSimilarity {
         check_device(device)?;
         with_error_scope(device, || {
             Ok(CosineSimilarity {
-                tiles: Kernel::new(device, "cosine_similarity", shaders::COSINE_SIMILARITY, 4),
-                direct: Kernel::new(
-                    device,
-                    "cosine_similarity_direct",
-                    shaders::COSINE_SIMILARITY_DIRECT,
-                    4,
-                ),
+                kernels: SIMILARITY_KERNELS
+                    .iter()
+                    .map(|spec| Kernel::new(device, spec))
+                    .collect(),
                 strategy: Strategy::for_adapter(&device.adapter_info()),
             })
         })
@@ -112,7 +108,8 @@ impl CosineSimilarity {
         dim: u32,
     ) -> Result<()> {
         let limits = device.limits();
-        let groups = check_problem(
+        let dispatch = check_problem(
+            self.strategy,
             n,
             m,
             dim,
@@ -129,16 +126,22 @@ impl CosineSimilarity {
             contents: bytemuck::bytes_of(&Params { n, m, dim, pad: 0 }),
             usage: wgpu::BufferUsages::STORAGE,
         });
-        let (kernel, name) = match self.strategy {
-            Strategy::Tiles => (&self.tiles, "cosine_similarity"),
-            Strategy::Direct => (&self.direct, "cosine_similarity_direct"),
-        };
-        kernel.dispatch(
+        let buffers: Vec<wgpu::BufferBinding<'_>> = dispatch
+            .bindings
+            .iter()
+            .map(|role| match role {
+                Role::Params(_) => params.as_entire_buffer_binding(),
+                Role::A => a.clone(),
+                Role::B => b.clone(),
+                Role::Similarity => out.clone(),
+                other => unreachable!("{other:?} in a similarity dispatch"),
+            })
+            .collect();
+        Kernel::find(&self.kernels, dispatch.kernel).dispatch(
             device,
             encoder,
-            name,
-            groups,
-            &[params.as_entire_buffer_binding(), a, b, out],
+            dispatch.groups,
+            &buffers,
         )
     }
 
@@ -206,7 +209,8 @@ pub mod reference {
 
 #[cfg(test)]
 mod tests {
-    use super::{Params, TILE};
+    use super::Params;
+    use crate::kernels::plan::SIMILARITY_TILE;
     use crate::kernels::wgsl_mirror::{constants, module, rust_layout, struct_layout};
 
     const WGSL: &str = include_str!("../../shaders/lib/similarity.wgsl");
@@ -216,7 +220,11 @@ mod tests {
         let wgsl = module("lib/similarity.wgsl", WGSL);
         let params = rust_layout!(Params { n, m, dim, pad });
         assert_eq!(struct_layout(&wgsl, "Params"), params);
-        let rust = [("TILE".to_string(), naga::Literal::U32(TILE as u32))].into();
+        let rust = [(
+            "TILE".to_string(),
+            naga::Literal::U32(SIMILARITY_TILE as u32),
+        )]
+        .into();
         assert_eq!(constants(&wgsl), rust);
     }
 }

@@ -1,6 +1,7 @@
 //! The fused, streaming SupCon loss (`shaders/supcon_*.wgsl`) and its f64 CPU reference.
 //!
-//! Four dispatches, recorded into the caller's encoder:
+//! Four dispatches, recorded into the caller's encoder in the order of `plan::supcon_launch`
+//! (which the Burn extension follows too):
 //! 1. `supcon_prepare`: inverse L2 norm of every row (and the non-finite check), and the
 //!    normalised rows `z` in view-major order, padded to whole vec4s (what steps 2 and 4 read),
 //! 2. `supcon_forward` ([`Strategy::Tiles`]) or `supcon_forward_direct` ([`Strategy::Direct`]):
@@ -14,19 +15,13 @@
 //! no workgroup executes more than [`MAX_BARRIERS_PER_WORKGROUP`] barriers (see
 //! [`default_pass_columns`]). Extra device memory is O(N) (a few floats per row), never O(N²).
 
-use super::{Kernel, binding, check_buffer, check_device, shaders};
+use super::plan::{Dispatch, Role, SUPCON_KERNELS, SupConLaunch, supcon_launch};
+use super::{Kernel, binding, check_buffer, check_device};
 use crate::{Error, Result};
 use wgpu::util::DeviceExt;
 
-/// Rows per workgroup of `supcon_prepare.wgsl`.
-const PREPARE_ROWS: u64 = 256;
-/// Anchors per workgroup of both forward kernels (`TILE_A` of `shaders/lib/supcon_host.wgsl`,
-/// as are the WGSL names below; a unit test checks the values).
-const FORWARD_ANCHORS: u64 = 64;
-/// Output rows and columns per workgroup of the backward kernels (`TILE_R`, `CHUNK_D`).
-const BACKWARD_ROWS: u64 = 64;
-const BACKWARD_COLUMNS: u64 = 128;
-/// Contrast rows per column tile of the forward and backward kernels (`TILE_C`).
+/// Contrast rows per column tile of the forward and backward kernels (`TILE_C` of
+/// `shaders/lib/supcon_host.wgsl`; a unit test checks the value).
 const TILE_COLUMNS: u32 = 64;
 
 /// Most workgroup barriers one workgroup of the forward or backward kernel executes in one pass.
@@ -127,7 +122,14 @@ impl Strategy {
     /// [`Direct`](Self::Direct) on a CPU adapter (`wgpu::DeviceType::Cpu`: lavapipe, WARP,
     /// SwiftShader), [`Tiles`](Self::Tiles) on every GPU.
     pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
-        if info.device_type == wgpu::DeviceType::Cpu {
+        Self::for_device_type(info.device_type)
+    }
+
+    /// The rule itself, from the adapter's device type alone: [`Direct`](Self::Direct) for
+    /// `wgpu::DeviceType::Cpu`, [`Tiles`](Self::Tiles) for every other type. Both launch paths
+    /// (raw wgpu and the Burn extension) decide with it.
+    pub fn for_device_type(device_type: wgpu::DeviceType) -> Self {
+        if device_type == wgpu::DeviceType::Cpu {
             Strategy::Direct
         } else {
             Strategy::Tiles
@@ -459,6 +461,11 @@ impl Params {
         }
     }
 
+    /// Number of anchors: N (`All`) or bsz (`One`).
+    pub(crate) fn n_anchors(&self) -> u32 {
+        self.n_anchors
+    }
+
     /// The same parameters for the pass over contrast rows `[begin, end)`.
     pub(crate) fn for_pass(self, (begin, end): (u32, u32)) -> Params {
         Params {
@@ -540,11 +547,8 @@ impl ProblemLimits {
 /// The passes and buffer sizes of a validated problem.
 #[derive(Clone, Debug)]
 pub(crate) struct ProblemLayout {
-    /// Contrast rows `[begin, end)` of each forward pass.
-    pub passes: Vec<(u32, u32)>,
-    /// The same for the backward pass.
-    pub back_passes: Vec<(u32, u32)>,
-    pub weights_bytes: u64,
+    /// The passes and dispatches (the backward ones without recomputing `z`).
+    pub launch: SupConLaunch,
     pub running_bytes: u64,
     pub row_dot_bytes: u64,
     pub z_bytes: u64,
@@ -574,18 +578,12 @@ pub(crate) fn problem_layout(
         PositiveKind::None => None,
         PositiveKind::Mask => Some(u64::from(shape.bsz) * u64::from(mask_words(shape.bsz))),
     };
-    let passes = column_passes(
-        n_rows,
-        pass_columns.unwrap_or_else(|| default_pass_columns(shape.dim)),
-    );
-    let (back_passes, weights_bytes) = backward_passes(strategy, shape, &passes, pass_columns);
+    let launch = supcon_launch(shape, kind, options, strategy, pass_columns, false);
     let layout = ProblemLayout {
-        running_bytes: 4 * running_len(u64::from(n_anchors), passes.len()),
-        row_dot_bytes: 4 * row_dot_len(strategy, rows, back_passes.len()),
+        running_bytes: 4 * launch.running_len,
+        row_dot_bytes: 4 * launch.row_dot_len,
         z_bytes: z_bytes(shape),
-        passes,
-        back_passes,
-        weights_bytes,
+        launch,
         positives_len,
     };
     let check = |name, bytes| super::check_binding_limit(name, bytes, limits.max_binding);
@@ -596,21 +594,12 @@ pub(crate) fn problem_layout(
     if let Some(len) = positives_len {
         check("positives", len * 4)?;
     }
-    check("backward weights", layout.weights_bytes)?;
+    check("backward weights", layout.launch.weights_bytes)?;
     check("running anchor statistics", layout.running_bytes)?;
     check("row dots", layout.row_dot_bytes)?;
-    let limit = limits.max_groups_per_dim;
-    super::grid("supcon_prepare", rows.div_ceil(PREPARE_ROWS), limit)?;
-    super::grid(
-        "supcon_forward",
-        u64::from(n_anchors).div_ceil(FORWARD_ANCHORS),
-        limit,
-    )?;
-    super::grid(
-        "supcon_backward",
-        rows.div_ceil(BACKWARD_ROWS) * u64::from(shape.dim).div_ceil(BACKWARD_COLUMNS),
-        limit,
-    )?;
+    for d in layout.launch.forward.iter().chain(&layout.launch.backward) {
+        super::grid(d.kernel.name, d.groups, limits.max_groups_per_dim)?;
+    }
     Ok(layout)
 }
 
@@ -622,13 +611,8 @@ pub(crate) fn z_stride(dim: u32) -> u32 {
 /// The SupCon kernels' pipelines on one device: create once, plan per problem shape.
 #[derive(Clone, Debug)]
 pub struct SupConLoss {
-    prepare: Kernel,
-    forward: Kernel,
-    forward_direct: Kernel,
-    reduce: Kernel,
-    backward: Kernel,
-    backward_weights: Kernel,
-    backward_apply: Kernel,
+    /// The pipelines of [`SUPCON_KERNELS`], in its order.
+    kernels: Vec<Kernel>,
     pass_columns: Option<u32>,
     strategy: Strategy,
 }
@@ -652,28 +636,10 @@ impl SupConLoss {
         check_device(device)?;
         super::with_error_scope(device, || {
             Ok(SupConLoss {
-                prepare: Kernel::new(device, "supcon_prepare", shaders::SUPCON_PREPARE, 4),
-                forward: Kernel::new(device, "supcon_forward", shaders::SUPCON_FORWARD, 5),
-                forward_direct: Kernel::new(
-                    device,
-                    "supcon_forward_direct",
-                    shaders::SUPCON_FORWARD_DIRECT,
-                    5,
-                ),
-                reduce: Kernel::new(device, "supcon_reduce", shaders::SUPCON_REDUCE, 4),
-                backward: Kernel::new(device, "supcon_backward", shaders::SUPCON_BACKWARD, 8),
-                backward_weights: Kernel::new(
-                    device,
-                    "supcon_backward_weights",
-                    shaders::SUPCON_BACKWARD_WEIGHTS,
-                    7,
-                ),
-                backward_apply: Kernel::new(
-                    device,
-                    "supcon_backward_apply",
-                    shaders::SUPCON_BACKWARD_APPLY,
-                    7,
-                ),
+                kernels: SUPCON_KERNELS
+                    .iter()
+                    .map(|spec| Kernel::new(device, spec))
+                    .collect(),
                 pass_columns: None,
                 strategy: Strategy::for_adapter(&device.adapter_info()),
             })
@@ -724,17 +690,14 @@ impl SupConLoss {
         // One parameter block per pass, at offsets the device accepts for storage bindings.
         let param_stride = param_stride(device.limits().min_storage_buffer_offset_alignment);
         let ProblemLayout {
-            passes,
-            back_passes,
-            weights_bytes,
+            launch,
             running_bytes,
             row_dot_bytes,
             z_bytes,
             positives_len,
         } = layout;
-        let all_passes: Vec<(u32, u32)> = passes.iter().chain(&back_passes).copied().collect();
-        let mut param_bytes = vec![0u8; param_stride as usize * all_passes.len()];
-        for (i, pass) in all_passes.iter().enumerate() {
+        let mut param_bytes = vec![0u8; param_stride as usize * launch.passes.len()];
+        for (i, pass) in launch.passes.iter().enumerate() {
             let block = params.for_pass(*pass);
             param_bytes[i * param_stride as usize..][..std::mem::size_of::<Params>()]
                 .copy_from_slice(bytemuck::bytes_of(&block));
@@ -754,9 +717,13 @@ impl SupConLoss {
                     usage: wgpu::BufferUsages::STORAGE,
                 }),
                 param_stride,
-                passes,
-                back_passes,
-                weights: super::storage_buffer(device, "supcon weights", weights_bytes, copy),
+                weights: super::storage_buffer(
+                    device,
+                    "supcon weights",
+                    launch.weights_bytes,
+                    copy,
+                ),
+                launch,
                 running: super::storage_buffer(device, "supcon running", running_bytes, copy),
                 row_dot: super::storage_buffer(device, "supcon row_dot", row_dot_bytes, copy),
                 z: super::storage_buffer(device, "supcon z", z_bytes, copy),
@@ -889,13 +856,11 @@ pub struct SupConPlan {
     options: SupConOptions,
     n_anchors: u32,
     positives_len: Option<u64>,
-    /// One [`Params`] block per pass, `param_stride` bytes apart.
+    /// One [`Params`] block per entry of `launch.passes`, `param_stride` bytes apart.
     params: wgpu::Buffer,
     param_stride: u64,
-    /// Contrast rows `[begin, end)` of each pass of the column loops.
-    passes: Vec<(u32, u32)>,
-    /// The same for the backward pass; their parameter blocks follow the forward ones.
-    back_passes: Vec<(u32, u32)>,
+    /// The dispatches of the forward and backward passes.
+    launch: SupConLaunch,
     /// One backward pass's weights, transposed (`Strategy::Direct`; minimal otherwise).
     weights: wgpu::Buffer,
     running: wgpu::Buffer,
@@ -937,12 +902,12 @@ impl SupConPlan {
     }
     /// Number of passes (dispatches) of the forward column loop.
     pub fn passes(&self) -> usize {
-        self.passes.len()
+        self.launch.forward_passes().len()
     }
     /// Number of passes of the backward column loop (each one dispatch with
     /// [`Strategy::Tiles`], two with [`Strategy::Direct`]).
     pub fn backward_passes(&self) -> usize {
-        self.back_passes.len()
+        self.launch.backward_passes().len()
     }
     /// The strategy of the forward and backward kernels.
     pub fn strategy(&self) -> Strategy {
@@ -1012,47 +977,7 @@ impl SupConPlan {
         let storage = wgpu::BufferUsages::STORAGE;
         let x = check_buffer(device, "features", features, self.shape.len() * 4, storage)?;
         let pos = self.positives_binding(device, positives)?;
-        let rows = self.shape.rows();
-        let params = self.params_binding(0);
-        let inv_norm = binding(&self.inv_norm, rows * 4);
-        let stats = binding(&self.anchor_stats, u64::from(self.n_anchors) * 16);
-        let output = self.output.as_entire_buffer_binding();
-        let running = self.running.as_entire_buffer_binding();
-        let z = self.z.as_entire_buffer_binding();
-        let k = &self.kernels;
-        k.prepare.dispatch(
-            device,
-            encoder,
-            "supcon_prepare",
-            rows.div_ceil(PREPARE_ROWS),
-            &[params.clone(), x, inv_norm.clone(), z.clone()],
-        )?;
-        let (forward, forward_name) = match k.strategy {
-            Strategy::Tiles => (&k.forward, "supcon_forward"),
-            Strategy::Direct => (&k.forward_direct, "supcon_forward_direct"),
-        };
-        for pass in 0..self.passes.len() {
-            forward.dispatch(
-                device,
-                encoder,
-                forward_name,
-                u64::from(self.n_anchors).div_ceil(FORWARD_ANCHORS),
-                &[
-                    self.params_binding(pass),
-                    z.clone(),
-                    pos.clone(),
-                    stats.clone(),
-                    running.clone(),
-                ],
-            )?;
-        }
-        k.reduce.dispatch(
-            device,
-            encoder,
-            "supcon_reduce",
-            1,
-            &[params, inv_norm, stats, output],
-        )
+        self.encode(device, encoder, &self.launch.forward, x, pos, None)
     }
 
     /// Records the backward pass into `encoder`: `grad = dL/dfeatures`. Record it after
@@ -1072,7 +997,7 @@ impl SupConPlan {
     ) -> Result<()> {
         let storage = wgpu::BufferUsages::STORAGE;
         let bytes = self.shape.len() * 4;
-        check_buffer(device, "features", features, bytes, storage)?;
+        let x = check_buffer(device, "features", features, bytes, storage)?;
         let g = check_buffer(device, "grad", grad, bytes, storage)?;
         if features == grad {
             return Err(Error::Positives(
@@ -1080,68 +1005,48 @@ impl SupConPlan {
             ));
         }
         let pos = self.positives_binding(device, positives)?;
+        self.encode(device, encoder, &self.launch.backward, x, pos, Some(g))
+    }
+
+    /// Records `dispatches` in order, each binding the plan's buffer for its [`Role`] (`grad`:
+    /// the caller's gradient, which only backward dispatches bind).
+    fn encode(
+        &self,
+        device: &wgpu::Device,
+        encoder: &mut wgpu::CommandEncoder,
+        dispatches: &[Dispatch],
+        features: wgpu::BufferBinding<'_>,
+        positives: wgpu::BufferBinding<'_>,
+        grad: Option<wgpu::BufferBinding<'_>>,
+    ) -> Result<()> {
         let rows = self.shape.rows();
-        let groups =
-            rows.div_ceil(BACKWARD_ROWS) * u64::from(self.shape.dim).div_ceil(BACKWARD_COLUMNS);
-        let inv_norm = binding(&self.inv_norm, rows * 4);
-        let stats = binding(&self.anchor_stats, u64::from(self.n_anchors) * 16);
-        let output = self.output.as_entire_buffer_binding();
-        let z = self.z.as_entire_buffer_binding();
-        let row_dot = self.row_dot.as_entire_buffer_binding();
-        let weights = self.weights.as_entire_buffer_binding();
-        let first = self.passes.len();
-        for pass in first..first + self.back_passes.len() {
-            let params = self.params_binding(pass);
-            match self.kernels.strategy {
-                Strategy::Tiles => self.kernels.backward.dispatch(
-                    device,
-                    encoder,
-                    "supcon_backward",
-                    groups,
-                    &[
-                        params,
-                        z.clone(),
-                        pos.clone(),
-                        inv_norm.clone(),
-                        stats.clone(),
-                        output.clone(),
-                        g.clone(),
-                        row_dot.clone(),
-                    ],
-                )?,
-                Strategy::Direct => {
-                    self.kernels.backward_weights.dispatch(
-                        device,
-                        encoder,
-                        "supcon_backward_weights",
-                        rows.div_ceil(BACKWARD_ROWS),
-                        &[
-                            params.clone(),
-                            z.clone(),
-                            pos.clone(),
-                            stats.clone(),
-                            output.clone(),
-                            weights.clone(),
-                            row_dot.clone(),
-                        ],
-                    )?;
-                    self.kernels.backward_apply.dispatch(
-                        device,
-                        encoder,
-                        "supcon_backward_apply",
-                        groups,
-                        &[
-                            params,
-                            z.clone(),
-                            inv_norm.clone(),
-                            output.clone(),
-                            weights.clone(),
-                            g.clone(),
-                            row_dot.clone(),
-                        ],
-                    )?;
-                }
-            }
+        for d in dispatches {
+            let buffers: Vec<wgpu::BufferBinding<'_>> = d
+                .bindings
+                .iter()
+                .map(|role| match role {
+                    Role::Params(i) => self.params_binding(*i),
+                    Role::Features => features.clone(),
+                    Role::Positives => positives.clone(),
+                    Role::InvNorm | Role::Discard => binding(&self.inv_norm, rows * 4),
+                    Role::Z => self.z.as_entire_buffer_binding(),
+                    Role::AnchorStats => {
+                        binding(&self.anchor_stats, u64::from(self.n_anchors) * 16)
+                    }
+                    Role::Running => self.running.as_entire_buffer_binding(),
+                    Role::Output => self.output.as_entire_buffer_binding(),
+                    Role::Grad => grad
+                        .clone()
+                        .expect("only backward dispatches bind the gradient"),
+                    Role::RowDot => self.row_dot.as_entire_buffer_binding(),
+                    Role::Weights => self.weights.as_entire_buffer_binding(),
+                    Role::A | Role::B | Role::Similarity => {
+                        unreachable!("a similarity role in a SupCon dispatch")
+                    }
+                })
+                .collect();
+            Kernel::find(&self.kernels.kernels, d.kernel)
+                .dispatch(device, encoder, d.groups, &buffers)?;
         }
         Ok(())
     }
@@ -1296,6 +1201,7 @@ pub mod reference {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::plan::{BACKWARD_COLUMNS, BACKWARD_ROWS, FORWARD_ANCHORS};
     use crate::kernels::wgsl_mirror::{constants, module, rust_layout, struct_layout};
     use naga::Literal::U32;
 
