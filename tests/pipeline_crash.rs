@@ -111,7 +111,9 @@ fn encoder(out: &Path) -> Vec<(String, Vec<f32>)> {
 enum KillAt {
     /// A random moment soon after the start: device set-up, loading, the first steps.
     Early,
-    /// In the middle of a file write: as soon as a new temporary file appears.
+    /// In the middle of a file write: as soon as a new temporary file appears in the checkpoint
+    /// folder (a checkpoint write), or anywhere once the last checkpoint is written (metrics,
+    /// plots, encoder, summary).
     Write,
     /// Shortly after the process wrote a new checkpoint: it has moved past it.
     AfterCheckpoint,
@@ -135,6 +137,8 @@ struct Kill {
     seconds: f64,
     /// A write was cut off: a temporary file was left behind.
     in_write: bool,
+    /// ... in the checkpoint folder.
+    in_checkpoint_write: bool,
 }
 
 /// The epoch of the run folder's newest checkpoint.
@@ -190,6 +194,9 @@ fn train_with_kills(
         // ones show a write under way.
         let stale: Vec<String> = temp_files(dir).collect();
         let fresh_write = || temp_files(dir).any(|name| !stale.contains(&name));
+        let fresh_checkpoint_write = || {
+            temp_files(dir).any(|name| name.starts_with("checkpoints/") && !stale.contains(&name))
+        };
         let t0 = Instant::now();
         let mut child = spawn_child(dir);
         let deadline = if resumed_from == Some(epochs) {
@@ -222,7 +229,8 @@ fn train_with_kills(
                 || match at {
                     KillAt::Early => false,
                     // A write too short to be seen still ends in a new checkpoint.
-                    KillAt::Write => fresh_write() || moved_on,
+                    KillAt::Write if resumed_from == Some(epochs) => fresh_write(),
+                    KillAt::Write => fresh_checkpoint_write() || moved_on,
                     KillAt::AfterCheckpoint => {
                         checkpoint_seen.is_some_and(|t| t.elapsed().as_secs_f64() >= after)
                     }
@@ -244,6 +252,7 @@ fn train_with_kills(
             killed_at: checkpoint_epoch(dir),
             seconds: t0.elapsed().as_secs_f64(),
             in_write: fresh_write(),
+            in_checkpoint_write: fresh_checkpoint_write(),
         };
         eprintln!(
             "kill {k}: {:?} at {:.1} s, resumed from epoch {:?}, checkpoint then {:?}{}",
@@ -251,7 +260,13 @@ fn train_with_kills(
             kill.seconds,
             kill.resumed_from,
             kill.killed_at,
-            if kill.in_write { ", in a write" } else { "" }
+            if kill.in_checkpoint_write {
+                ", in a checkpoint write"
+            } else if kill.in_write {
+                ", in a write"
+            } else {
+                ""
+            }
         );
         report.push(kill);
     }
@@ -269,13 +284,21 @@ fn done(dir: &Path) -> bool {
     dir.join("summary.json").exists()
 }
 
+/// The temporary files in the run folder and its checkpoint folder (as `checkpoints/NAME`).
 fn temp_files(dir: &Path) -> impl Iterator<Item = String> {
-    [dir.to_path_buf(), dir.join("checkpoints")]
-        .into_iter()
-        .filter_map(|d| std::fs::read_dir(d).ok())
-        .flat_map(|entries| entries.flatten())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| is_temp_file(n))
+    [
+        ("", dir.to_path_buf()),
+        ("checkpoints/", dir.join("checkpoints")),
+    ]
+    .into_iter()
+    .filter_map(|(prefix, d)| Some((prefix, std::fs::read_dir(d).ok()?)))
+    .flat_map(|(prefix, entries)| {
+        entries
+            .flatten()
+            .map(move |e| (prefix, e.file_name().to_string_lossy().into_owned()))
+    })
+    .filter(|(_, n)| is_temp_file(n))
+    .map(|(prefix, n)| format!("{prefix}{n}"))
 }
 
 /// Whether a file write is under way (or was cut off): a temporary file exists.
@@ -303,6 +326,18 @@ fn crash_test(kills: usize, schedule: impl FnMut(usize) -> KillAt) {
     );
     assert!(!writing(&b), "the finished run left temporary files");
     assert!(in_write >= 1, "no kill cut a write off");
+    let resumed_checkpoint_writes = report
+        .iter()
+        .filter(|k| k.in_checkpoint_write && k.resumed_from.is_some())
+        .count();
+    eprintln!(
+        "{resumed_checkpoint_writes} kills cut a checkpoint write off while an earlier checkpoint \
+         stood"
+    );
+    assert!(
+        resumed_checkpoint_writes >= 1,
+        "no kill cut a checkpoint write off while an earlier checkpoint stood"
+    );
     assert!(
         resumed >= 1 || checkpoint_epoch(&b).is_some(),
         "no process resumed from a checkpoint"
@@ -340,11 +375,12 @@ fn crash_test(kills: usize, schedule: impl FnMut(usize) -> KillAt) {
     let _ = std::fs::remove_dir_all(&root);
 }
 
-/// One kill of each kind, in the order that makes the last two resume from a checkpoint: the
-/// first checkpoint write cut off, a kill after a checkpoint, a write cut off in a resumed process.
+/// One kill of each kind, in an order that costs only two fresh starts beyond the reference: a kill
+/// after the first checkpoint, the next checkpoint's write cut off while the first one stands,
+/// then an early kill of a resumed process.
 #[test]
 fn killed_and_resumed_runs_finish_like_uninterrupted_ones() {
-    let plan = [KillAt::Write, KillAt::AfterCheckpoint, KillAt::Write];
+    let plan = [KillAt::AfterCheckpoint, KillAt::Write, KillAt::Early];
     crash_test(plan.len(), |k| plan[k]);
 }
 
