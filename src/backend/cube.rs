@@ -18,13 +18,14 @@ use cubecl::server::KernelArguments;
 use cubecl::{CubeCount, CubeDim, RuntimeId, prelude::KernelId};
 
 use super::ops::{LossParams, SupConBackend};
+use crate::Result;
+use crate::error::to_u32;
 use crate::kernels::plan::{
     Dispatch, KernelSpec, Role, SupConLaunch, similarity_launch, supcon_launch,
 };
 use crate::kernels::supcon::{
     PositiveKind, ProblemLimits, Strategy, kernel_params, problem_layout, z_stride,
 };
-use crate::{Error, Result};
 
 /// A kernel of [`crate::kernels::plan`] as a Burn source kernel (entry point `main`).
 #[derive(Debug, Clone, Copy)]
@@ -165,9 +166,6 @@ pub(crate) fn check_similarity(
     d: usize,
 ) -> Result<()> {
     let client = device.client();
-    let to_u32 = |v: usize, what: &str| {
-        u32::try_from(v).map_err(|_| Error::InvalidShape(format!("{what} = {v} is too large")))
-    };
     crate::kernels::similarity::check_problem(
         device_strategy(&client),
         to_u32(n, "n")?,
@@ -226,6 +224,53 @@ impl<'a> ParamBlocks<'a> {
     }
 }
 
+/// The tensors a loss direction binds, by [`Role`]; `None` for a role its dispatches never bind
+/// (`running` only forward; the scratch `discard`, `grad`, `row_dot` and `weights` only backward).
+struct LossTensors<'a> {
+    features: &'a CubeTensor,
+    positives: &'a CubeTensor,
+    inv_norm: &'a CubeTensor,
+    z: &'a CubeTensor,
+    anchor_stats: &'a CubeTensor,
+    output: &'a CubeTensor,
+    running: Option<&'a CubeTensor>,
+    discard: Option<&'a CubeTensor>,
+    grad: Option<&'a CubeTensor>,
+    row_dot: Option<&'a CubeTensor>,
+    weights: Option<&'a CubeTensor>,
+}
+
+/// Launches `dispatches` of `plan` in order, binding each role to its tensor of `t`.
+fn launch_loss(
+    params: &LossParams,
+    plan: &SupConLaunch,
+    dispatches: &[Dispatch],
+    t: &LossTensors<'_>,
+) {
+    let mut blocks = ParamBlocks::new(t.features, params, plan);
+    let bound = |tensor: Option<&CubeTensor>, role: Role| match tensor {
+        Some(tensor) => tensor.handle.clone(),
+        None => unreachable!("{role:?} bound by a dispatch of the other direction"),
+    };
+    launch_all(t.features, dispatches, |role| match role {
+        Role::Params(i) => blocks.get(i),
+        Role::Features => t.features.handle.clone(),
+        Role::Positives => t.positives.handle.clone(),
+        Role::InvNorm => t.inv_norm.handle.clone(),
+        Role::Z => t.z.handle.clone(),
+        Role::AnchorStats => t.anchor_stats.handle.clone(),
+        Role::Output => t.output.handle.clone(),
+        Role::Running => bound(t.running, role),
+        Role::Discard => bound(t.discard, role),
+        Role::Grad => bound(t.grad, role),
+        Role::RowDot => bound(t.row_dot, role),
+        Role::Weights => bound(t.weights, role),
+        Role::A | Role::B | Role::Similarity => {
+            unreachable!("{role:?}: a similarity role in a SupCon dispatch")
+        }
+    });
+}
+
 /// `z`, the normalised rows: `[N, 4·⌈dim/4⌉]` f32s.
 fn empty_z(like: &CubeTensor, params: &LossParams) -> CubeTensor {
     let rows = params.shape.rows() as usize;
@@ -270,18 +315,20 @@ impl SupConBackend for CubeBackend {
         let running = empty_f32(&x, Shape::new([plan.running_len as usize]));
         let inv_norm = empty_f32(&x, Shape::new([params.shape.rows() as usize]));
         let z = empty_z(&x, &params);
-        let mut blocks = ParamBlocks::new(&x, &params, &plan);
-        launch_all(&x, &plan.forward, |role| match role {
-            Role::Params(i) => blocks.get(i),
-            Role::Features => x.handle.clone(),
-            Role::Positives => pos.handle.clone(),
-            Role::InvNorm => inv_norm.handle.clone(),
-            Role::Z => z.handle.clone(),
-            Role::AnchorStats => stats.handle.clone(),
-            Role::Running => running.handle.clone(),
-            Role::Output => output.handle.clone(),
-            other => unreachable!("{other:?} in a forward dispatch"),
-        });
+        let tensors = LossTensors {
+            features: &x,
+            positives: &pos,
+            inv_norm: &inv_norm,
+            z: &z,
+            anchor_stats: &stats,
+            output: &output,
+            running: Some(&running),
+            discard: None,
+            grad: None,
+            row_dot: None,
+            weights: None,
+        };
+        launch_loss(&params, &plan, &plan.forward, &tensors);
         (stats, inv_norm, output)
     }
 
@@ -309,21 +356,20 @@ impl SupConBackend for CubeBackend {
         let discard = empty_f32(&x, Shape::new([params.shape.rows() as usize]));
         let z = empty_z(&x, &params);
         let weights = empty_f32(&x, Shape::new([plan.weights_bytes as usize / 4]));
-        let mut blocks = ParamBlocks::new(&x, &params, &plan);
-        launch_all(&x, &plan.backward, |role| match role {
-            Role::Params(i) => blocks.get(i),
-            Role::Features => x.handle.clone(),
-            Role::Positives => pos.handle.clone(),
-            Role::InvNorm => inv_norm.handle.clone(),
-            Role::Discard => discard.handle.clone(),
-            Role::Z => z.handle.clone(),
-            Role::AnchorStats => anchor_stats.handle.clone(),
-            Role::Output => output.handle.clone(),
-            Role::Grad => grad.handle.clone(),
-            Role::RowDot => row_dot.handle.clone(),
-            Role::Weights => weights.handle.clone(),
-            other => unreachable!("{other:?} in a backward dispatch"),
-        });
+        let tensors = LossTensors {
+            features: &x,
+            positives: &pos,
+            inv_norm: &inv_norm,
+            z: &z,
+            anchor_stats: &anchor_stats,
+            output: &output,
+            running: None,
+            discard: Some(&discard),
+            grad: Some(&grad),
+            row_dot: Some(&row_dot),
+            weights: Some(&weights),
+        };
+        launch_loss(&params, &plan, &plan.backward, &tensors);
         // The gradient in the features' own dtype (the kernels compute in f32).
         if dtype == DType::F32 {
             grad

@@ -6,6 +6,7 @@ use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
 
 use super::composed::{self, ComposedPositives};
 use super::ops::{LossParams, SupConBackend};
+use crate::error::to_u32;
 use crate::kernels::supcon::{PositiveKind, SupConShape, mask_words};
 use crate::{ContrastMode, Error, Reduction, Result, SupConOptions, Variant};
 
@@ -312,9 +313,6 @@ fn check_features(features: &Tensor<3>) -> Result<SupConShape> {
             "features must be floats, got {dtype:?}"
         )));
     }
-    let to_u32 = |v: usize, what: &str| {
-        u32::try_from(v).map_err(|_| Error::InvalidShape(format!("{what} = {v} is too large")))
-    };
     let shape = SupConShape::new(
         to_u32(bsz, "bsz")?,
         to_u32(n_views, "n_views")?,

@@ -4,6 +4,7 @@
 use super::plan::{Dispatch, Role, SIMILARITY_KERNELS, similarity_launch};
 use super::supcon::Strategy;
 use super::{Kernel, check_buffer, check_device, with_error_scope};
+use crate::error::to_u32;
 use crate::{Error, Result};
 use wgpu::util::DeviceExt;
 
@@ -167,9 +168,6 @@ impl CosineSimilarity {
             }
         }
         let (n, m) = (a.len() / dim, b.len() / dim);
-        let to_u32 = |v: usize, what: &str| {
-            u32::try_from(v).map_err(|_| Error::InvalidShape(format!("{what} = {v} is too large")))
-        };
         let (n32, m32, d32) = (to_u32(n, "n")?, to_u32(m, "m")?, to_u32(dim, "dim")?);
         let out_bytes = (n as u64) * (m as u64) * 4;
         super::check_binding_size(device, "out", out_bytes)?;

@@ -1,0 +1,213 @@
+//! A planned problem: its device workspace and the dispatches it records.
+
+use super::*;
+use crate::kernels::plan::{Dispatch, Role, SupConLaunch};
+use crate::kernels::{binding, check_buffer};
+use crate::{Error, Result};
+
+/// A validated problem shape with its device workspace. Records into the caller's encoder and
+/// reads nothing back: the result stays on the device ([`output`](Self::output),
+/// [`anchor_stats`](Self::anchor_stats), the caller's gradient buffer).
+#[derive(Debug)]
+pub struct SupConPlan {
+    pub(super) kernels: SupConLoss,
+    pub(super) shape: SupConShape,
+    pub(super) kind: PositiveKind,
+    pub(super) options: SupConOptions,
+    pub(super) n_anchors: u32,
+    pub(super) positives_len: Option<u64>,
+    /// One [`Params`] block per entry of `launch.passes`, `param_stride` bytes apart.
+    pub(super) params: wgpu::Buffer,
+    pub(super) param_stride: u64,
+    /// The dispatches of the forward and backward passes.
+    pub(super) launch: SupConLaunch,
+    /// One backward pass's weights, transposed (`Strategy::Direct`; minimal otherwise).
+    pub(super) weights: wgpu::Buffer,
+    pub(super) running: wgpu::Buffer,
+    pub(super) row_dot: wgpu::Buffer,
+    /// `[N, ceil(dim/4)]` vec4s: the normalised rows, view-major (written by the forward pass,
+    /// read by both).
+    pub(super) z: wgpu::Buffer,
+    pub(super) inv_norm: wgpu::Buffer,
+    pub(super) anchor_stats: wgpu::Buffer,
+    pub(super) output: wgpu::Buffer,
+    pub(super) placeholder: wgpu::Buffer,
+}
+
+impl SupConPlan {
+    pub fn shape(&self) -> SupConShape {
+        self.shape
+    }
+    pub fn options(&self) -> &SupConOptions {
+        &self.options
+    }
+    pub fn positive_kind(&self) -> PositiveKind {
+        self.kind
+    }
+    /// Number of anchors: N (`All`) or bsz (`One`).
+    pub fn n_anchors(&self) -> u32 {
+        self.n_anchors
+    }
+    /// u32 elements the positives buffer needs (`None` for [`PositiveKind::None`]).
+    pub fn positives_len(&self) -> Option<u64> {
+        self.positives_len
+    }
+    /// The [`SupConOutput`] block (16 bytes; usage STORAGE | COPY_SRC).
+    pub fn output(&self) -> &wgpu::Buffer {
+        &self.output
+    }
+    /// Per anchor `[lse over A(i), lse over P(i), |P(i)|, loss_i]` as f32 (STORAGE | COPY_SRC).
+    pub fn anchor_stats(&self) -> &wgpu::Buffer {
+        &self.anchor_stats
+    }
+    /// Number of passes (dispatches) of the forward column loop.
+    pub fn passes(&self) -> usize {
+        self.launch.forward_passes().len()
+    }
+    /// Number of passes of the backward column loop (each one dispatch with
+    /// [`Strategy::Tiles`], two with [`Strategy::Direct`]).
+    pub fn backward_passes(&self) -> usize {
+        self.launch.backward_passes().len()
+    }
+    /// The strategy of the forward and backward kernels.
+    pub fn strategy(&self) -> Strategy {
+        self.kernels.strategy
+    }
+    /// Device bytes the plan holds (its whole workspace, including the normalised copy of the
+    /// features, `N·⌈dim/4⌉·16` bytes).
+    pub fn workspace_bytes(&self) -> u64 {
+        [
+            &self.params,
+            &self.running,
+            &self.row_dot,
+            &self.z,
+            &self.weights,
+            &self.inv_norm,
+            &self.anchor_stats,
+            &self.output,
+            &self.placeholder,
+        ]
+        .iter()
+        .map(|b| b.size())
+        .sum()
+    }
+
+    /// The parameter block of pass `i`.
+    fn params_binding(&self, i: usize) -> wgpu::BufferBinding<'_> {
+        wgpu::BufferBinding {
+            buffer: &self.params,
+            offset: i as u64 * self.param_stride,
+            size: std::num::NonZeroU64::new(std::mem::size_of::<Params>() as u64),
+        }
+    }
+
+    fn positives_binding<'a>(
+        &'a self,
+        device: &wgpu::Device,
+        positives: Option<&'a wgpu::Buffer>,
+    ) -> Result<wgpu::BufferBinding<'a>> {
+        match (self.positives_len, positives) {
+            (None, None) => Ok(self.placeholder.as_entire_buffer_binding()),
+            (None, Some(_)) => Err(Error::Positives(
+                "a positives buffer was given, but the plan has PositiveKind::None".into(),
+            )),
+            (Some(_), None) => Err(Error::Positives(format!(
+                "the plan has PositiveKind::{:?} and needs a positives buffer",
+                self.kind
+            ))),
+            (Some(len), Some(b)) => {
+                check_buffer(device, "positives", b, len * 4, wgpu::BufferUsages::STORAGE)
+            }
+        }
+    }
+
+    /// Records the forward pass (prepare, forward, reduce) into `encoder`.
+    ///
+    /// # Shapes
+    /// - `features`: `[bsz, n_views, dim]` f32, usage STORAGE.
+    /// - `positives`: `[bsz]` labels (32-bit, or 64-bit with [`PositiveKind::Labels64`]),
+    ///   `[bsz, ceil(bsz/32)]` packed mask, or `None` (SimCLR).
+    pub fn encode_forward(
+        &self,
+        device: &wgpu::Device,
+        encoder: &mut wgpu::CommandEncoder,
+        features: &wgpu::Buffer,
+        positives: Option<&wgpu::Buffer>,
+    ) -> Result<()> {
+        let storage = wgpu::BufferUsages::STORAGE;
+        let x = check_buffer(device, "features", features, self.shape.len() * 4, storage)?;
+        let pos = self.positives_binding(device, positives)?;
+        self.encode(device, encoder, &self.launch.forward, x, pos, None)
+    }
+
+    /// Records the backward pass into `encoder`: `grad = dL/dfeatures`. Record it after
+    /// [`encode_forward`](Self::encode_forward) on the same features and positives (same or an
+    /// earlier submission); it reuses the forward pass's statistics and its normalised copy of
+    /// the features (`features` is checked, and must not be `grad`).
+    ///
+    /// # Shapes
+    /// - `grad`: `[bsz, n_views, dim]` f32, usage STORAGE, fully overwritten.
+    pub fn encode_backward(
+        &self,
+        device: &wgpu::Device,
+        encoder: &mut wgpu::CommandEncoder,
+        features: &wgpu::Buffer,
+        positives: Option<&wgpu::Buffer>,
+        grad: &wgpu::Buffer,
+    ) -> Result<()> {
+        let storage = wgpu::BufferUsages::STORAGE;
+        let bytes = self.shape.len() * 4;
+        let x = check_buffer(device, "features", features, bytes, storage)?;
+        let g = check_buffer(device, "grad", grad, bytes, storage)?;
+        if features == grad {
+            return Err(Error::Positives(
+                "grad must be a different buffer from features".into(),
+            ));
+        }
+        let pos = self.positives_binding(device, positives)?;
+        self.encode(device, encoder, &self.launch.backward, x, pos, Some(g))
+    }
+
+    /// Records `dispatches` in order, each binding the plan's buffer for its [`Role`] (`grad`:
+    /// the caller's gradient, which only backward dispatches bind).
+    fn encode(
+        &self,
+        device: &wgpu::Device,
+        encoder: &mut wgpu::CommandEncoder,
+        dispatches: &[Dispatch],
+        features: wgpu::BufferBinding<'_>,
+        positives: wgpu::BufferBinding<'_>,
+        grad: Option<wgpu::BufferBinding<'_>>,
+    ) -> Result<()> {
+        let rows = self.shape.rows();
+        for d in dispatches {
+            let buffers: Vec<wgpu::BufferBinding<'_>> = d
+                .bindings
+                .iter()
+                .map(|role| match role {
+                    Role::Params(i) => self.params_binding(*i),
+                    Role::Features => features.clone(),
+                    Role::Positives => positives.clone(),
+                    Role::InvNorm | Role::Discard => binding(&self.inv_norm, rows * 4),
+                    Role::Z => self.z.as_entire_buffer_binding(),
+                    Role::AnchorStats => {
+                        binding(&self.anchor_stats, u64::from(self.n_anchors) * 16)
+                    }
+                    Role::Running => self.running.as_entire_buffer_binding(),
+                    Role::Output => self.output.as_entire_buffer_binding(),
+                    Role::Grad => grad
+                        .clone()
+                        .expect("only backward dispatches bind the gradient"),
+                    Role::RowDot => self.row_dot.as_entire_buffer_binding(),
+                    Role::Weights => self.weights.as_entire_buffer_binding(),
+                    Role::A | Role::B | Role::Similarity => {
+                        unreachable!("a similarity role in a SupCon dispatch")
+                    }
+                })
+                .collect();
+            Kernel::find(&self.kernels.kernels, d.kernel)
+                .dispatch(device, encoder, d.groups, &buffers)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,276 @@
+//! The fused, streaming SupCon loss (`shaders/supcon_*.wgsl`) and its f64 CPU reference.
+//!
+//! Four dispatches, recorded into the caller's encoder in the order of `plan::supcon_launch`
+//! (which the Burn extension follows too):
+//! 1. `supcon_prepare`: inverse L2 norm of every row (and the non-finite check), and the
+//!    normalised rows `z` in view-major order, padded to whole vec4s (what steps 2 and 4 read),
+//! 2. `supcon_forward` ([`Strategy::Tiles`]) or `supcon_forward_direct` ([`Strategy::Direct`]):
+//!    per-anchor log-sum-exps and losses, streaming over column tiles,
+//! 3. `supcon_reduce`: the scalar loss, the anchor weight and the status word,
+//! 4. (only for the gradient) dL/dfeatures, recomputing the tiles: `supcon_backward`
+//!    ([`Strategy::Tiles`]) or, per pass, `supcon_backward_weights` then `supcon_backward_apply`
+//!    ([`Strategy::Direct`]).
+//!
+//! Steps 2 and 4 loop over column tiles; that loop is cut into passes (one dispatch each) so that
+//! no workgroup executes more than [`MAX_BARRIERS_PER_WORKGROUP`] barriers (see
+//! [`default_pass_columns`]). Extra device memory is O(N) (a few floats per row), never O(N²).
+
+mod encode;
+mod layout;
+mod options;
+pub mod reference;
+
+pub use encode::SupConPlan;
+pub use layout::{
+    MAX_BARRIERS_PER_WORKGROUP, STATUS_NON_FINITE, STATUS_OK, SupConOutput, default_pass_columns,
+};
+pub(crate) use layout::{
+    Params, ProblemLayout, ProblemLimits, backward_passes, column_passes, kernel_params,
+    param_stride, problem_layout, row_dot_len, running_len, z_stride,
+};
+pub use options::{
+    ContrastMode, MAX_TEMPERATURE, MIN_TEMPERATURE, PositiveKind, Positives, Reduction, Strategy,
+    SupConOptions, SupConShape, Variant, mask_words, pack_mask,
+};
+
+use super::plan::SUPCON_KERNELS;
+use super::{Kernel, check_device};
+use crate::{Error, Result};
+use wgpu::util::DeviceExt;
+
+/// The SupCon kernels' pipelines on one device: create once, plan per problem shape.
+#[derive(Clone, Debug)]
+pub struct SupConLoss {
+    /// The pipelines of [`SUPCON_KERNELS`], in its order.
+    kernels: Vec<Kernel>,
+    pass_columns: Option<u32>,
+    strategy: Strategy,
+}
+
+/// Result of the convenience calls [`SupConLoss::loss`] and [`SupConLoss::loss_and_grad`].
+#[derive(Clone, Debug)]
+pub struct SupConResult {
+    /// The reduced loss.
+    pub loss: f32,
+    /// Loss of each anchor (`n_anchors`: N, or bsz in contrast mode `One`; view-major order).
+    pub anchor_loss: Vec<f32>,
+    /// Anchors with at least one positive.
+    pub n_valid_anchors: u32,
+    /// dL/dfeatures in the features' `[bsz, n_views, dim]` layout, when asked for.
+    pub grad: Option<Vec<f32>>,
+}
+
+impl SupConLoss {
+    /// Builds the pipelines of both strategies and their bind-group layouts on `device`.
+    pub fn new(device: &wgpu::Device) -> Result<Self> {
+        check_device(device)?;
+        super::with_error_scope(device, || {
+            Ok(SupConLoss {
+                kernels: SUPCON_KERNELS
+                    .iter()
+                    .map(|spec| Kernel::new(device, spec))
+                    .collect(),
+                pass_columns: None,
+                strategy: Strategy::for_adapter(&device.adapter_info()),
+            })
+        })
+    }
+
+    /// Plans every later problem with passes of `columns` contrast rows (rounded down to a
+    /// multiple of 64, at least 64) instead of [`default_pass_columns`]. The result does not
+    /// depend on it beyond float rounding; it exists to test the multi-pass path on small inputs
+    /// and to bound a workgroup's work further on devices that need it.
+    pub fn with_pass_columns(mut self, columns: u32) -> Self {
+        self.pass_columns = Some(columns);
+        self
+    }
+
+    /// Uses `strategy` instead of [`Strategy::for_adapter`] (both give the same results up to
+    /// float rounding; for tests and measurements of the other one).
+    pub fn with_strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// The strategy plans use.
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
+    /// Validates a problem and allocates its O(N) workspace (parameters, inverse norms, anchor
+    /// statistics, output block). A plan is reused for every batch of the same shape.
+    pub fn plan(
+        &self,
+        device: &wgpu::Device,
+        shape: SupConShape,
+        kind: PositiveKind,
+        options: &SupConOptions,
+    ) -> Result<SupConPlan> {
+        let layout = problem_layout(
+            shape,
+            kind,
+            options,
+            self.strategy,
+            self.pass_columns,
+            ProblemLimits::of(device),
+        )?;
+        let params = kernel_params(shape, kind, options);
+        let (n_rows, n_anchors) = (params.n_rows, params.n_anchors);
+        let rows = u64::from(n_rows);
+        // One parameter block per pass, at offsets the device accepts for storage bindings.
+        let param_stride = param_stride(device.limits().min_storage_buffer_offset_alignment);
+        let ProblemLayout {
+            launch,
+            running_bytes,
+            row_dot_bytes,
+            z_bytes,
+            positives_len,
+        } = layout;
+        let mut param_bytes = vec![0u8; param_stride as usize * launch.passes.len()];
+        for (i, pass) in launch.passes.iter().enumerate() {
+            let block = params.for_pass(*pass);
+            param_bytes[i * param_stride as usize..][..std::mem::size_of::<Params>()]
+                .copy_from_slice(bytemuck::bytes_of(&block));
+        }
+        let copy = wgpu::BufferUsages::COPY_SRC;
+        let plan = super::with_error_scope(device, || {
+            Ok(SupConPlan {
+                kernels: self.clone(),
+                shape,
+                kind,
+                options: *options,
+                n_anchors,
+                positives_len,
+                params: device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("supcon params"),
+                    contents: &param_bytes,
+                    usage: wgpu::BufferUsages::STORAGE,
+                }),
+                param_stride,
+                weights: super::storage_buffer(
+                    device,
+                    "supcon weights",
+                    launch.weights_bytes,
+                    copy,
+                ),
+                launch,
+                running: super::storage_buffer(device, "supcon running", running_bytes, copy),
+                row_dot: super::storage_buffer(device, "supcon row_dot", row_dot_bytes, copy),
+                z: super::storage_buffer(device, "supcon z", z_bytes, copy),
+                inv_norm: super::storage_buffer(device, "supcon inv_norm", rows * 4, copy),
+                anchor_stats: super::storage_buffer(
+                    device,
+                    "supcon anchor_stats",
+                    u64::from(n_anchors) * 16,
+                    copy,
+                ),
+                output: super::storage_buffer(device, "supcon output", 16, copy),
+                placeholder: super::storage_buffer(device, "supcon no positives", 4, copy),
+            })
+        })?;
+        Ok(plan)
+    }
+
+    /// Convenience: uploads `features` (`[bsz, n_views, dim]`, row-major) and the positives,
+    /// runs the loss, and reads it back. Non-finite features give [`Error::NonFiniteFeatures`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn loss(
+        &self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        features: &[f32],
+        shape: SupConShape,
+        positives: Positives<'_>,
+        options: &SupConOptions,
+    ) -> Result<SupConResult> {
+        self.run(device, queue, features, shape, positives, options, false)
+    }
+
+    /// Like [`loss`](Self::loss), and also computes and reads back dL/dfeatures
+    /// ([`SupConResult::grad`]).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn loss_and_grad(
+        &self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        features: &[f32],
+        shape: SupConShape,
+        positives: Positives<'_>,
+        options: &SupConOptions,
+    ) -> Result<SupConResult> {
+        self.run(device, queue, features, shape, positives, options, true)
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        features: &[f32],
+        shape: SupConShape,
+        positives: Positives<'_>,
+        options: &SupConOptions,
+        with_grad: bool,
+    ) -> Result<SupConResult> {
+        shape.validate()?;
+        if features.len() as u64 != shape.len() {
+            return Err(Error::LengthMismatch {
+                name: "features",
+                expected: shape.len() as usize,
+                got: features.len(),
+            });
+        }
+        positives.validate(shape.bsz)?;
+        let plan = self.plan(device, shape, positives.kind(), options)?;
+        super::with_error_scope(device, || {
+            let feature_buf = super::upload(device, "supcon features", features);
+            let positive_buf = match positives {
+                Positives::Labels(l) => Some(super::upload(device, "supcon labels", l)),
+                Positives::Labels64(l) => Some(super::upload(device, "supcon labels", l)),
+                Positives::None => None,
+                Positives::Mask(m) => Some(super::upload(
+                    device,
+                    "supcon mask",
+                    &pack_mask(m, shape.bsz)?,
+                )),
+            };
+            let grad_bytes = shape.len() * 4;
+            let grad_buf = with_grad.then(|| {
+                super::storage_buffer(
+                    device,
+                    "supcon grad",
+                    grad_bytes,
+                    wgpu::BufferUsages::COPY_SRC,
+                )
+            });
+            let mut encoder = device.create_command_encoder(&Default::default());
+            plan.encode_forward(device, &mut encoder, &feature_buf, positive_buf.as_ref())?;
+            if let Some(g) = &grad_buf {
+                plan.encode_backward(device, &mut encoder, &feature_buf, positive_buf.as_ref(), g)?;
+            }
+            queue.submit([encoder.finish()]);
+            let out: SupConOutput =
+                super::read_buffer::<SupConOutput>(device, queue, &plan.output, 16)?[0];
+            if out.status == STATUS_NON_FINITE {
+                return Err(Error::NonFiniteFeatures);
+            }
+            let stats: Vec<[f32; 4]> = super::read_buffer(
+                device,
+                queue,
+                &plan.anchor_stats,
+                u64::from(plan.n_anchors) * 16,
+            )?;
+            let grad = match &grad_buf {
+                Some(g) => Some(super::read_buffer::<f32>(device, queue, g, grad_bytes)?),
+                None => None,
+            };
+            Ok(SupConResult {
+                loss: out.loss,
+                anchor_loss: stats.iter().map(|s| s[3]).collect(),
+                n_valid_anchors: out.n_valid,
+                grad,
+            })
+        })
+    }
+}
