@@ -12,7 +12,14 @@ const NEG_BIG: f64 = -1e30;
 
 /// Rows divided by `max(|row|, 1e-12)` (torch's `F.normalize`).
 pub fn normalize(x: Tensor<2>) -> Tensor<2> {
-    let norm = x.clone().square().sum_dim(1).sqrt().clamp_min(NORM_EPS);
+    // The clamp comes before the square root, whose derivative is infinite at 0: a zero row then
+    // gets the finite gradient of x / NORM_EPS, as F.normalize's.
+    let norm = x
+        .clone()
+        .square()
+        .sum_dim(1)
+        .clamp_min(NORM_EPS * NORM_EPS)
+        .sqrt();
     x / norm
 }
 

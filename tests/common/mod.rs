@@ -185,3 +185,112 @@ pub fn option_grid(temperatures: &[(f64, f64)]) -> Vec<supcon_wgpu::SupConOption
     }
     v
 }
+
+/// What one implementation of the loss computed for one problem: the loss and dL/dfeatures, and,
+/// where the implementation exposes them (the raw wgpu API), the per-anchor losses and the count
+/// of anchors with a positive.
+#[derive(Clone, Debug)]
+pub struct Computed {
+    pub loss: f32,
+    pub grad: Vec<f32>,
+    pub anchor_loss: Option<Vec<f32>>,
+    pub n_valid_anchors: Option<u32>,
+}
+
+/// The one tolerance table every implementation (raw wgpu, Burn fused, Burn composed) is held to
+/// against the f64 reference; everything but the reference computes in f32.
+/// - loss: relative error <= [`LOSS_TOLERANCE`] ([`GOLDEN_LOSS_TOLERANCE`] on the golden case),
+///   |loss| floored at [`LOSS_FLOOR`];
+/// - per-anchor losses and gradient: max |got - ref| <= [`entry_tolerance`]`(tau)` times
+///   max(max |ref|, T), where T is the size of one term of the gradient sum,
+///   (tau/tau_base) / (tau * n_anchors * mean |x|) ([`gradient_term`]): entries are compared
+///   relative to the largest entry since single entries can be ~0, and to T since a whole gradient
+///   can cancel to ~0 (e.g. L_in with every row a positive). With tau = 0.01 the logits reach 100
+///   and the exponentials amplify f32 rounding of z_i . z_j by 1/tau, so for tau < 0.05 the bound
+///   is 1e-4 * (0.05 / tau).
+pub const LOSS_TOLERANCE: f64 = 1e-4;
+pub const GOLDEN_LOSS_TOLERANCE: f64 = 1e-5;
+pub const LOSS_FLOOR: f64 = 1e-3;
+/// Floor of the per-anchor losses' scale (a loss of 0 is compared absolutely at this size).
+pub const ANCHOR_LOSS_FLOOR: f64 = 1e-3;
+
+/// Relative bound on per-anchor losses and gradient entries at temperature `tau`.
+pub fn entry_tolerance(tau: f64) -> f64 {
+    1e-4 * (0.05 / tau).max(1.0)
+}
+
+/// Size of one term of the gradient sum of `features` (`[.., dim]` rows) with `n_anchors` anchors.
+pub fn gradient_term(
+    options: &supcon_wgpu::SupConOptions,
+    n_anchors: usize,
+    features: &[f32],
+    dim: usize,
+) -> f64 {
+    (options.temperature / options.base_temperature)
+        / (options.temperature * n_anchors as f64 * mean_row_norm(features, dim))
+}
+
+/// Mean L2 norm of the feature rows.
+pub fn mean_row_norm(features: &[f32], dim: usize) -> f64 {
+    let rows = features.chunks(dim);
+    let n = rows.len() as f64;
+    rows.map(|r| {
+        r.iter()
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum::<f64>()
+            .sqrt()
+    })
+    .sum::<f64>()
+        / n
+}
+
+/// Checks `got` (from the implementation named in `what`) against the f64 reference on the same
+/// input with the tolerance table above; `loss_tolerance` is [`LOSS_TOLERANCE`] or, on the
+/// golden case, [`GOLDEN_LOSS_TOLERANCE`].
+pub fn assert_matches_reference(
+    what: &str,
+    got: &Computed,
+    features: &[f32],
+    shape: supcon_wgpu::SupConShape,
+    positives: supcon_wgpu::Positives<'_>,
+    options: &supcon_wgpu::SupConOptions,
+    loss_tolerance: f64,
+) {
+    let want = supcon_wgpu::kernels::supcon::reference::supcon(
+        &to_f64(features),
+        shape,
+        positives,
+        options,
+    );
+    let what = format!("{what}: {shape:?} {:?} {options:?}", positives.kind());
+    assert!(got.loss.is_finite(), "{what}: loss {}", got.loss);
+    let loss_err = (f64::from(got.loss) - want.loss).abs() / want.loss.abs().max(LOSS_FLOOR);
+    assert!(
+        loss_err <= loss_tolerance,
+        "{what}: loss {} vs {} (rel {loss_err:e})",
+        got.loss,
+        want.loss
+    );
+    let tol = entry_tolerance(options.temperature);
+    if let Some(n_valid) = got.n_valid_anchors {
+        assert_eq!(
+            n_valid as usize, want.n_valid_anchors,
+            "{what}: valid anchors"
+        );
+    }
+    if let Some(anchor_loss) = &got.anchor_loss {
+        let err = max_rel_err(anchor_loss, &want.anchor_loss, ANCHOR_LOSS_FLOOR);
+        assert!(
+            err <= tol,
+            "{what}: anchor losses rel err {err:e} > {tol:e}"
+        );
+    }
+    let term = gradient_term(
+        options,
+        want.anchor_loss.len(),
+        features,
+        shape.dim as usize,
+    );
+    let err = max_rel_err(&got.grad, &want.grad, term);
+    assert!(err <= tol, "{what}: gradient rel err {err:e} > {tol:e}");
+}

@@ -1,0 +1,483 @@
+//! One test body for every implementation of the loss against the f64 CPU reference: the raw
+//! wgpu API with each strategy, the Burn extension's fused kernels with each strategy, and the
+//! composed Burn tensor ops on NdArray — one option grid, one [`assert_matches_reference`], one
+//! tolerance table (`tests/common/mod.rs`). The GPU ones run on lavapipe in CI.
+//!
+//! The raw path runs `Tiles` under WebGPU's default limits and `Direct` under the adapter's own
+//! (see `common::gpus`): both strategies read the same parameter blocks, whose stride follows
+//! `min_storage_buffer_offset_alignment` (256 by default, 32 on lavapipe), so each alignment
+//! runs the multi-pass grids.
+
+mod common;
+
+use common::*;
+use rand::Rng;
+use std::sync::OnceLock;
+use supcon_wgpu::device::GpuContext;
+use supcon_wgpu::{Positives, Strategy, SupConOptions, SupConShape, Variant};
+
+/// One implementation of the loss with its settings.
+#[derive(Clone, Copy, Debug)]
+enum Implementation {
+    /// [`supcon_wgpu::SupConLoss`] on a wgpu device (`default_limits`: WebGPU's default limits,
+    /// else the adapter's).
+    Raw {
+        strategy: Strategy,
+        default_limits: bool,
+    },
+    /// The Burn extension's fused kernels on an autodiff burn-wgpu device.
+    #[cfg(feature = "burn")]
+    BurnFused { strategy: Strategy },
+    /// The Burn extension's composed tensor ops on an autodiff NdArray device.
+    #[cfg(feature = "burn")]
+    BurnComposed,
+}
+
+use Implementation::*;
+
+impl Implementation {
+    /// Every implementation this build has: the raw ones need an adapter (a failure under
+    /// CI=true, a printed skip elsewhere), the composed one never does.
+    fn all() -> Vec<Implementation> {
+        let mut all = Vec::new();
+        if gpu().is_some() {
+            all.push(Raw {
+                strategy: Strategy::Tiles,
+                default_limits: true,
+            });
+            all.push(Raw {
+                strategy: Strategy::Direct,
+                default_limits: false,
+            });
+            #[cfg(feature = "burn")]
+            for strategy in [Strategy::Tiles, Strategy::Direct] {
+                all.push(BurnFused { strategy });
+            }
+        }
+        #[cfg(feature = "burn")]
+        all.push(BurnComposed);
+        all
+    }
+
+    /// Loss and gradient of one problem; `pass_columns` cuts the column loop of the kernels into
+    /// passes of that many contrast rows (`None`: the default passes).
+    fn compute(
+        self,
+        x: &[f32],
+        shape: SupConShape,
+        positives: Positives<'_>,
+        options: &SupConOptions,
+        pass_columns: Option<u32>,
+    ) -> Computed {
+        match self {
+            Raw {
+                strategy,
+                default_limits,
+            } => {
+                let ctx: &GpuContext = if default_limits {
+                    gpu()
+                } else {
+                    gpu_adapter_limits()
+                }
+                .expect("a GPU (checked by `all`)");
+                let mut loss = raw_kernels(default_limits).with_strategy(strategy);
+                if let Some(columns) = pass_columns {
+                    loss = loss.with_pass_columns(columns);
+                }
+                let got = loss
+                    .loss_and_grad(&ctx.device, &ctx.queue, x, shape, positives, options)
+                    .unwrap_or_else(|e| panic!("{self:?} {shape:?} {options:?}: {e}"));
+                Computed {
+                    loss: got.loss,
+                    grad: got.grad.expect("grad"),
+                    anchor_loss: Some(got.anchor_loss),
+                    n_valid_anchors: Some(got.n_valid_anchors),
+                }
+            }
+            #[cfg(feature = "burn")]
+            BurnFused { strategy } => {
+                let device = burn_ops::wgpu_device();
+                assert!(supcon_wgpu::backend::fused_available(&device));
+                let loss = burn_ops::config(options, supcon_wgpu::backend::Implementation::Fused)
+                    .init()
+                    .with_strategy(strategy);
+                let loss = match pass_columns {
+                    Some(columns) => loss.with_pass_columns(columns),
+                    None => loss,
+                };
+                burn_ops::loss_and_grad(&loss, x, shape, positives, &device)
+            }
+            #[cfg(feature = "burn")]
+            BurnComposed => {
+                let device = burn_ops::ndarray_device();
+                let loss =
+                    burn_ops::config(options, supcon_wgpu::backend::Implementation::Composed)
+                        .init();
+                burn_ops::loss_and_grad(&loss, x, shape, positives, &device)
+            }
+        }
+    }
+
+    /// Whether `pass_columns` changes what this implementation runs (the composed ops have no
+    /// column loop).
+    fn has_passes(self) -> bool {
+        match self {
+            Raw { .. } => true,
+            #[cfg(feature = "burn")]
+            BurnFused { .. } => true,
+            #[cfg(feature = "burn")]
+            BurnComposed => false,
+        }
+    }
+}
+
+/// The raw kernels' pipelines on the device with WebGPU's default limits or the adapter's own,
+/// built once per test process.
+fn raw_kernels(default_limits: bool) -> supcon_wgpu::SupConLoss {
+    static KERNELS: [OnceLock<supcon_wgpu::SupConLoss>; 2] = [OnceLock::new(), OnceLock::new()];
+    KERNELS[usize::from(default_limits)]
+        .get_or_init(|| {
+            let ctx = if default_limits {
+                gpu()
+            } else {
+                gpu_adapter_limits()
+            }
+            .expect("a GPU (checked by `all`)");
+            supcon_wgpu::SupConLoss::new(&ctx.device).expect("pipelines")
+        })
+        .clone()
+}
+
+/// The Burn side: devices, the config of a set of options, one forward + backward.
+#[cfg(feature = "burn")]
+mod burn_ops {
+    use super::common::{Computed, gpu};
+    use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
+    use supcon_wgpu::backend::{Implementation, SupConLoss, SupConLossConfig};
+    use supcon_wgpu::{Positives, SupConOptions, SupConShape};
+
+    pub fn wgpu_device() -> Device {
+        gpu().expect("a GPU (checked by `all`)");
+        Device::wgpu(burn::tensor::DeviceKind::DefaultDevice).autodiff()
+    }
+
+    #[allow(deprecated)]
+    pub fn ndarray_device() -> Device {
+        Device::ndarray().autodiff()
+    }
+
+    pub fn config(options: &SupConOptions, implementation: Implementation) -> SupConLossConfig {
+        SupConLossConfig::new()
+            .with_temperature(options.temperature)
+            .with_base_temperature(Some(options.base_temperature))
+            .with_contrast_mode(options.contrast_mode)
+            .with_variant(options.variant)
+            .with_reduction(options.reduction)
+            .with_implementation(implementation)
+    }
+
+    fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("f32 data")
+    }
+
+    pub fn loss_and_grad(
+        loss: &SupConLoss,
+        x: &[f32],
+        shape: SupConShape,
+        positives: Positives<'_>,
+        device: &Device,
+    ) -> Computed {
+        let dims = [
+            shape.bsz as usize,
+            shape.n_views as usize,
+            shape.dim as usize,
+        ];
+        let f = Tensor::<3>::from_data(TensorData::new(x.to_vec(), dims), device).require_grad();
+        let value = match positives {
+            Positives::Labels(l) => {
+                let l = Tensor::<1, Int>::from_data(TensorData::new(l.to_vec(), [l.len()]), device);
+                loss.forward(f.clone(), Some(l))
+            }
+            Positives::Labels64(l) => {
+                let data = TensorData::new(l.to_vec(), [l.len()]);
+                let l = Tensor::<1, Int>::from_data(data, (device, DType::I64));
+                loss.forward(f.clone(), Some(l))
+            }
+            Positives::None => loss.forward(f.clone(), None),
+            Positives::Mask(m) => {
+                let b = shape.bsz as usize;
+                let data = TensorData::new(m.to_vec(), [b, b]);
+                loss.forward_with_mask(f.clone(), Tensor::<2, Bool>::from_data(data, device))
+            }
+        };
+        let grads = value.backward();
+        let grad = to_vec(f.grad(&grads).expect("features receive a gradient"));
+        Computed {
+            loss: to_vec(value)[0],
+            grad,
+            anchor_loss: None,
+            n_valid_anchors: None,
+        }
+    }
+}
+
+/// Runs `body` for every implementation, naming each on stderr; fails if none ran.
+fn for_every_implementation(mut body: impl FnMut(Implementation)) {
+    let all = Implementation::all();
+    assert!(!all.is_empty(), "no implementation ran");
+    for implementation in all {
+        let start = std::time::Instant::now();
+        body(implementation);
+        eprintln!("{implementation:?}: {:.1} s", start.elapsed().as_secs_f64());
+    }
+}
+
+/// Computes one problem and checks it against the reference with the one tolerance table.
+fn check(
+    implementation: Implementation,
+    x: &[f32],
+    shape: SupConShape,
+    positives: Positives<'_>,
+    options: &SupConOptions,
+    pass_columns: Option<u32>,
+) {
+    let got = implementation.compute(x, shape, positives, options, pass_columns);
+    let what = format!("{implementation:?} (passes of {pass_columns:?} columns)");
+    assert_matches_reference(&what, &got, x, shape, positives, options, LOSS_TOLERANCE);
+}
+
+/// Labels, no labels (SimCLR) and a random mask for a batch of `bsz`.
+fn positives_of(rng: &mut rand::rngs::StdRng, bsz: u32, classes: i32) -> (Vec<i32>, Vec<bool>) {
+    let labels = random_labels(rng, bsz as usize, classes);
+    let mask = (0..bsz * bsz).map(|_| rng.random_bool(0.3)).collect();
+    (labels, mask)
+}
+
+#[test]
+fn golden_case() {
+    let x: Vec<f32> = golden_features().iter().map(|&v| v as f32).collect();
+    let labels: Vec<i32> = (0..6).map(|b| b % 3).collect();
+    let shape = SupConShape::new(6, 2, 5);
+    let options = SupConOptions::new(0.07);
+    for_every_implementation(|implementation| {
+        let positives = Positives::Labels(&labels);
+        let got = implementation.compute(&x, shape, positives, &options, None);
+        let err = (f64::from(got.loss) - GOLDEN_LOSS).abs() / GOLDEN_LOSS;
+        assert!(
+            err <= GOLDEN_LOSS_TOLERANCE,
+            "{implementation:?}: {} vs {GOLDEN_LOSS}",
+            got.loss
+        );
+        let what = format!("{implementation:?}");
+        assert_matches_reference(
+            &what,
+            &got,
+            &x,
+            shape,
+            positives,
+            &options,
+            GOLDEN_LOSS_TOLERANCE,
+        );
+    });
+}
+
+#[test]
+fn every_option_on_many_shapes() {
+    // (bsz, n_views, dim): N from 2 to 1,034, mostly not multiples of the 64-row tiles; dims not
+    // multiples of 4 or 16 (padded vec4s), one and several column tiles, dim > 128.
+    let shapes = [
+        (1, 2, 1),
+        (2, 1, 3),
+        (3, 3, 3),
+        (33, 2, 130),
+        (40, 2, 300),
+        (65, 1, 3),
+        (70, 3, 5),
+        (100, 2, 2048),
+        (517, 2, 128),
+    ];
+    // The hardest temperature (logits up to 100), a loss scale tau / tau_base != 1, a mild one.
+    let temperatures = [(0.01, 0.01), (0.1, 0.07), (0.5, 0.5)];
+    for_every_implementation(|implementation| {
+        let mut rng = rng(7);
+        let mut cases = 0;
+        for (si, &(bsz, nv, dim)) in shapes.iter().enumerate() {
+            let shape = SupConShape::new(bsz, nv, dim);
+            let x = random_features(&mut rng, shape.len() as usize);
+            let (labels, mask) = positives_of(&mut rng, bsz, 1 + bsz as i32 / 4);
+            for (oi, options) in option_grid(&temperatures).into_iter().enumerate() {
+                // Every option on the small shapes; a rotating eighth on the large ones.
+                if shape.rows() > 100 && (oi + si) % 8 != 0 {
+                    continue;
+                }
+                for positives in [
+                    Positives::Labels(&labels),
+                    Positives::None,
+                    Positives::Mask(&mask),
+                ] {
+                    check(implementation, &x, shape, positives, &options, None);
+                    cases += 1;
+                }
+            }
+        }
+        assert_eq!(cases, 6 * 24 * 3 + 3 * 3 * 3, "{implementation:?}");
+    });
+}
+
+#[test]
+fn column_loop_in_passes() {
+    // Passes of 64 contrast rows (one tile): the statistics of the forward pass and the raw
+    // gradient sums of the backward pass are carried across dispatches. N = 2 (one pass), 130
+    // (3 passes, the last of 2 rows), 192 (3 full), 303 (5).
+    let shapes = [(1, 2, 5), (65, 2, 3), (64, 3, 130), (101, 3, 17)];
+    for_every_implementation(|implementation| {
+        if !implementation.has_passes() {
+            return;
+        }
+        let mut rng = rng(13);
+        let mut cases = 0;
+        for &(bsz, nv, dim) in &shapes {
+            let shape = SupConShape::new(bsz, nv, dim);
+            let x = random_features(&mut rng, shape.len() as usize);
+            let (labels, mask) = positives_of(&mut rng, bsz, 1 + bsz as i32 / 5);
+            for options in option_grid(&[(0.5, 0.1)]) {
+                for positives in [
+                    Positives::Labels(&labels),
+                    Positives::None,
+                    Positives::Mask(&mask),
+                ] {
+                    check(implementation, &x, shape, positives, &options, Some(64));
+                    cases += 1;
+                }
+            }
+        }
+        assert_eq!(cases, 4 * 8 * 3, "{implementation:?}");
+    });
+}
+
+#[test]
+fn class_structure_edge_cases() {
+    let options = SupConOptions::new(0.1);
+    let shape = SupConShape::new(40, 2, 16);
+    let x = random_features(&mut rng(11), shape.len() as usize);
+    let singletons: Vec<i32> = (0..40).collect();
+    let extremes: Vec<i32> = (0..40)
+        .map(|i| if i % 2 == 0 { -7 } else { i32::MAX })
+        .collect();
+    let mut zero_row = x.clone();
+    zero_row[16..32].fill(0.0); // sample 0, view 1
+    for_every_implementation(|implementation| {
+        let cases: [(&str, &[f32], Positives<'_>); 4] = [
+            ("one class", &x, Positives::Labels(&[3; 40])),
+            // With two views only the other view is a positive (SimCLR's structure).
+            (
+                "every class a single sample",
+                &x,
+                Positives::Labels(&singletons),
+            ),
+            // Negative and very large labels compare bit for bit.
+            (
+                "negative and i32::MAX labels",
+                &x,
+                Positives::Labels(&extremes),
+            ),
+            (
+                "a zero feature row",
+                &zero_row,
+                Positives::Labels(&singletons),
+            ),
+        ];
+        for (name, x, positives) in cases {
+            let what = format!("{implementation:?}, {name}");
+            let got = implementation.compute(x, shape, positives, &options, None);
+            assert_matches_reference(&what, &got, x, shape, positives, &options, LOSS_TOLERANCE);
+        }
+        // One view and every class a single sample: nobody has a positive, the loss is exactly
+        // 0 and so is its gradient.
+        let one_view = SupConShape::new(40, 1, 16);
+        let positives = Positives::Labels(&singletons);
+        let got = implementation.compute(&x[..640], one_view, positives, &options, None);
+        assert_eq!(got.loss, 0.0, "{implementation:?}");
+        assert!(
+            got.grad.iter().all(|&g| g == 0.0),
+            "{implementation:?}: gradient of a zero loss"
+        );
+        if let Some(n_valid) = got.n_valid_anchors {
+            assert_eq!(n_valid, 0, "{implementation:?}");
+        }
+    });
+}
+
+#[test]
+fn thousands_of_rows() {
+    // N = 2,050 (33 column tiles, the last of 2 rows), dim = 128, 100 classes.
+    let shape = SupConShape::new(1025, 2, 128);
+    let mut rng = rng(3);
+    let x = random_features(&mut rng, shape.len() as usize);
+    let labels = random_labels(&mut rng, 1025, 100);
+    for_every_implementation(|implementation| {
+        let options = SupConOptions::new(0.1);
+        check(
+            implementation,
+            &x,
+            shape,
+            Positives::Labels(&labels),
+            &options,
+            None,
+        );
+    });
+}
+
+#[test]
+fn labels_of_64_bits_are_compared_at_full_width() {
+    // Hashed ids that differ only above bit 31: compared at full width they are 5 classes, and
+    // give exactly the loss and gradient of the same 5 classes as small labels.
+    let shape = SupConShape::new(40, 2, 16);
+    let x = clustered_features(&mut rng(19), shape, 5);
+    let ids: Vec<i64> = (0..40).map(|b| ((b % 5) << 32) | 7).collect();
+    let dense: Vec<i32> = (0..40).map(|b| b % 5).collect();
+    // Narrowed to 32 bits they would be one class: a different loss, so the checks can fail.
+    let narrowed: Vec<i32> = ids.iter().map(|&id| id as i32).collect();
+    let options = SupConOptions::new(0.1);
+    let reference =
+        |p| supcon_wgpu::kernels::supcon::reference::supcon(&to_f64(&x), shape, p, &options);
+    let (one_class, want) = (
+        reference(Positives::Labels(&narrowed)),
+        reference(Positives::Labels64(&ids)),
+    );
+    assert!((one_class.loss - want.loss).abs() > 0.1 * want.loss.abs());
+    for_every_implementation(|implementation| {
+        for options in option_grid(&[(0.1, 0.1)]) {
+            let wide = Positives::Labels64(&ids);
+            let full = implementation.compute(&x, shape, wide, &options, None);
+            let what = format!("{implementation:?}");
+            assert_matches_reference(&what, &full, &x, shape, wide, &options, LOSS_TOLERANCE);
+            let classes =
+                implementation.compute(&x, shape, Positives::Labels(&dense), &options, None);
+            assert_eq!(full.loss, classes.loss, "{what} {options:?}");
+            assert_eq!(full.grad, classes.grad, "{what} {options:?}");
+        }
+    });
+}
+
+#[test]
+fn small_temperatures_with_thousands_of_dims() {
+    // tau = 0.01 and 0.005 with dim = 2,048: s_ii = 1/tau is far above every other s_ij
+    // (near-orthogonal rows), so a log-sum-exp shifted by a max that included it would underflow.
+    let shape = SupConShape::new(24, 2, 2048);
+    let mut rng = rng(43);
+    let x = random_features(&mut rng, shape.len() as usize);
+    let labels = random_labels(&mut rng, 24, 4);
+    for_every_implementation(|implementation| {
+        for tau in [0.01, 0.005] {
+            for variant in [Variant::Out, Variant::In] {
+                let options = SupConOptions::new(tau).with_variant(variant);
+                let positives = Positives::Labels(&labels);
+                check(implementation, &x, shape, positives, &options, None);
+            }
+        }
+    });
+}
