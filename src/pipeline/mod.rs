@@ -105,14 +105,19 @@ pub(crate) fn seeded_init<T>(
 /// Writes `bytes` to `path` atomically and durably: a temporary file in the same folder (a name
 /// unique to this process and call), flushed to disk, renamed over the target, then the folder
 /// itself flushed so the rename survives a power loss. A reader sees the old file or the new
-/// one, never a part. Temporary files left by a killed process match [`is_temp_file`].
+/// one, never a part. Temporary files left by a killed process match [`is_temp_file`]. The
+/// folder is created when missing.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = parent_dir(path);
     std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+    replace_file(path, bytes).map_err(io_error(path))
+}
+
+/// [`write_atomic`] into a folder that exists (a missing folder is an error): the pipeline's
+/// one atomic write (temporary file, flush, rename, folder flush), also used by the plots.
+pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let dir = parent_dir(path);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -129,7 +134,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result.map_err(io_error(path))
+    result
+}
+
+/// The folder `path` is in (`.` for a bare file name).
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
 }
 
 const TEMP_MARK: &str = ".tmp.";
@@ -153,5 +166,72 @@ pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
         // Windows cannot open a folder as a file; its renames are durable with the file flush.
         let _ = dir;
         Ok(())
+    }
+}
+
+/// SplitMix64 (Steele, Lea and Flood, 2014): a state advanced by [`Self::GAMMA`] per draw, each
+/// output the state passed through [`Self::mix`]. The pipeline's one such generator: it derives
+/// each epoch's seed from the run's seed and starts the PCA's subspace iteration.
+#[derive(Debug, Clone)]
+pub(crate) struct SplitMix64(pub(crate) u64);
+
+impl SplitMix64 {
+    /// The increment of the state per draw (2^64 / the golden ratio, odd).
+    pub(crate) const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
+    /// The output function: a bijective mix of the 64 bits of `z`.
+    pub(crate) fn mix(mut z: u64) -> u64 {
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// The next 64 random bits.
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(Self::GAMMA);
+        Self::mix(self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splitmix64_matches_the_reference_sequence() {
+        // The first outputs of the reference implementation (S. Vigna's splitmix64.c) seeded
+        // with 1234567.
+        let mut rng = SplitMix64(1_234_567);
+        let got: Vec<u64> = (0..5).map(|_| rng.next_u64()).collect();
+        assert_eq!(
+            got,
+            [
+                6_457_827_717_110_365_317,
+                3_203_168_211_198_807_973,
+                9_817_491_932_198_370_423,
+                4_593_380_528_125_082_431,
+                16_408_922_859_458_223_821,
+            ]
+        );
+        assert_eq!(SplitMix64(0).next_u64(), 0xE220_A839_7B1D_CDAF);
+    }
+
+    #[test]
+    fn replace_file_needs_the_folder_and_write_atomic_creates_it() {
+        let root = std::env::temp_dir().join(format!("supcon-write-atomic-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let path = root.join("sub").join("f.txt");
+        let err = replace_file(&path, b"x").unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+        assert!(!root.exists(), "nothing created");
+        write_atomic(&path, b"one").unwrap();
+        write_atomic(&path, b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        let names: Vec<String> = std::fs::read_dir(root.join("sub"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["f.txt"], "no temporary file left");
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -1,0 +1,429 @@
+//! Two-stage training: pretraining (SupCon, SimCLR or the cross-entropy baseline) with a kNN
+//! monitor, checkpoints and resume, then linear evaluation, metrics, plots and `summary.json`.
+//!
+//! [`run`] drives the stages; the pieces live along their seams: `checkpoint.rs` (the run
+//! folder, its lock, checkpoints and the exported encoder), `step.rs` (pretraining epochs and
+//! steps, the divergence checks), `report.rs` (kNN monitor, metrics, plots, summary, progress).
+
+mod checkpoint;
+mod report;
+mod step;
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::nn::LinearConfig;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{ModuleOptimizer, SgdConfig};
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::augment::AugmentConfig;
+use super::data::ImageDataset;
+use super::eval::{LinearEvalConfig, LinearEvalResult, knn_accuracy, linear_eval};
+use super::model::{HeadKind, ModelPreset, PretrainModel, ProjectionHead, Stem};
+use super::{PipelineError, Result, write_atomic};
+
+pub use checkpoint::{RunLock, RunOptions, RunPaths, prepare_run_folder};
+pub use report::{EpochMetrics, RunInfo, Summary};
+
+use checkpoint::{RunState, export_encoder, load_checkpoint, save_checkpoint};
+use report::{EpochEnd, features_of, summary, write_metrics, write_plots};
+use step::{Pretrainer, check_weights};
+
+/// The pretraining method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Method {
+    /// Supervised contrastive loss with the labels (the fused kernels on wgpu).
+    SupCon,
+    /// The same loss without labels: each image's two views are the only positives.
+    SimClr,
+    /// Cross-entropy with a linear classifier on the encoder (one augmented view).
+    Ce,
+}
+
+impl Method {
+    /// The method's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::SupCon => "supcon",
+            Method::SimClr => "simclr",
+            Method::Ce => "ce",
+        }
+    }
+
+    /// Parses `supcon`, `simclr` or `ce`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "supcon" => Some(Method::SupCon),
+            "simclr" => Some(Method::SimClr),
+            "ce" => Some(Method::Ce),
+            _ => None,
+        }
+    }
+}
+
+/// Everything that defines a run (stored in checkpoints; `--resume` requires the same).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Pretraining method.
+    pub method: Method,
+    /// Encoder size.
+    pub model: ModelPreset,
+    /// Encoder stem.
+    pub stem: Stem,
+    /// Projection head form.
+    pub head: HeadKind,
+    /// Projection output dimension.
+    pub projection_dim: usize,
+    /// Pretraining epochs.
+    pub epochs: usize,
+    /// Images per step (each gives two views for the contrastive methods).
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// L2 weight decay.
+    pub weight_decay: f64,
+    /// LARS (layer-wise trust ratio, coefficient 0.001) instead of plain momentum SGD.
+    pub lars: bool,
+    /// Epochs of linear warmup before the cosine decay.
+    pub warmup_epochs: usize,
+    /// Loss temperature τ.
+    pub temperature: f64,
+    /// τ_base (`None`: equal to τ).
+    pub base_temperature: Option<f64>,
+    /// Seed of weights, shuffling and augmentation.
+    pub seed: u64,
+    /// Augmentation recipe.
+    pub augment: AugmentConfig,
+    /// Linear evaluation settings.
+    pub linear: LinearEvalConfig,
+    /// k of the kNN monitor.
+    pub knn_k: usize,
+    /// Run the kNN monitor every this many epochs (and after the last); 0 turns it off.
+    pub knn_every: usize,
+    /// Stop each epoch after this many steps (tiny budgets in tests); `None`: whole epochs.
+    pub max_steps_per_epoch: Option<usize>,
+}
+
+impl TrainConfig {
+    /// Checks the values; the message names the bad one.
+    pub fn validate(&self, data: &ImageDataset) -> Result<()> {
+        let bad = |m: String| Err(PipelineError::Config(m));
+        if self.epochs == 0 {
+            return bad("--epochs must be at least 1".into());
+        }
+        if self.batch_size < 2 {
+            return bad(format!(
+                "--batch-size {} must be at least 2",
+                self.batch_size
+            ));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad(format!("--lr {} must be positive", self.lr));
+        }
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            return bad(format!("--temp {} must be positive", self.temperature));
+        }
+        if !(0.0..1.0).contains(&self.momentum)
+            || !(0.0..f64::INFINITY).contains(&self.weight_decay)
+        {
+            return bad("momentum must be in [0, 1) and weight decay >= 0".into());
+        }
+        if self.warmup_epochs >= self.epochs && self.warmup_epochs > 0 {
+            return bad(format!(
+                "--warmup-epochs {} must be below --epochs {}",
+                self.warmup_epochs, self.epochs
+            ));
+        }
+        if self.projection_dim == 0 {
+            return bad("projection dimension must be at least 1".into());
+        }
+        if data.len() < 2 {
+            return bad(format!("the training set has {} images", data.len()));
+        }
+        if data.n_classes() < 2 {
+            return bad(format!(
+                "the data set has {} class; training and evaluation need at least two \
+                 (a single class would score 100 %)",
+                data.n_classes()
+            ));
+        }
+        if self.max_steps_per_epoch == Some(0) {
+            return bad("--max-steps-per-epoch must be at least 1".into());
+        }
+        if self.knn_k == 0 {
+            return bad("--knn-k must be at least 1".into());
+        }
+        let lin = &self.linear;
+        if lin.epochs == 0 {
+            return bad("--linear-epochs must be at least 1".into());
+        }
+        if lin.batch_size == 0 {
+            return bad("the linear-evaluation batch size must be at least 1".into());
+        }
+        let lr_ok = lin.lr > 0.0 && lin.lr.is_finite();
+        if !lr_ok || !(0.0..f64::INFINITY).contains(&lin.weight_decay) {
+            return bad(format!(
+                "linear evaluation needs lr > 0 and weight decay >= 0 (got {} and {})",
+                lin.lr, lin.weight_decay
+            ));
+        }
+        self.augment
+            .validate(data.channels)
+            .map_err(PipelineError::Config)
+    }
+
+    fn steps_per_epoch(&self, n: usize) -> usize {
+        let full = n.div_ceil(self.batch_size);
+        self.max_steps_per_epoch.map_or(full, |m| m.min(full))
+    }
+}
+
+/// The learning rate at `step` of `total`: linear warmup from lr/100 over `warmup` steps,
+/// then cosine decay to lr/1000 (the reference code's schedule, per step).
+pub fn learning_rate(lr: f64, step: usize, warmup: usize, total: usize) -> f64 {
+    let min = lr * 1e-3;
+    if step < warmup {
+        let from = lr * 0.01;
+        return from + (lr - from) * (step + 1) as f64 / warmup as f64;
+    }
+    let span = (total - warmup).max(1) as f64;
+    let t = ((step - warmup) as f64 / span).min(1.0);
+    min + (lr - min) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+}
+
+fn build_model(config: &TrainConfig, data: &ImageDataset, device: &Device) -> PretrainModel {
+    let enc = config.model.config(data.channels, config.stem);
+    let dim = enc.feature_dim();
+    let encoder = enc.init(device);
+    match config.method {
+        Method::Ce => PretrainModel {
+            encoder,
+            head: None,
+            classifier: Some(LinearConfig::new(dim, data.n_classes()).init(device)),
+        },
+        _ => PretrainModel {
+            encoder,
+            head: Some(ProjectionHead::new(
+                config.head,
+                dim,
+                config.projection_dim,
+                device,
+            )),
+            classifier: None,
+        },
+    }
+}
+
+fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
+    if config.lars {
+        return super::lars::LarsConfig {
+            momentum: config.momentum,
+            weight_decay: config.weight_decay,
+            trust_coefficient: 0.001,
+        }
+        .init();
+    }
+    SgdConfig::new()
+        .with_momentum(Some(
+            MomentumConfig::new()
+                .with_momentum(config.momentum)
+                .with_dampening(0.0),
+        ))
+        .with_weight_decay(Some(WeightDecayConfig::new(config.weight_decay as f32)))
+        .init()
+}
+
+/// A run's fixed inputs: its settings, data sets, evaluation device and output folder.
+struct RunContext<'a> {
+    config: &'a TrainConfig,
+    train: &'a ImageDataset,
+    test: &'a ImageDataset,
+    /// The device without autodiff: evaluation and linear evaluation run on it.
+    plain: Device,
+    paths: RunPaths,
+}
+
+/// Seconds and images of the pretraining epochs this process ran.
+#[derive(Debug, Default, Clone, Copy)]
+struct PretrainTime {
+    seconds: f64,
+    images: usize,
+}
+
+/// Runs the whole pipeline: pretraining (resuming from `out/checkpoints` when asked), linear
+/// evaluation, metrics, plots, the exported encoder and `summary.json`. Returns `None` when
+/// [`RunOptions::stop_after_epochs`] ended the process before the last epoch.
+///
+/// `device` is a Burn device (autodiff or not); training runs on its autodiff twin.
+pub fn run(
+    config: &TrainConfig,
+    train: &ImageDataset,
+    test: &ImageDataset,
+    out: &Path,
+    options: &RunOptions,
+    device: &Device,
+    info: &RunInfo,
+) -> Result<Option<Summary>> {
+    let started = Instant::now();
+    check_inputs(config, train, test)?;
+    let paths = RunPaths {
+        out: out.to_path_buf(),
+    };
+    let _lock = prepare_run_folder(&paths, options)?;
+    let plain = device.clone().inner();
+    let ad = plain.clone().autodiff();
+    let ctx = RunContext {
+        config,
+        train,
+        test,
+        plain,
+        paths,
+    };
+    let mut state = start(&ctx, &ad, options.resume)?;
+    let pretrainer = Pretrainer::new(config, train, &ad)?;
+    let mut time = PretrainTime::default();
+    let mut final_features: Option<(Tensor<2>, Tensor<2>)> = None;
+    let stop = options
+        .stop_after_epochs
+        .unwrap_or(config.epochs)
+        .min(config.epochs);
+    for epoch in state.epoch..stop {
+        let ran;
+        (state.model, ran) = pretrainer.epoch(
+            state.model,
+            &mut state.optim,
+            &mut state.step,
+            epoch,
+            &ctx.paths,
+        )?;
+        time.seconds += ran.seconds;
+        time.images += ran.seen;
+        let EpochEnd { metrics, features } = report::end_of_epoch(&ctx, &state.model, &ran, epoch)?;
+        if features.is_some() {
+            // The model is final: stage 2 reuses these features.
+            final_features = features;
+        }
+        check_weights(&state.model, epoch, &ctx.paths, config)?;
+        state.history.push(metrics);
+        state.epoch = epoch + 1;
+        // The checkpoint first: metrics.jsonl never runs ahead of what a resume restores.
+        save_checkpoint(&ctx.paths, config, &state)?;
+        write_metrics(&ctx.paths, &state.history)?;
+    }
+
+    if stop < config.epochs {
+        log::info!(
+            "stopped after epoch {stop} of {}; continue with --resume",
+            config.epochs
+        );
+        return Ok(None);
+    }
+    finish(&ctx, info, &state, final_features, started, time).map(Some)
+}
+
+/// The checks of the settings and the data sets that come before anything is written.
+fn check_inputs(config: &TrainConfig, train: &ImageDataset, test: &ImageDataset) -> Result<()> {
+    config.validate(train)?;
+    if test.is_empty() {
+        return Err(PipelineError::Config("the test set is empty".into()));
+    }
+    if (test.channels, test.height, test.width) != (train.channels, train.height, train.width) {
+        return Err(PipelineError::Config(
+            "train and test images differ in size".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The fresh model (seeded) and optimizer on the autodiff device `ad`; with `resume`, the
+/// newest checkpoint loaded into them.
+fn start(ctx: &RunContext, ad: &Device, resume: bool) -> Result<RunState> {
+    let (config, train) = (ctx.config, ctx.train);
+    let model = super::seeded_init(ad, config.seed, || build_model(config, train, ad));
+    let state = RunState {
+        model,
+        optim: optimizer(config),
+        history: Vec::new(),
+        epoch: 0,
+        step: 0,
+    };
+    if !resume {
+        return Ok(state);
+    }
+    let state = load_checkpoint(&ctx.paths, config, state)?;
+    // A process killed between its checkpoint and its metrics left them one epoch behind.
+    write_metrics(&ctx.paths, &state.history)?;
+    log::info!("resuming after epoch {} (step {})", state.epoch, state.step);
+    Ok(state)
+}
+
+/// Stage 2 and the outputs: linear evaluation on the frozen encoder, `encoder.safetensors`,
+/// the plots and `summary.json`.
+fn finish(
+    ctx: &RunContext,
+    info: &RunInfo,
+    state: &RunState,
+    final_features: Option<(Tensor<2>, Tensor<2>)>,
+    started: Instant,
+    time: PretrainTime,
+) -> Result<Summary> {
+    let (config, train, test) = (ctx.config, ctx.train, ctx.test);
+    let encoder = state.model.encoder.valid();
+    let (train_f, test_f) = match final_features {
+        Some(features) => features,
+        None => features_of(&encoder, ctx),
+    };
+    let knn = match state.history.last().and_then(|m| m.knn_test_accuracy) {
+        Some(a) => a,
+        None => knn_accuracy(
+            train_f.clone(),
+            &train.labels,
+            test_f.clone(),
+            &test.labels,
+            train.n_classes(),
+            config.knn_k,
+        )?,
+    };
+    let linear = linear_stage(ctx, train_f, test_f.clone())?;
+    export_encoder(&encoder, &ctx.paths)?;
+    // A plot that cannot be drawn costs a picture, never the run's results.
+    if let Err(e) = write_plots(ctx, &state.history, &linear, test_f, info) {
+        log::warn!("plots not written: {e}");
+    }
+    let summary = summary(ctx, info, &state.history, &linear, knn, started, time);
+    let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
+    write_atomic(&ctx.paths.summary(), &json)?;
+    Ok(summary)
+}
+
+/// Stage 2: a linear classifier on the frozen encoder's features.
+fn linear_stage(
+    ctx: &RunContext,
+    train_f: Tensor<2>,
+    test_f: Tensor<2>,
+) -> Result<LinearEvalResult> {
+    let (train, test) = (ctx.train, ctx.test);
+    let t_lin = Instant::now();
+    let linear = linear_eval(
+        train_f,
+        &train.labels,
+        test_f,
+        &test.labels,
+        train.n_classes(),
+        &ctx.config.linear,
+        &ctx.plain,
+    )?;
+    log::info!(
+        "linear evaluation: test accuracy {:.2}% (train {:.2}%), {:.1} s",
+        linear.test_accuracy * 100.0,
+        linear.train_accuracy * 100.0,
+        t_lin.elapsed().as_secs_f64()
+    );
+    Ok(linear)
+}
