@@ -4,6 +4,7 @@
 use super::plan::{Dispatch, Role, SIMILARITY_KERNELS, similarity_launch};
 use super::supcon::Strategy;
 use super::{Kernel, check_buffer, check_device, with_error_scope};
+#[cfg(not(target_arch = "wasm32"))]
 use crate::error::to_u32;
 use crate::{Error, Result};
 use wgpu::util::DeviceExt;

@@ -21,12 +21,14 @@ mod options;
 pub mod reference;
 
 pub use encode::SupConPlan;
+#[cfg(feature = "burn")]
+pub(crate) use layout::z_stride;
 pub use layout::{
     MAX_BARRIERS_PER_WORKGROUP, STATUS_NON_FINITE, STATUS_OK, SupConOutput, default_pass_columns,
 };
 pub(crate) use layout::{
     Params, ProblemLayout, ProblemLimits, backward_passes, column_passes, kernel_params,
-    param_stride, problem_layout, row_dot_len, running_len, z_stride,
+    param_stride, problem_layout, row_dot_len, running_len,
 };
 pub use options::{
     ContrastMode, MAX_TEMPERATURE, MIN_TEMPERATURE, PositiveKind, Positives, Reduction, Strategy,
@@ -35,7 +37,9 @@ pub use options::{
 
 use super::plan::SUPCON_KERNELS;
 use super::{Kernel, check_device};
-use crate::{Error, Result};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::Error;
+use crate::Result;
 use wgpu::util::DeviceExt;
 
 /// The SupCon kernels' pipelines on one device: create once, plan per problem shape.
