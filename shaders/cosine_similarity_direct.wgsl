@@ -1,7 +1,7 @@
 // Joined after (src/kernels/mod.rs): lib/similarity.wgsl, lib/normalize.wgsl,
 // lib/uniform_params.wgsl.
 //
-// Pairwise cosine similarity on CPU adapters (`Strategy::Direct`, see supcon.rs): the same result
+// Pairwise cosine similarity on CPU adapters (`Strategy::Direct`, see src/kernels/supcon/): the same result
 // as cosine_similarity.wgsl (the formula is there), laid out like supcon_forward_direct.wgsl for
 // drivers that run a workgroup's invocations as SIMD lanes of a CPU core (lavapipe): no
 // workgroup memory and no barrier, and large register blocks, so that each loaded value feeds

@@ -2,7 +2,7 @@
 // lib/supcon_rows.wgsl, lib/supcon_direct.wgsl.
 //
 // SupCon loss, step 4a of the backward pass on CPU adapters (`Strategy::Direct`, see
-// supcon.rs): the weights W_rj = (G_rj + G_jr) / tau of one pass's contrast rows
+// src/kernels/supcon/): the weights W_rj = (G_rj + G_jr) / tau of one pass's contrast rows
 // [col_begin, col_end), written out so that supcon_backward_apply.wgsl can form sum_j W_rj z_j
 // without workgroup barriers.
 // (supcon_backward.wgsl does both in one kernel, exchanging W through workgroup memory; on

@@ -14,7 +14,7 @@
 //
 // The column loop may be cut into passes (one dispatch each, contrast rows [col_begin, col_end)):
 // on lavapipe a workgroup that executes more than about 8,192 barriers loses results, so the host
-// bounds the barriers per workgroup (supcon.rs, `pass_columns`). Between passes the merged
+// bounds the barriers per workgroup (src/kernels/supcon/layout.rs, `pass_columns`). Between passes the merged
 // statistics of each anchor wait in `running`; a single pass (the common case) never touches it.
 // Output per anchor i, written by the last pass:
 //   anchor_stats[i] = (lse_A(i), lse_P(i), |P(i)|, loss_i)

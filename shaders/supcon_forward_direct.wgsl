@@ -1,7 +1,7 @@
 // Joined after (src/kernels/mod.rs): lib/supcon_host.wgsl, lib/uniform_params.wgsl,
 // lib/supcon_forward_step.wgsl, lib/supcon_rows.wgsl, lib/supcon_direct.wgsl.
 //
-// SupCon loss, step 2 of 4 on CPU adapters (`Strategy::Direct`, see supcon.rs): the streaming
+// SupCon loss, step 2 of 4 on CPU adapters (`Strategy::Direct`, see src/kernels/supcon/): the streaming
 // forward pass of supcon_forward.wgsl (same statistics, same outputs, same passes; the formulas
 // are there), laid out for drivers that run a workgroup's invocations as SIMD lanes on a CPU core
 // (lavapipe): no barrier inside the column loop, and large register blocks.

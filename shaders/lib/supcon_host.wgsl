@@ -1,6 +1,6 @@
-// What the SupCon kernels and the host (src/kernels/supcon.rs) agree on: the parameter block at
+// What the SupCon kernels and the host (src/kernels/supcon/layout.rs) agree on: the parameter block at
 // binding 0 and its mode numbers, the result block and its status word, the caller's feature
-// layout, and the tile sizes the host counts workgroups and passes in. A unit test in supcon.rs
+// layout, and the tile sizes the host counts workgroups and passes in. A unit test in supcon/layout.rs
 // checks both blocks' layouts and every constant here against their Rust mirrors.
 //
 // Every storage binding is read_write: Burn's kernel path pools tensors in shared buffers and a
@@ -20,7 +20,7 @@ struct Params {
     loss_scale: f32,      // temperature / base_temperature
     non_finite_fill: f32, // loss and gradient when a row is not finite: 0 (raw API) or NaN (Burn)
     col_begin: u32,       // this pass's contrast rows: [col_begin, col_end) (a multiple of TILE_C)
-    col_end: u32,         // (the kernels' column loop runs over several passes; see supcon.rs)
+    col_end: u32,         // (the kernels' column loop runs over several passes; see supcon/layout.rs)
     z_stride: u32,        // vec4s per row of the normalised copy z: ceil(dim / 4)
 }
 

@@ -418,7 +418,7 @@ pub(crate) fn upload<T: bytemuck::Pod>(
 }
 
 /// naga's view of WGSL declarations the host mirrors, for the unit tests that compare them with
-/// the Rust side (supcon.rs, similarity.rs).
+/// the Rust side (supcon/layout.rs, similarity.rs).
 #[cfg(test)]
 pub(crate) mod wgsl_mirror {
     use std::collections::BTreeMap;
