@@ -8,6 +8,7 @@
 mod common;
 
 use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
+use common::burn_tensors::{features, labels, ndarray_device, to_vec, wgpu_device};
 use common::*;
 use rand::Rng;
 use supcon_wgpu::backend::{
@@ -17,37 +18,6 @@ use supcon_wgpu::backend::{
 use supcon_wgpu::kernels::supcon::reference;
 use supcon_wgpu::{Error, Positives, Strategy, SupConShape};
 
-/// The autodiff wgpu device, or a clear skip (a failure under CI=true), as the other GPU tests.
-fn wgpu_device() -> Option<Device> {
-    gpu()?;
-    Some(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice).autodiff())
-}
-
-#[allow(deprecated)]
-fn ndarray_device() -> Device {
-    Device::ndarray().autodiff()
-}
-
-fn features(x: &[f32], shape: SupConShape, device: &Device) -> Tensor<3> {
-    let dims = [
-        shape.bsz as usize,
-        shape.n_views as usize,
-        shape.dim as usize,
-    ];
-    Tensor::<3>::from_data(TensorData::new(x.to_vec(), dims), device).require_grad()
-}
-
-fn labels(l: &[i32], device: &Device) -> Tensor<1, Int> {
-    Tensor::<1, Int>::from_data(TensorData::new(l.to_vec(), [l.len()]), device)
-}
-
-fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("f32 data")
-}
-
 /// Loss and dL/dfeatures of one configuration on one device.
 fn loss_and_grad(
     config: &SupConLossConfig,
@@ -55,26 +25,8 @@ fn loss_and_grad(
     shape: SupConShape,
     positives: Positives<'_>,
     device: &Device,
-) -> (f32, Vec<f32>) {
-    let loss = config.init();
-    let f = features(x, shape, device);
-    let value = match positives {
-        Positives::Labels(l) => loss.forward(f.clone(), Some(labels(l, device))),
-        Positives::Labels64(l) => {
-            let data = TensorData::new(l.to_vec(), [l.len()]);
-            let l = Tensor::<1, Int>::from_data(data, (device, DType::I64));
-            loss.forward(f.clone(), Some(l))
-        }
-        Positives::None => loss.forward(f.clone(), None),
-        Positives::Mask(m) => {
-            let b = shape.bsz as usize;
-            let mask = Tensor::<2, Bool>::from_data(TensorData::new(m.to_vec(), [b, b]), device);
-            loss.forward_with_mask(f.clone(), mask)
-        }
-    };
-    let grads = value.backward();
-    let g = f.grad(&grads).expect("features receive a gradient");
-    (to_vec(value)[0], to_vec(g))
+) -> Computed {
+    common::burn_tensors::loss_and_grad(&config.init(), x, shape, positives, device)
 }
 
 fn options_of(config: &SupConLossConfig) -> supcon_wgpu::SupConOptions {
@@ -306,13 +258,14 @@ fn bring_your_own_wgpu_device() {
     let x: Vec<f32> = (0..60).map(|i| (i as f32 * 0.37).cos()).collect();
     let l = [0, 1, 2, 0, 1, 2];
     let config = SupConLossConfig::new();
-    let (burn_loss, _) = loss_and_grad(
+    let burn_loss = loss_and_grad(
         &config,
         &x,
         shape,
         Positives::Labels(&l),
         &burn.clone().autodiff(),
-    );
+    )
+    .loss;
     // The raw kernels on the very same wgpu device and queue.
     let raw = supcon_wgpu::SupConLoss::new(&device).unwrap();
     let r = raw
@@ -542,19 +495,13 @@ fn problems_beyond_the_device_limits_are_typed_errors() {
     );
     // Within the limits the same device computes the loss.
     let shape = SupConShape::new(100, 2, 8);
-    let (loss, grad) = loss_and_grad(
+    let got = loss_and_grad(
         &SupConLossConfig::new(),
         &x[..1600],
         shape,
         Positives::Labels(&l[..100]),
         &small,
     );
-    let got = Computed {
-        loss,
-        grad,
-        anchor_loss: None,
-        n_valid_anchors: None,
-    };
     let positives = Positives::Labels(&l[..100]);
     let options = options_of(&SupConLossConfig::new());
     assert_matches_reference(

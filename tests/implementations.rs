@@ -105,15 +105,15 @@ impl Implementation {
                     Some(columns) => loss.with_pass_columns(columns),
                     None => loss,
                 };
-                burn_ops::loss_and_grad(&loss, x, shape, positives, &device)
+                common::burn_tensors::loss_and_grad(&loss, x, shape, positives, &device)
             }
             #[cfg(feature = "burn")]
             BurnComposed => {
-                let device = burn_ops::ndarray_device();
+                let device = common::burn_tensors::ndarray_device();
                 let loss =
                     burn_ops::config(options, supcon_wgpu::backend::Implementation::Composed)
                         .init();
-                burn_ops::loss_and_grad(&loss, x, shape, positives, &device)
+                common::burn_tensors::loss_and_grad(&loss, x, shape, positives, &device)
             }
         }
     }
@@ -148,22 +148,15 @@ fn raw_kernels(default_limits: bool) -> supcon_wgpu::SupConLoss {
         .clone()
 }
 
-/// The Burn side: devices, the config of a set of options, one forward + backward.
+/// The Burn side: the wgpu device and the config of a set of options.
 #[cfg(feature = "burn")]
 mod burn_ops {
-    use super::common::{Computed, gpu};
-    use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
-    use supcon_wgpu::backend::{Implementation, SupConLoss, SupConLossConfig};
-    use supcon_wgpu::{Positives, SupConOptions, SupConShape};
+    use burn::tensor::Device;
+    use supcon_wgpu::SupConOptions;
+    use supcon_wgpu::backend::{Implementation, SupConLossConfig};
 
     pub fn wgpu_device() -> Device {
-        gpu().expect("a GPU (checked by `all`)");
-        Device::wgpu(burn::tensor::DeviceKind::DefaultDevice).autodiff()
-    }
-
-    #[allow(deprecated)]
-    pub fn ndarray_device() -> Device {
-        Device::ndarray().autodiff()
+        super::common::burn_tensors::wgpu_device().expect("a GPU (checked by `all`)")
     }
 
     pub fn config(options: &SupConOptions, implementation: Implementation) -> SupConLossConfig {
@@ -174,53 +167,6 @@ mod burn_ops {
             .with_variant(options.variant)
             .with_reduction(options.reduction)
             .with_implementation(implementation)
-    }
-
-    fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .expect("f32 data")
-    }
-
-    pub fn loss_and_grad(
-        loss: &SupConLoss,
-        x: &[f32],
-        shape: SupConShape,
-        positives: Positives<'_>,
-        device: &Device,
-    ) -> Computed {
-        let dims = [
-            shape.bsz as usize,
-            shape.n_views as usize,
-            shape.dim as usize,
-        ];
-        let f = Tensor::<3>::from_data(TensorData::new(x.to_vec(), dims), device).require_grad();
-        let value = match positives {
-            Positives::Labels(l) => {
-                let l = Tensor::<1, Int>::from_data(TensorData::new(l.to_vec(), [l.len()]), device);
-                loss.forward(f.clone(), Some(l))
-            }
-            Positives::Labels64(l) => {
-                let data = TensorData::new(l.to_vec(), [l.len()]);
-                let l = Tensor::<1, Int>::from_data(data, (device, DType::I64));
-                loss.forward(f.clone(), Some(l))
-            }
-            Positives::None => loss.forward(f.clone(), None),
-            Positives::Mask(m) => {
-                let b = shape.bsz as usize;
-                let data = TensorData::new(m.to_vec(), [b, b]);
-                loss.forward_with_mask(f.clone(), Tensor::<2, Bool>::from_data(data, device))
-            }
-        };
-        let grads = value.backward();
-        let grad = to_vec(f.grad(&grads).expect("features receive a gradient"));
-        Computed {
-            loss: to_vec(value)[0],
-            grad,
-            anchor_loss: None,
-            n_valid_anchors: None,
-        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! Shared test helpers: the GPU (or a clear skip), random inputs, comparisons.
 #![allow(dead_code)]
 
+#[cfg(feature = "burn")]
+pub mod burn_tensors;
 #[cfg(feature = "pipeline")]
 pub mod pipeline;
 
