@@ -6,7 +6,7 @@ use plotters::prelude::*;
 
 use super::{
     AXIS_DESC_PX, FONT_FAMILY, LEGEND_PX, PlotError, Series, TICK_PX, TITLE_PX, Ticks, check_size,
-    draw_err, ensure_font, padded_range, rgb, rgb_buffer, series_color, write_rgb,
+    draw_err, ensure_font, padded_bounds, rgb, rgb_buffer, series_color, write_rgb,
 };
 
 /// Splits a series into runs of consecutive finite points.
@@ -97,20 +97,7 @@ pub fn render_line_chart(
             series.len()
         )));
     }
-    let (mut x_lo, mut x_hi, mut y_lo, mut y_hi) = (
-        f64::INFINITY,
-        f64::NEG_INFINITY,
-        f64::INFINITY,
-        f64::NEG_INFINITY,
-    );
-    for &(x, y) in finite {
-        x_lo = x_lo.min(x);
-        x_hi = x_hi.max(x);
-        y_lo = y_lo.min(y);
-        y_hi = y_hi.max(y);
-    }
-    let x_range = padded_range(x_lo, x_hi);
-    let y_range = padded_range(y_lo, y_hi);
+    let (x_range, y_range) = padded_bounds(finite.copied());
     ensure_font()?;
 
     let mut buf = rgb_buffer(size);

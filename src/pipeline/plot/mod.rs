@@ -200,6 +200,23 @@ fn rgb_buffer(size: (u32, u32)) -> Vec<u8> {
     vec![255; size.0 as usize * size.1 as usize * 3]
 }
 
+/// The x and y ranges of `points` (at least one), each padded by [`padded_range`].
+fn padded_bounds(points: impl IntoIterator<Item = (f64, f64)>) -> ((f64, f64), (f64, f64)) {
+    let (mut x_lo, mut x_hi, mut y_lo, mut y_hi) = (
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    );
+    for (x, y) in points {
+        x_lo = x_lo.min(x);
+        x_hi = x_hi.max(x);
+        y_lo = y_lo.min(y);
+        y_hi = y_hi.max(y);
+    }
+    (padded_range(x_lo, x_hi), padded_range(y_lo, y_hi))
+}
+
 /// A closed interval with a little margin around `[lo, hi]`; a zero-width interval is
 /// widened so that a flat series still plots.
 fn padded_range(lo: f64, hi: f64) -> (f64, f64) {

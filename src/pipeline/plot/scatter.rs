@@ -7,7 +7,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::{
     FONT_FAMILY, LEGEND_PX, MAX_LEGEND_CLASSES, PlotError, TICK_PX, TITLE_PX, Ticks, check_size,
-    class_color, draw_err, ensure_font, padded_range, rgb, rgb_buffer, write_rgb,
+    class_color, draw_err, ensure_font, padded_bounds, rgb, rgb_buffer, write_rgb,
 };
 
 /// Truncates `s` to at most `max_chars` characters, marking a cut with an ellipsis.
@@ -50,21 +50,8 @@ pub fn render_scatter_by_class(
             points[i]
         )));
     }
-    let (mut x_lo, mut x_hi, mut y_lo, mut y_hi) = (
-        f64::INFINITY,
-        f64::NEG_INFINITY,
-        f64::INFINITY,
-        f64::NEG_INFINITY,
-    );
-    for p in points {
-        let (x, y) = (f64::from(p[0]), f64::from(p[1]));
-        x_lo = x_lo.min(x);
-        x_hi = x_hi.max(x);
-        y_lo = y_lo.min(y);
-        y_hi = y_hi.max(y);
-    }
-    let x_range = padded_range(x_lo, x_hi);
-    let y_range = padded_range(y_lo, y_hi);
+    let (x_range, y_range) =
+        padded_bounds(points.iter().map(|p| (f64::from(p[0]), f64::from(p[1]))));
 
     let mut classes: Vec<u32> = labels.to_vec();
     classes.sort_unstable();
