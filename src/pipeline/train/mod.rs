@@ -205,9 +205,10 @@ pub struct LrSchedule {
 impl LrSchedule {
     /// The schedule of a run of `total` steps, `warmup` of them warming up, peaking at `lr`.
     pub fn new(lr: f64, warmup: usize, total: usize) -> Result<Self> {
-        if !(lr > 0.0 && lr.is_finite()) || warmup >= total.max(1) {
+        if !(lr > 0.0 && lr.is_finite()) || warmup >= total {
             return Err(PipelineError::Config(format!(
-                "a learning-rate schedule needs a positive rate and fewer warmup steps than                  steps (lr {lr}, {warmup} warmup steps of {total})"
+                "a learning-rate schedule needs a positive rate and fewer warmup steps than \
+                 steps (lr {lr}, {warmup} warmup steps of {total})"
             )));
         }
         let decay: LrSchedulerConfig = CosineAnnealingLrSchedulerConfig::new(1.0, total - warmup)
