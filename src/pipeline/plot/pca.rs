@@ -12,6 +12,10 @@ use crate::pipeline::SplitMix64;
 /// signed so that its largest-|.| entry (the first such, on ties) is positive; point i is
 /// `(x_i - mean) · v_k`. When d == 1 the second coordinate is 0. Errors on n < 2, d == 0,
 /// data.len() != n*d, non-finite values.
+///
+/// Not `burn::linalg::svd`: Burn 0.22's SVD runs on the host in f32 and panics when its QR
+/// iteration does not converge within the sweep budget, where a plot must never cost a run
+/// (it is also behind burn's `linalg` feature, one more crate for two numbers per point).
 pub fn pca_2d(data: &[f32], n: usize, d: usize) -> Result<Vec<[f32; 2]>, PlotError> {
     if n < 2 {
         return Err(PlotError::Empty(format!(
