@@ -16,7 +16,7 @@ use supcon_wgpu::pipeline::data;
 use supcon_wgpu::pipeline::eval::LinearEvalConfig;
 use supcon_wgpu::pipeline::model::{ModelPreset, Stem};
 use supcon_wgpu::pipeline::train::{
-    EpochMetrics, Method, RunOptions, RunPaths, Summary, TrainConfig, learning_rate,
+    EpochMetrics, LrSchedule, Method, RunOptions, RunPaths, Summary, TrainConfig,
     prepare_run_folder, run,
 };
 
@@ -605,18 +605,43 @@ fn folder_images_learn_at_16_pixels() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The reference code's per-step schedule, written out: linear warmup from lr/100, reaching lr
+/// on the last warmup step, then cosine decay from lr towards lr/1000 at `total`.
+fn reference_rate(lr: f64, step: usize, warmup: usize, total: usize) -> f64 {
+    let min = lr * 1e-3;
+    if step < warmup {
+        let from = lr * 0.01;
+        return from + (lr - from) * (step + 1) as f64 / warmup as f64;
+    }
+    let t = (step - warmup) as f64 / (total - warmup) as f64;
+    min + (lr - min) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+}
+
 #[test]
 fn schedule_warms_up_then_decays() {
-    let lr = 0.5;
-    assert!((learning_rate(lr, 0, 10, 100) - (0.005 + 0.495 * 0.1)).abs() < 1e-12);
-    assert!((learning_rate(lr, 9, 10, 100) - lr).abs() < 1e-12);
-    assert!((learning_rate(lr, 10, 10, 100) - lr).abs() < 1e-12);
-    let mut prev = f64::INFINITY;
-    for s in 10..100 {
-        let v = learning_rate(lr, s, 10, 100);
-        assert!(v <= prev && v >= lr * 1e-3);
-        prev = v;
+    for (lr, warmup, total) in [(0.5, 10, 100), (0.05, 0, 37), (2.0, 1, 12), (0.1, 3, 4)] {
+        let mut schedule = LrSchedule::new(lr, warmup, total).unwrap();
+        let rates: Vec<f64> = (0..total).map(|_| schedule.next_rate()).collect();
+        for (step, &rate) in rates.iter().enumerate() {
+            let want = reference_rate(lr, step, warmup, total);
+            assert!(
+                (rate - want).abs() <= 1e-12 * want,
+                "lr {lr}, warmup {warmup} of {total}: step {step} has {rate}, want {want}"
+            );
+            let mut resumed = LrSchedule::from_step(lr, warmup, total, step).unwrap();
+            assert_eq!(resumed.next_rate(), rate, "resumed at step {step}");
+        }
+        if warmup > 0 {
+            assert!((rates[warmup - 1] - lr).abs() <= 1e-12 * lr);
+        }
+        assert!(rates[warmup..].windows(2).all(|w| w[1] < w[0]));
     }
-    assert!((learning_rate(lr, 100, 10, 100) - lr * 1e-3).abs() < 1e-12);
-    assert!((learning_rate(lr, 55, 10, 100) - (lr * 1e-3 + (lr - lr * 1e-3) * 0.5)).abs() < 1e-9);
+    // The values the schedule is known by.
+    let mut s = LrSchedule::new(0.5, 10, 100).unwrap();
+    let rates: Vec<f64> = (0..100).map(|_| s.next_rate()).collect();
+    assert!((rates[0] - (0.005 + 0.495 * 0.1)).abs() < 1e-12);
+    assert!((rates[10] - 0.5).abs() < 1e-12);
+    assert!((rates[55] - (0.5e-3 + (0.5 - 0.5e-3) * 0.5)).abs() < 1e-12);
+    assert!(LrSchedule::new(0.5, 10, 10).is_err());
+    assert!(LrSchedule::new(f64::NAN, 1, 10).is_err());
 }

@@ -12,6 +12,11 @@ mod step;
 use std::path::Path;
 use std::time::Instant;
 
+use burn::lr_scheduler::LrSchedulerConfig;
+use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
+use burn::lr_scheduler::linear::LinearLrSchedulerConfig;
+use burn::lr_scheduler::module_lr_scheduler::{ModuleLrScheduler, ModuleLrSchedulerConfig};
+use burn::lr_scheduler::sequential::SequentialLrSchedulerConfig;
 use burn::module::Module;
 use burn::nn::LinearConfig;
 use burn::optim::decay::WeightDecayConfig;
@@ -184,17 +189,58 @@ impl TrainConfig {
     }
 }
 
-/// The learning rate at `step` of `total`: linear warmup from lr/100 over `warmup` steps,
-/// then cosine decay to lr/1000 (the reference code's schedule, per step).
-pub fn learning_rate(lr: f64, step: usize, warmup: usize, total: usize) -> f64 {
-    let min = lr * 1e-3;
-    if step < warmup {
-        let from = lr * 0.01;
-        return from + (lr - from) * (step + 1) as f64 / warmup as f64;
+/// The learning rate of every optimizer step: linear warmup from lr/100 over `warmup` steps, then
+/// cosine decay from lr to lr/1000 over the remaining steps of `total` (the reference code's
+/// schedule, per step), run by Burn's schedulers.
+///
+/// Burn's schedulers take rates in (0, 1], so they run the schedule relative to its peak
+/// (1 → 1/1000) and each value is scaled by `lr`, which may exceed 1 (large-batch rates do).
+/// Burn's linear scheduler starts at its first value, the warmup's first step is already one
+/// `warmup`-th of the way up, so it runs over `warmup - 1` steps from there.
+pub struct LrSchedule {
+    lr: f64,
+    relative: ModuleLrScheduler,
+}
+
+impl LrSchedule {
+    /// The schedule of a run of `total` steps, `warmup` of them warming up, peaking at `lr`.
+    pub fn new(lr: f64, warmup: usize, total: usize) -> Result<Self> {
+        if !(lr > 0.0 && lr.is_finite()) || warmup >= total {
+            return Err(PipelineError::Config(format!(
+                "a learning-rate schedule needs a positive rate and fewer warmup steps than \
+                 steps (lr {lr}, {warmup} warmup steps of {total})"
+            )));
+        }
+        let decay: LrSchedulerConfig = CosineAnnealingLrSchedulerConfig::new(1.0, total - warmup)
+            .with_min_lr(1e-3)
+            .into();
+        let relative = match warmup {
+            0 => ModuleLrSchedulerConfig::new(decay).init(),
+            w => {
+                let warm = match w {
+                    1 => LrSchedulerConfig::Constant(1.0),
+                    w => LinearLrSchedulerConfig::new(0.01 + 0.99 / w as f64, 1.0, w - 1).into(),
+                };
+                SequentialLrSchedulerConfig::new(vec![warm, decay], vec![w]).init()
+            }
+        }
+        .map_err(|e| PipelineError::Config(format!("learning-rate schedule: {e}")))?;
+        Ok(Self { lr, relative })
     }
-    let span = (total - warmup).max(1) as f64;
-    let t = ((step - warmup) as f64 / span).min(1.0);
-    min + (lr - min) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+
+    /// The schedule of [`LrSchedule::new`] from optimizer step `step` on (a resumed run).
+    pub fn from_step(lr: f64, warmup: usize, total: usize, step: usize) -> Result<Self> {
+        let mut schedule = Self::new(lr, warmup, total)?;
+        for _ in 0..step {
+            schedule.relative.step();
+        }
+        Ok(schedule)
+    }
+
+    /// The rate of the next optimizer step.
+    pub fn next_rate(&mut self) -> f64 {
+        self.lr * self.relative.step().base()
+    }
 }
 
 fn build_model(config: &TrainConfig, data: &ImageDataset, device: &Device) -> PretrainModel {

@@ -13,7 +13,7 @@ use rand::seq::SliceRandom;
 
 use super::checkpoint::{RunPaths, latest_epoch};
 use super::report::progress;
-use super::{Method, TrainConfig, learning_rate};
+use super::{LrSchedule, Method, TrainConfig};
 use crate::backend::{SupConLoss, SupConLossConfig};
 use crate::pipeline::augment::augment;
 use crate::pipeline::data::ImageDataset;
@@ -109,9 +109,10 @@ impl<'a> Pretrainer<'a> {
         let mut loss_acc: Option<Tensor<1>> = None;
         let first_step = *step;
         let mut seen = 0usize;
+        let mut schedule = LrSchedule::from_step(config.lr, self.warmup, self.total, *step)?;
         let mut lr = config.lr;
         for idx in order.chunks(config.batch_size).take(self.steps) {
-            lr = learning_rate(config.lr, *step, self.warmup, self.total);
+            lr = schedule.next_rate();
             model = self.step(model, optim, idx, lr, &mut rng, &mut loss_acc)?;
             seen += idx.len();
             *step += 1;
