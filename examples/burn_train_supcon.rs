@@ -2,8 +2,8 @@
 //! fused loss inside a `TrainStep`, on the embedded digits, two augmented views per image.
 //!
 //! ```text
-//! cargo run --release --example burn_train_supcon
-//! cargo run --release --example burn_train_supcon -- --epochs 10 --out runs/my-run
+//! cargo run --release --features learner --example burn_train_supcon
+//! cargo run --release --features learner --example burn_train_supcon -- --epochs 10 --out runs/my-run
 //! ```
 //!
 //! burn-train supplies the loop (`SupervisedTraining`), the metrics (loss, learning rate), the
