@@ -86,7 +86,7 @@ enum HeadArg {
 }
 
 /// Supervised Contrastive Learning (Khosla et al. 2020) on wgpu: pretrain, then linear
-/// evaluation. Unset values take per-data-set defaults (digits: small model, 30 epochs).
+/// evaluation. Unset values take per-data-set defaults (digits: small model, 15 epochs).
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
@@ -358,7 +358,7 @@ fn train_config(args: &Args, train: &ImageDataset) -> TrainConfig {
     };
     let (mean, std) = channel_stats(train);
     let augment = augmentation(args, train, mean, std);
-    let epochs = args.epochs.unwrap_or(if digits { 30 } else { 200 });
+    let epochs = args.epochs.unwrap_or(if digits { 15 } else { 200 });
     TrainConfig {
         method,
         model,

@@ -158,3 +158,52 @@ fn batch_norm_statistics_are_exact_for_long_channels() {
         close(y[i], want, &format!("evaluation output {i}"));
     }
 }
+
+/// Features come out the same whatever the batch size: a short last batch is filled up to the
+/// batch size and its extra rows dropped, and batch norm in evaluation mode treats each image
+/// alone. Compared against one image at a time (tolerance: f32 summation order, 1e-5).
+#[test]
+fn features_do_not_depend_on_the_batch_size() {
+    use supcon_wgpu::pipeline::augment::AugmentConfig;
+    use supcon_wgpu::pipeline::eval::extract_features;
+    let device = cpu();
+    let all = supcon_wgpu::pipeline::data::digits().unwrap();
+    let data = all.subset(&(0..23).collect::<Vec<_>>());
+    let encoder = ModelPreset::Small
+        .config(1, Stem::Cifar)
+        .init(&device)
+        .valid();
+    let augment = AugmentConfig::digits(vec![0.3], vec![0.4]);
+    let one_by_one = to_vec(extract_features(&encoder, &data, &augment, 1, &device));
+    assert_eq!(one_by_one.len(), 23 * 64);
+    // 23 = 2 × 10 + 3 (padded last batch), one batch of 23, one padded batch of 64.
+    for batch in [10, 23, 64] {
+        let features = extract_features(&encoder, &data, &augment, batch, &device);
+        assert_eq!(features.dims(), [23, 64], "batch {batch}");
+        let got = to_vec(features);
+        let worst = got
+            .iter()
+            .zip(&one_by_one)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-5, "batch {batch}: max difference {worst}");
+    }
+}
+
+/// Linear evaluation of digit-sized features trains on the CPU; a CIFAR-sized one stays on the
+/// device it is given.
+#[test]
+fn small_linear_evaluations_run_on_the_cpu() {
+    use supcon_wgpu::pipeline::eval::{LINEAR_EVAL_CPU_MAX, linear_eval_device};
+    // A lazy handle: comparing it never touches an adapter.
+    let gpu_like = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
+    assert_ne!(gpu_like, cpu());
+    let digits = linear_eval_device(1438, 64, 10, &gpu_like);
+    assert_eq!(digits, cpu());
+    let cifar = linear_eval_device(50_000, 512, 10, &gpu_like);
+    assert_eq!(cifar, gpu_like);
+    let edge = linear_eval_device(LINEAR_EVAL_CPU_MAX + 1, 1, 1, &gpu_like);
+    assert_eq!(edge, gpu_like);
+    // No overflow on absurd sizes.
+    assert_eq!(linear_eval_device(usize::MAX, 2, 2, &gpu_like), gpu_like);
+}

@@ -564,12 +564,11 @@ fn folder_images_learn_at_16_pixels() {
     let recipe = Recipe::for_images(&train);
     assert_eq!(recipe, Recipe::Mild);
     let cfg = TrainConfig {
-        epochs: 2,
+        epochs: 3,
         batch_size: 256,
         lr: 0.1,
         warmup_epochs: 0,
         knn_k: 20,
-        max_steps_per_epoch: Some(3),
         augment: recipe.config(16, vec![0.3], vec![0.4]),
         linear: LinearEvalConfig {
             epochs: 5,

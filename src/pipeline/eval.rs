@@ -42,7 +42,7 @@ pub fn label_tensor(data: &ImageDataset, indices: &[usize], device: &Device) -> 
 }
 
 /// Encoder features of every image of `data` (normalised, no augmentation, batch-norm in
-/// evaluation mode), `[n, feature_dim]`, on `device`.
+/// evaluation mode), `[n, feature_dim]`, on `device`, computed `batch_size` images at a time.
 ///
 /// `encoder` must be a module on a plain (non-autodiff) device, e.g. `model.valid()`.
 pub fn extract_features(
@@ -52,10 +52,26 @@ pub fn extract_features(
     batch_size: usize,
     device: &Device,
 ) -> Tensor<2> {
+    let batch = batch_size.max(1);
     let all: Vec<usize> = (0..data.len()).collect();
     let parts: Vec<Tensor<2>> = all
-        .chunks(batch_size.max(1))
-        .map(|idx| encoder.forward(normalize(batch_tensor(data, idx, device), augment)))
+        .chunks(batch)
+        .map(|idx| {
+            // A short last batch is filled up with its first image and the extra rows dropped:
+            // every batch has one shape, so the device compiles and tunes its kernels once.
+            let padded: Vec<usize> = idx
+                .iter()
+                .copied()
+                .chain(std::iter::repeat(idx[0]))
+                .take(batch)
+                .collect();
+            let features = encoder.forward(normalize(batch_tensor(data, &padded, device), augment));
+            if idx.len() < batch {
+                features.narrow(0, 0, idx.len())
+            } else {
+                features
+            }
+        })
         .collect();
     Tensor::cat(parts, 0)
 }
@@ -220,6 +236,25 @@ fn argmax(v: &[f64]) -> usize {
         }
     }
     best
+}
+
+/// The largest linear evaluation, in multiply-adds of one pass over the training features
+/// (`n_train × d × n_classes`), that [`linear_eval_device`] trains on the CPU.
+pub const LINEAR_EVAL_CPU_MAX: usize = 1 << 26;
+
+/// Where linear evaluation of `n_train` features of dimension `d` in `n_classes` classes runs:
+/// Burn's NdArray backend on the CPU when the problem is at most [`LINEAR_EVAL_CPU_MAX`]
+/// (there its hundreds of tiny steps take about a second, where a GPU spends longer compiling
+/// and launching their kernels than computing), else `device`.
+pub fn linear_eval_device(n_train: usize, d: usize, n_classes: usize, device: &Device) -> Device {
+    let work = n_train.saturating_mul(d).saturating_mul(n_classes);
+    if work <= LINEAR_EVAL_CPU_MAX {
+        // The CPU backend this crate builds (Burn's `ndarray` feature).
+        #[allow(deprecated)]
+        Device::ndarray()
+    } else {
+        device.clone()
+    }
 }
 
 /// Settings of the linear evaluation.

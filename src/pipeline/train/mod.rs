@@ -27,7 +27,9 @@ use serde::{Deserialize, Serialize};
 
 use super::augment::AugmentConfig;
 use super::data::ImageDataset;
-use super::eval::{LinearEvalConfig, LinearEvalResult, knn_accuracy, linear_eval};
+use super::eval::{
+    LinearEvalConfig, LinearEvalResult, knn_accuracy, linear_eval, linear_eval_device,
+};
 use super::model::{HeadKind, ModelPreset, PretrainModel, ProjectionHead, Stem};
 use super::{PipelineError, Result, write_atomic};
 
@@ -85,7 +87,10 @@ pub struct TrainConfig {
     pub projection_dim: usize,
     /// Pretraining epochs.
     pub epochs: usize,
-    /// Images per step (each gives two views for the contrastive methods).
+    /// Images per step (each gives two views for the contrastive methods). Every step has a
+    /// full batch: an epoch is as many whole batches as the training set holds, and the images
+    /// left over (fewer than a batch, others each epoch) wait for a later epoch. A training set
+    /// smaller than a batch is one step of all its images.
     pub batch_size: usize,
     /// Peak learning rate.
     pub lr: f64,
@@ -183,9 +188,23 @@ impl TrainConfig {
             .map_err(PipelineError::Config)
     }
 
+    /// The images of each step with `n` training images.
+    fn step_images(&self, n: usize) -> usize {
+        self.batch_size.min(n)
+    }
+
+    /// The optimizer steps of an epoch over `n` training images.
     fn steps_per_epoch(&self, n: usize) -> usize {
-        let full = n.div_ceil(self.batch_size);
+        let full = n / self.step_images(n).max(1);
         self.max_steps_per_epoch.map_or(full, |m| m.min(full))
+    }
+
+    /// The images one forward pass of a step takes with `n` training images (two views each
+    /// for the contrastive methods); evaluation runs batches of this size, so it reuses the
+    /// shapes (and kernels) of training and never needs more memory.
+    fn forward_rows(&self, n: usize) -> usize {
+        let views = if self.method == Method::Ce { 1 } else { 2 };
+        views * self.step_images(n)
     }
 }
 
@@ -456,14 +475,16 @@ fn linear_stage(
 ) -> Result<LinearEvalResult> {
     let (train, test) = (ctx.train, ctx.test);
     let t_lin = Instant::now();
+    let [n, d] = train_f.dims();
+    let device = linear_eval_device(n, d, train.n_classes(), &ctx.plain);
     let linear = linear_eval(
-        train_f,
+        Tensor::from_data(train_f.into_data(), &device),
         &train.labels,
-        test_f,
+        Tensor::from_data(test_f.into_data(), &device),
         &test.labels,
         train.n_classes(),
         &ctx.config.linear,
-        &ctx.plain,
+        &device,
     )?;
     log::info!(
         "linear evaluation: test accuracy {:.2}% (train {:.2}%), {:.1} s",
@@ -472,4 +493,46 @@ fn linear_stage(
         t_lin.elapsed().as_secs_f64()
     );
     Ok(linear)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every step is a full batch: 1,438 digits in batches of 256 are 5 steps (158 images wait
+    /// for a later epoch); a set smaller than a batch is one step of all of it.
+    #[test]
+    fn epochs_are_whole_batches() {
+        let mut config = TrainConfig {
+            method: Method::SupCon,
+            model: ModelPreset::Small,
+            stem: Stem::Cifar,
+            head: HeadKind::Mlp,
+            projection_dim: 8,
+            epochs: 1,
+            batch_size: 256,
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            lars: false,
+            warmup_epochs: 0,
+            temperature: 0.1,
+            base_temperature: None,
+            seed: 0,
+            augment: AugmentConfig::digits(vec![0.3], vec![0.4]),
+            linear: LinearEvalConfig::default(),
+            knn_k: 1,
+            knn_every: 1,
+            max_steps_per_epoch: None,
+        };
+        let shape =
+            |c: &TrainConfig, n| (c.steps_per_epoch(n), c.step_images(n), c.forward_rows(n));
+        assert_eq!(shape(&config, 1438), (5, 256, 512));
+        assert_eq!(shape(&config, 512), (2, 256, 512));
+        assert_eq!(shape(&config, 100), (1, 100, 200));
+        config.method = Method::Ce;
+        assert_eq!(shape(&config, 1438), (5, 256, 256));
+        config.max_steps_per_epoch = Some(3);
+        assert_eq!(shape(&config, 1438), (3, 256, 256));
+    }
 }

@@ -173,12 +173,10 @@ pub(super) fn write_metrics(paths: &RunPaths, history: &[EpochMetrics]) -> Resul
     write_atomic(&paths.metrics(), text.as_bytes())
 }
 
-/// Encoder features of the training and test images. Evaluation batches are as large as the
-/// training batches (which hold two views each), so evaluation never needs more device memory
-/// than training did.
+/// Encoder features of the training and test images, in batches of a training forward pass.
 pub(super) fn features_of(encoder: &ResNet, ctx: &RunContext) -> (Tensor<2>, Tensor<2>) {
     let config = ctx.config;
-    let bs = config.batch_size;
+    let bs = config.forward_rows(ctx.train.len());
     (
         extract_features(encoder, ctx.train, &config.augment, bs, &ctx.plain),
         extract_features(encoder, ctx.test, &config.augment, bs, &ctx.plain),

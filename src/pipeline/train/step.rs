@@ -111,7 +111,8 @@ impl<'a> Pretrainer<'a> {
         let mut seen = 0usize;
         let mut schedule = LrSchedule::from_step(config.lr, self.warmup, self.total, *step)?;
         let mut lr = config.lr;
-        for idx in order.chunks(config.batch_size).take(self.steps) {
+        let batch = config.step_images(order.len());
+        for idx in order.chunks_exact(batch).take(self.steps) {
             lr = schedule.next_rate();
             model = self.step(model, optim, idx, lr, &mut rng, &mut loss_acc)?;
             seen += idx.len();
