@@ -634,7 +634,22 @@ fn schedule_warms_up_then_decays() {
             assert!((rates[warmup - 1] - lr).abs() <= 1e-12 * lr);
         }
         assert!(rates[warmup..].windows(2).all(|w| w[1] < w[0]));
+        // The same schedule as a Burn scheduler (burn-train's `Learner` takes one): rates ≤ 1 only.
+        match LrSchedule::scheduler(lr, warmup, total) {
+            Ok(mut burn) => {
+                for (step, &rate) in rates.iter().enumerate() {
+                    let got = burn.step().base();
+                    assert!(
+                        (got - rate).abs() <= 1e-12 * rate,
+                        "Burn scheduler, lr {lr}, warmup {warmup} of {total}: step {step} has \
+                         {got}, want {rate}"
+                    );
+                }
+            }
+            Err(e) => assert!(lr > 1.0, "lr {lr}: {e}"),
+        }
     }
+    assert!(LrSchedule::scheduler(2.0, 1, 12).is_err());
     // The values the schedule is known by.
     let mut s = LrSchedule::new(0.5, 10, 100).unwrap();
     let rates: Vec<f64> = (0..100).map(|_| s.next_rate()).collect();

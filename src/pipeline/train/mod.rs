@@ -214,8 +214,7 @@ impl TrainConfig {
 ///
 /// Burn's schedulers take rates in (0, 1], so they run the schedule relative to its peak
 /// (1 → 1/1000) and each value is scaled by `lr`, which may exceed 1 (large-batch rates do).
-/// Burn's linear scheduler starts at its first value, the warmup's first step is already one
-/// `warmup`-th of the way up, so it runs over `warmup - 1` steps from there.
+/// [`LrSchedule::scheduler`] is the same schedule as a Burn scheduler, for a burn-train `Learner`.
 pub struct LrSchedule {
     lr: f64,
     relative: ModuleLrScheduler,
@@ -224,27 +223,42 @@ pub struct LrSchedule {
 impl LrSchedule {
     /// The schedule of a run of `total` steps, `warmup` of them warming up, peaking at `lr`.
     pub fn new(lr: f64, warmup: usize, total: usize) -> Result<Self> {
-        if !(lr > 0.0 && lr.is_finite()) || warmup >= total {
+        if !(lr > 0.0 && lr.is_finite()) {
             return Err(PipelineError::Config(format!(
-                "a learning-rate schedule needs a positive rate and fewer warmup steps than \
+                "a learning-rate schedule needs a positive rate (lr {lr})"
+            )));
+        }
+        let relative = Self::scheduler(1.0, warmup, total)?;
+        Ok(Self { lr, relative })
+    }
+
+    /// The schedule as a Burn scheduler that yields the rates themselves, for a peak `lr` in
+    /// (0, 1] (Burn's limit): what a burn-train `Learner` takes.
+    ///
+    /// Burn's linear scheduler starts at its first value, and the warmup's first step is already
+    /// one `warmup`-th of the way up, so it runs over `warmup - 1` steps from there.
+    pub fn scheduler(lr: f64, warmup: usize, total: usize) -> Result<ModuleLrScheduler> {
+        if !(lr > 0.0 && lr <= 1.0) || warmup >= total {
+            return Err(PipelineError::Config(format!(
+                "a learning-rate schedule needs a rate in (0, 1] and fewer warmup steps than \
                  steps (lr {lr}, {warmup} warmup steps of {total})"
             )));
         }
-        let decay: LrSchedulerConfig = CosineAnnealingLrSchedulerConfig::new(1.0, total - warmup)
-            .with_min_lr(1e-3)
+        let decay: LrSchedulerConfig = CosineAnnealingLrSchedulerConfig::new(lr, total - warmup)
+            .with_min_lr(lr * 1e-3)
             .into();
-        let relative = match warmup {
+        match warmup {
             0 => ModuleLrSchedulerConfig::new(decay).init(),
             w => {
                 let warm = match w {
-                    1 => LrSchedulerConfig::Constant(1.0),
-                    w => LinearLrSchedulerConfig::new(0.01 + 0.99 / w as f64, 1.0, w - 1).into(),
+                    1 => LrSchedulerConfig::Constant(lr),
+                    w => LinearLrSchedulerConfig::new(lr * (0.01 + 0.99 / w as f64), lr, w - 1)
+                        .into(),
                 };
                 SequentialLrSchedulerConfig::new(vec![warm, decay], vec![w]).init()
             }
         }
-        .map_err(|e| PipelineError::Config(format!("learning-rate schedule: {e}")))?;
-        Ok(Self { lr, relative })
+        .map_err(|e| PipelineError::Config(format!("learning-rate schedule: {e}")))
     }
 
     /// The schedule of [`LrSchedule::new`] from optimizer step `step` on (a resumed run).
