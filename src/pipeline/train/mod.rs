@@ -491,10 +491,15 @@ fn linear_stage(
     let t_lin = Instant::now();
     let [n, d] = train_f.dims();
     let device = linear_eval_device(n, d, train.n_classes(), &ctx.plain);
+    // Features cross to the CPU only when linear evaluation runs there.
+    let on_device = |t: Tensor<2>| match device == ctx.plain {
+        true => t,
+        false => Tensor::from_data(t.into_data(), &device),
+    };
     let linear = linear_eval(
-        Tensor::from_data(train_f.into_data(), &device),
+        on_device(train_f),
         &train.labels,
-        Tensor::from_data(test_f.into_data(), &device),
+        on_device(test_f),
         &test.labels,
         train.n_classes(),
         &ctx.config.linear,
