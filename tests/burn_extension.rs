@@ -240,15 +240,11 @@ fn bring_your_own_wgpu_device() {
     let instance =
         wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
     let adapter = pollster::block_on(instance.request_adapter(&Default::default())).unwrap();
-    let (device, queue) = pollster::block_on(
-        adapter.request_device(&wgpu::DeviceDescriptor {
-            required_features: adapter
-                .features()
-                .difference(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
-            required_limits: adapter.limits(),
-            ..Default::default()
-        }),
-    )
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_features: supcon_wgpu::backend::device::burn_features(&adapter),
+        required_limits: adapter.limits(),
+        ..Default::default()
+    }))
     .unwrap();
     let burn =
         supcon_wgpu::backend::device::burn_device(instance, adapter, device.clone(), queue.clone())
@@ -423,18 +419,14 @@ fn problems_beyond_the_device_limits_are_typed_errors() {
         &instance, None,
     ))
     .unwrap();
-    let (device, queue) = pollster::block_on(
-        adapter.request_device(&wgpu::DeviceDescriptor {
-            required_features: adapter
-                .features()
-                .difference(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
-            required_limits: wgpu::Limits {
-                max_storage_buffer_binding_size: 1 << 20,
-                ..adapter.limits()
-            },
-            ..Default::default()
-        }),
-    )
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_features: supcon_wgpu::backend::device::burn_features(&adapter),
+        required_limits: wgpu::Limits {
+            max_storage_buffer_binding_size: 1 << 20,
+            ..adapter.limits()
+        },
+        ..Default::default()
+    }))
     .unwrap();
     let small = supcon_wgpu::backend::device::burn_device(instance, adapter, device, queue)
         .expect("Burn adopts the device")

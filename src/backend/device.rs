@@ -6,14 +6,24 @@ use burn::tensor::wgpu::WgpuSetup;
 
 use crate::{Error, Result};
 
+/// The features to request for a device that Burn adopts: every feature the adapter has except
+/// `MAPPABLE_PRIMARY_BUFFERS` (Burn's own device request leaves it out too) and wgpu's
+/// experimental features (mesh shaders, cooperative matrices, ray tracing pipelines: a device
+/// request that names them fails unless experimental features are enabled, which is `unsafe`).
+pub fn burn_features(adapter: &wgpu::Adapter) -> wgpu::Features {
+    adapter.features().difference(
+        wgpu::Features::MAPPABLE_PRIMARY_BUFFERS | wgpu::Features::all_experimental_mask(),
+    )
+}
+
 /// Registers the application's wgpu handles with Burn and returns the Burn device that uses them.
 ///
-/// Request the wgpu device with every feature and limit the adapter has, minus
-/// `MAPPABLE_PRIMARY_BUFFERS` (Burn's allocator needs the full limits):
+/// Request the wgpu device with the features of [`burn_features`] and every limit the adapter
+/// has (Burn's allocator needs the full limits):
 ///
 /// ```rust,ignore
 /// let (device, queue) = adapter.request_device(&wgpu::DeviceDescriptor {
-///     required_features: adapter.features().difference(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
+///     required_features: supcon_wgpu::backend::device::burn_features(&adapter),
 ///     required_limits: adapter.limits(),
 ///     ..Default::default()
 /// }).await?;
@@ -51,16 +61,12 @@ pub fn request_burn_device() -> Result<(Device, wgpu::AdapterInfo)> {
         &instance, None,
     ))
     .map_err(|e| Error::NoAdapter(e.to_string()))?;
-    let (device, queue) = pollster::block_on(
-        adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("supcon-wgpu (Burn)"),
-            required_features: adapter
-                .features()
-                .difference(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
-            required_limits: adapter.limits(),
-            ..Default::default()
-        }),
-    )
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some("supcon-wgpu (Burn)"),
+        required_features: burn_features(&adapter),
+        required_limits: adapter.limits(),
+        ..Default::default()
+    }))
     .map_err(|e| Error::RequestDevice(e.to_string()))?;
     let info = adapter.get_info();
     Ok((burn_device(instance, adapter, device, queue)?, info))
