@@ -98,8 +98,7 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A size as the kernels' 32-bit index type, or [`Error::InvalidShape`] naming it (the checks
-/// of the blocking convenience calls and of the Burn extension).
-#[cfg(any(feature = "burn", not(target_arch = "wasm32")))]
+/// of the convenience calls and of the Burn extension).
 pub(crate) fn to_u32(value: usize, what: &str) -> Result<u32> {
     u32::try_from(value).map_err(|_| Error::InvalidShape(format!("{what} = {value} is too large")))
 }

@@ -350,10 +350,29 @@ pub(crate) fn storage_buffer(
     })
 }
 
-#[cfg(not(target_arch = "wasm32"))]
-/// Copies the first `bytes` of `buffer` (which needs COPY_SRC) to the host. Submits its own
-/// command buffer and waits: for the convenience calls and tests, never for a hot path.
-pub(crate) fn read_buffer<T: bytemuck::Pod>(
+/// Runs the future `body` inside a validation + out-of-memory error scope and turns a captured
+/// wgpu error into [`Error::Wgpu`]. Works on every target: on wasm32 the scopes resolve through
+/// the browser's event loop while the future is awaited.
+pub(crate) async fn with_error_scope_async<T>(
+    device: &wgpu::Device,
+    body: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let result = body.await;
+    let validation = validation.pop().await;
+    let oom = oom.pop().await;
+    if let Some(e) = validation.or(oom) {
+        return Err(Error::Wgpu(e.to_string()));
+    }
+    result
+}
+
+/// Copies the first `bytes` of `buffer` (which needs COPY_SRC) to the host: submits its own
+/// command buffer, then waits for the mapping. On native targets the future blocks in
+/// `device.poll` until the GPU is done (nothing else would drive the mapping); in a browser it
+/// yields to the event loop. For the convenience calls and tests, never for a hot path.
+pub(crate) async fn read_buffer_async<T: bytemuck::Pod>(
     device: &wgpu::Device,
     queue: &wgpu::Queue,
     buffer: &wgpu::Buffer,
@@ -370,14 +389,15 @@ pub(crate) fn read_buffer<T: bytemuck::Pod>(
         device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
     encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
     queue.submit([encoder.finish()]);
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, rx) = futures_channel::oneshot::channel();
     staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
         let _ = tx.send(r);
     });
+    #[cfg(not(target_arch = "wasm32"))]
     device
         .poll(wgpu::PollType::wait_indefinitely())
         .map_err(|e| Error::Readback(e.to_string()))?;
-    rx.recv()
+    rx.await
         .map_err(|e| Error::Readback(e.to_string()))?
         .map_err(|e| Error::Readback(e.to_string()))?;
     let view = staging
@@ -392,7 +412,6 @@ pub(crate) fn read_buffer<T: bytemuck::Pod>(
 }
 
 /// Creates a STORAGE | COPY_SRC buffer holding `data`.
-#[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn upload<T: bytemuck::Pod>(
     device: &wgpu::Device,
     label: &str,

@@ -4,7 +4,6 @@
 use super::plan::{Dispatch, Role, SIMILARITY_KERNELS, similarity_launch};
 use super::supcon::Strategy;
 use super::{Kernel, check_buffer, check_device, with_error_scope};
-#[cfg(not(target_arch = "wasm32"))]
 use crate::error::to_u32;
 use crate::{Error, Result};
 use wgpu::util::DeviceExt;
@@ -147,9 +146,25 @@ impl CosineSimilarity {
         )
     }
 
-    /// Convenience: uploads `a` and `b`, computes, and reads the `[n, m]` result back.
+    /// Convenience: uploads `a` and `b`, computes, and reads the `[n, m]` result back. Blocks
+    /// until the GPU is done; [`compute_async`](Self::compute_async) is its twin for async code
+    /// and the browser.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn compute(
+        &self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        a: &[f32],
+        b: &[f32],
+        dim: usize,
+    ) -> Result<Vec<f32>> {
+        pollster::block_on(self.compute_async(device, queue, a, b, dim))
+    }
+
+    /// [`compute`](Self::compute) as a future, for every target: in a browser (wasm32 + WebGPU)
+    /// it awaits the read-back through the event loop; on native targets it blocks in
+    /// `device.poll` while the GPU works.
+    pub async fn compute_async(
         &self,
         device: &wgpu::Device,
         queue: &wgpu::Queue,
@@ -172,7 +187,7 @@ impl CosineSimilarity {
         let (n32, m32, d32) = (to_u32(n, "n")?, to_u32(m, "m")?, to_u32(dim, "dim")?);
         let out_bytes = (n as u64) * (m as u64) * 4;
         super::check_binding_size(device, "out", out_bytes)?;
-        with_error_scope(device, || {
+        super::with_error_scope_async(device, async {
             let a_buf = super::upload(device, "a", a);
             let b_buf = super::upload(device, "b", b);
             let out = super::storage_buffer(
@@ -184,8 +199,9 @@ impl CosineSimilarity {
             let mut encoder = device.create_command_encoder(&Default::default());
             self.encode(device, &mut encoder, &a_buf, &b_buf, &out, n32, m32, d32)?;
             queue.submit([encoder.finish()]);
-            super::read_buffer(device, queue, &out, out_bytes)
+            super::read_buffer_async(device, queue, &out, out_bytes).await
         })
+        .await
     }
 }
 

@@ -9,6 +9,10 @@ pub mod pipeline;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::sync::OnceLock;
 use supcon_wgpu::device::{GpuContext, Limits, request_device};
+pub use supcon_wgpu::kernels::supcon::conformance::{
+    self, ANCHOR_LOSS_FLOOR, GOLDEN_LOSS, GOLDEN_LOSS_TOLERANCE, LOSS_FLOOR, LOSS_TOLERANCE,
+    entry_tolerance, gradient_term, mean_row_norm,
+};
 
 /// The test device, created once with WebGPU's default limits. In CI (`CI=true`) a missing
 /// adapter fails the test; elsewhere the test prints that it was skipped and returns `None`.
@@ -103,19 +107,14 @@ pub fn to_f64(x: &[f32]) -> Vec<f64> {
     x.iter().map(|&v| f64::from(v)).collect()
 }
 
-/// max |got - want| / max(max |want|, floor): the error relative to the largest entry.
+/// [`max_rel_err`](conformance::max_rel_err), failing on a length mismatch or a non-finite value.
 pub fn max_rel_err(got: &[f32], want: &[f64], floor: f64) -> f64 {
     assert_eq!(got.len(), want.len(), "length");
     assert!(
         got.iter().all(|v| v.is_finite()),
         "non-finite value in GPU output"
     );
-    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(floor);
-    got.iter()
-        .zip(want)
-        .map(|(&g, &w)| (f64::from(g) - w).abs())
-        .fold(0.0, f64::max)
-        / scale
+    conformance::max_rel_err(got, want, floor)
 }
 
 /// Copies `bytes` of a COPY_SRC buffer back to the host (test-only readback).
@@ -143,28 +142,10 @@ pub fn read_back<T: bytemuck::Pod>(
     bytemuck::cast_slice(&staging.slice(..).get_mapped_range().expect("mapped")).to_vec()
 }
 
-/// The golden case: bsz = 6, n_views = 2, dim = 5,
-/// f[b][v][k] = sin(0.37(b+1)(k+1) + 0.11v) + 0.1cos(1.3b - 0.7k + v), labels b mod 3.
+/// The golden case (`conformance`): features f[b][v][k] as a `Vec<f64>`.
 pub fn golden_features() -> Vec<f64> {
-    let mut f = Vec::new();
-    for b in 0..6 {
-        for v in 0..2 {
-            for k in 0..5 {
-                let (b, v, k) = (f64::from(b), f64::from(v), f64::from(k));
-                f.push(
-                    (0.37 * (b + 1.0) * (k + 1.0) + 0.11 * v).sin()
-                        + 0.1 * (1.3 * b - 0.7 * k + v).cos(),
-                );
-            }
-        }
-    }
-    f
+    conformance::golden_features()
 }
-
-/// Loss of the golden case at tau = tau_base = 0.07 (L_out, all anchors), printed by
-/// `python3 tests/golden/supcon_golden.py`, an independent float64 transcription of the
-/// reference PyTorch code.
-pub const GOLDEN_LOSS: f64 = 9.792975081730638;
 
 /// Every contrast mode x variant x reduction, for each (temperature, base temperature).
 pub fn option_grid(temperatures: &[(f64, f64)]) -> Vec<supcon_wgpu::SupConOptions> {
@@ -199,55 +180,8 @@ pub struct Computed {
     pub n_valid_anchors: Option<u32>,
 }
 
-/// The one tolerance table every implementation (raw wgpu, Burn fused, Burn composed) is held to
-/// against the f64 reference; everything but the reference computes in f32.
-/// - loss: relative error <= [`LOSS_TOLERANCE`] ([`GOLDEN_LOSS_TOLERANCE`] on the golden case),
-///   |loss| floored at [`LOSS_FLOOR`];
-/// - per-anchor losses and gradient: max |got - ref| <= [`entry_tolerance`]`(tau)` times
-///   max(max |ref|, T), where T is the size of one term of the gradient sum,
-///   (tau/tau_base) / (tau * n_anchors * mean |x|) ([`gradient_term`]): entries are compared
-///   relative to the largest entry since single entries can be ~0, and to T since a whole gradient
-///   can cancel to ~0 (e.g. L_in with every row a positive). With tau = 0.01 the logits reach 100
-///   and the exponentials amplify f32 rounding of z_i . z_j by 1/tau, so for tau < 0.05 the bound
-///   is 1e-4 * (0.05 / tau).
-pub const LOSS_TOLERANCE: f64 = 1e-4;
-pub const GOLDEN_LOSS_TOLERANCE: f64 = 1e-5;
-pub const LOSS_FLOOR: f64 = 1e-3;
-/// Floor of the per-anchor losses' scale (a loss of 0 is compared absolutely at this size).
-pub const ANCHOR_LOSS_FLOOR: f64 = 1e-3;
-
-/// Relative bound on per-anchor losses and gradient entries at temperature `tau`.
-pub fn entry_tolerance(tau: f64) -> f64 {
-    1e-4 * (0.05 / tau).max(1.0)
-}
-
-/// Size of one term of the gradient sum of `features` (`[.., dim]` rows) with `n_anchors` anchors.
-pub fn gradient_term(
-    options: &supcon_wgpu::SupConOptions,
-    n_anchors: usize,
-    features: &[f32],
-    dim: usize,
-) -> f64 {
-    (options.temperature / options.base_temperature)
-        / (options.temperature * n_anchors as f64 * mean_row_norm(features, dim))
-}
-
-/// Mean L2 norm of the feature rows.
-pub fn mean_row_norm(features: &[f32], dim: usize) -> f64 {
-    let rows = features.chunks(dim);
-    let n = rows.len() as f64;
-    rows.map(|r| {
-        r.iter()
-            .map(|&v| f64::from(v) * f64::from(v))
-            .sum::<f64>()
-            .sqrt()
-    })
-    .sum::<f64>()
-        / n
-}
-
 /// Checks `got` (from the implementation named in `what`) against the f64 reference on the same
-/// input with the tolerance table above; `loss_tolerance` is [`LOSS_TOLERANCE`] or, on the
+/// input with the tolerance table of `conformance`; `loss_tolerance` is [`LOSS_TOLERANCE`] or, on the
 /// golden case, [`GOLDEN_LOSS_TOLERANCE`].
 pub fn assert_matches_reference(
     what: &str,
@@ -258,22 +192,21 @@ pub fn assert_matches_reference(
     options: &supcon_wgpu::SupConOptions,
     loss_tolerance: f64,
 ) {
-    let want = supcon_wgpu::kernels::supcon::reference::supcon(
-        &to_f64(features),
-        shape,
-        positives,
-        options,
-    );
     let what = format!("{what}: {shape:?} {:?} {options:?}", positives.kind());
     assert!(got.loss.is_finite(), "{what}: loss {}", got.loss);
-    let loss_err = (f64::from(got.loss) - want.loss).abs() / want.loss.abs().max(LOSS_FLOOR);
     assert!(
-        loss_err <= loss_tolerance,
-        "{what}: loss {} vs {} (rel {loss_err:e})",
-        got.loss,
-        want.loss
+        got.grad.iter().all(|v| v.is_finite()),
+        "{what}: non-finite gradient"
     );
-    let tol = entry_tolerance(options.temperature);
+    let (c, want) = conformance::compare(got.loss, &got.grad, features, shape, positives, options);
+    assert!(
+        c.loss_err <= loss_tolerance,
+        "{what}: loss {} vs {} (rel {:e})",
+        got.loss,
+        want.loss,
+        c.loss_err
+    );
+    let tol = c.entry_tolerance;
     if let Some(n_valid) = got.n_valid_anchors {
         assert_eq!(
             n_valid as usize, want.n_valid_anchors,
@@ -287,12 +220,9 @@ pub fn assert_matches_reference(
             "{what}: anchor losses rel err {err:e} > {tol:e}"
         );
     }
-    let term = gradient_term(
-        options,
-        want.anchor_loss.len(),
-        features,
-        shape.dim as usize,
+    assert!(
+        c.grad_err <= tol,
+        "{what}: gradient rel err {:e} > {tol:e}",
+        c.grad_err
     );
-    let err = max_rel_err(&got.grad, &want.grad, term);
-    assert!(err <= tol, "{what}: gradient rel err {err:e} > {tol:e}");
 }

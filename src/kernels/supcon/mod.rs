@@ -15,6 +15,7 @@
 //! no workgroup executes more than [`MAX_BARRIERS_PER_WORKGROUP`] barriers (see
 //! [`default_pass_columns`]). Extra device memory is O(N) (a few floats per row), never O(N²).
 
+pub mod conformance;
 mod encode;
 mod layout;
 mod options;
@@ -37,7 +38,6 @@ pub use options::{
 
 use super::plan::SUPCON_KERNELS;
 use super::{Kernel, check_device};
-#[cfg(not(target_arch = "wasm32"))]
 use crate::Error;
 use crate::Result;
 use wgpu::util::DeviceExt;
@@ -177,6 +177,8 @@ impl SupConLoss {
 
     /// Convenience: uploads `features` (`[bsz, n_views, dim]`, row-major) and the positives,
     /// runs the loss, and reads it back. Non-finite features give [`Error::NonFiniteFeatures`].
+    /// Blocks until the GPU is done; [`loss_async`](Self::loss_async) is its twin for async code
+    /// and the browser.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn loss(
         &self,
@@ -187,7 +189,7 @@ impl SupConLoss {
         positives: Positives<'_>,
         options: &SupConOptions,
     ) -> Result<SupConResult> {
-        self.run(device, queue, features, shape, positives, options, false)
+        pollster::block_on(self.loss_async(device, queue, features, shape, positives, options))
     }
 
     /// Like [`loss`](Self::loss), and also computes and reads back dL/dfeatures
@@ -202,12 +204,43 @@ impl SupConLoss {
         positives: Positives<'_>,
         options: &SupConOptions,
     ) -> Result<SupConResult> {
-        self.run(device, queue, features, shape, positives, options, true)
+        pollster::block_on(
+            self.loss_and_grad_async(device, queue, features, shape, positives, options),
+        )
     }
 
-    #[cfg(not(target_arch = "wasm32"))]
+    /// [`loss`](Self::loss) as a future, for every target: in a browser (wasm32 + WebGPU) it
+    /// awaits the read-back through the event loop; on native targets it blocks in
+    /// `device.poll` while the GPU works.
+    pub async fn loss_async(
+        &self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        features: &[f32],
+        shape: SupConShape,
+        positives: Positives<'_>,
+        options: &SupConOptions,
+    ) -> Result<SupConResult> {
+        self.run(device, queue, features, shape, positives, options, false)
+            .await
+    }
+
+    /// [`loss_and_grad`](Self::loss_and_grad) as a future (see [`loss_async`](Self::loss_async)).
+    pub async fn loss_and_grad_async(
+        &self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        features: &[f32],
+        shape: SupConShape,
+        positives: Positives<'_>,
+        options: &SupConOptions,
+    ) -> Result<SupConResult> {
+        self.run(device, queue, features, shape, positives, options, true)
+            .await
+    }
+
     #[allow(clippy::too_many_arguments)]
-    fn run(
+    async fn run(
         &self,
         device: &wgpu::Device,
         queue: &wgpu::Queue,
@@ -227,7 +260,7 @@ impl SupConLoss {
         }
         positives.validate(shape.bsz)?;
         let plan = self.plan(device, shape, positives.kind(), options)?;
-        super::with_error_scope(device, || {
+        super::with_error_scope_async(device, async {
             let feature_buf = super::upload(device, "supcon features", features);
             let positive_buf = match positives {
                 Positives::Labels(l) => Some(super::upload(device, "supcon labels", l)),
@@ -255,18 +288,21 @@ impl SupConLoss {
             }
             queue.submit([encoder.finish()]);
             let out: SupConOutput =
-                super::read_buffer::<SupConOutput>(device, queue, &plan.output, 16)?[0];
+                super::read_buffer_async::<SupConOutput>(device, queue, &plan.output, 16).await?[0];
             if out.status == STATUS_NON_FINITE {
                 return Err(Error::NonFiniteFeatures);
             }
-            let stats: Vec<[f32; 4]> = super::read_buffer(
+            let stats: Vec<[f32; 4]> = super::read_buffer_async(
                 device,
                 queue,
                 &plan.anchor_stats,
                 u64::from(plan.n_anchors) * 16,
-            )?;
+            )
+            .await?;
             let grad = match &grad_buf {
-                Some(g) => Some(super::read_buffer::<f32>(device, queue, g, grad_bytes)?),
+                Some(g) => {
+                    Some(super::read_buffer_async::<f32>(device, queue, g, grad_bytes).await?)
+                }
                 None => None,
             };
             Ok(SupConResult {
@@ -276,5 +312,6 @@ impl SupConLoss {
                 grad,
             })
         })
+        .await
     }
 }
