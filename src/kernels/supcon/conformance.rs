@@ -148,3 +148,100 @@ pub fn compare(
     };
     (comparison, want)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn golden() -> (Vec<f32>, SupConOptions) {
+        let f = golden_features().iter().map(|&v| v as f32).collect();
+        (f, SupConOptions::new(GOLDEN_TEMPERATURE))
+    }
+
+    #[test]
+    fn the_reference_gives_the_golden_loss() {
+        let f = golden_features();
+        let options = SupConOptions::new(GOLDEN_TEMPERATURE);
+        let out = reference::supcon(
+            &f,
+            golden_shape(),
+            Positives::Labels(&GOLDEN_LABELS),
+            &options,
+        );
+        assert!((out.loss - GOLDEN_LOSS).abs() < 1e-12, "{}", out.loss);
+    }
+
+    #[test]
+    fn comparison_passes_the_reference_and_fails_a_wrong_or_non_finite_result() {
+        let (f, options) = golden();
+        let positives = Positives::Labels(&GOLDEN_LABELS);
+        let want = reference::supcon(
+            &f.iter().map(|&v| f64::from(v)).collect::<Vec<_>>(),
+            golden_shape(),
+            positives,
+            &options,
+        );
+        let grad: Vec<f32> = want.grad.iter().map(|&v| v as f32).collect();
+        let (c, _) = compare(
+            want.loss as f32,
+            &grad,
+            &f,
+            golden_shape(),
+            positives,
+            &options,
+        );
+        assert!(c.passes(GOLDEN_LOSS_TOLERANCE), "{c:?}");
+
+        // One gradient entry off by 1 % of the largest: beyond the 1e-4 bound.
+        let largest = want.grad.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let mut off = grad.clone();
+        off[3] += (0.01 * largest) as f32;
+        let (c, _) = compare(
+            want.loss as f32,
+            &off,
+            &f,
+            golden_shape(),
+            positives,
+            &options,
+        );
+        assert!(
+            !c.passes(GOLDEN_LOSS_TOLERANCE) && c.grad_err > 5e-3,
+            "{c:?}"
+        );
+
+        // A loss off by 1e-3 relative fails the golden bound but not a 1e-2 one.
+        let (c, _) = compare(
+            (want.loss * 1.001) as f32,
+            &grad,
+            &f,
+            golden_shape(),
+            positives,
+            &options,
+        );
+        assert!(!c.passes(GOLDEN_LOSS_TOLERANCE) && c.passes(1e-2), "{c:?}");
+
+        // NaN anywhere is never close.
+        let (c, _) = compare(f32::NAN, &grad, &f, golden_shape(), positives, &options);
+        assert_eq!(c.loss_err, f64::INFINITY);
+        let mut nan = grad.clone();
+        nan[0] = f32::NAN;
+        let (c, _) = compare(
+            want.loss as f32,
+            &nan,
+            &f,
+            golden_shape(),
+            positives,
+            &options,
+        );
+        assert_eq!(c.grad_err, f64::INFINITY);
+        let (c, _) = compare(
+            want.loss as f32,
+            &grad[1..],
+            &f,
+            golden_shape(),
+            positives,
+            &options,
+        );
+        assert_eq!(c.grad_err, f64::INFINITY, "a gradient of the wrong length");
+    }
+}
