@@ -719,6 +719,20 @@ fn digits_written_as_a_folder_read_back() {
     let tmp = TempDir::new("export");
     let root = tmp.path().join("digits");
     write_image_folder(&some, &root).unwrap();
+    // One PNG per image and nothing else (each written to a temporary file, then renamed).
+    let mut files = Vec::new();
+    for class in std::fs::read_dir(&root).unwrap() {
+        for f in std::fs::read_dir(class.unwrap().path()).unwrap() {
+            files.push(f.unwrap().file_name().to_string_lossy().into_owned());
+        }
+    }
+    assert_eq!(files.len(), some.len(), "{files:?}");
+    assert!(
+        files
+            .iter()
+            .all(|f| f.ends_with(".png") && !f.starts_with('.')),
+        "{files:?}"
+    );
     // Refuses to write into a folder that holds something.
     let err = write_image_folder(&some, &root).unwrap_err();
     assert!(err.to_string().contains("not empty"), "{err}");

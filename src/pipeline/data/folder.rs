@@ -222,20 +222,23 @@ pub fn write_image_folder(data: &ImageDataset, root: &Path) -> Result<(), DataEr
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let path = dir.join(format!("{i:06}.png"));
         let img = data.image(i);
+        let mut png = std::io::Cursor::new(Vec::new());
         let encoded = if data.channels == 1 {
             image::GrayImage::from_fn(w, h, |x, y| image::Luma([byte(img[(y * w + x) as usize])]))
-                .save_with_format(&path, image::ImageFormat::Png)
+                .write_to(&mut png, image::ImageFormat::Png)
         } else {
             image::RgbImage::from_fn(w, h, |x, y| {
                 let p = (y * w + x) as usize;
                 image::Rgb([byte(img[p]), byte(img[plane + p]), byte(img[2 * plane + p])])
             })
-            .save_with_format(&path, image::ImageFormat::Png)
+            .write_to(&mut png, image::ImageFormat::Png)
         };
         encoded.map_err(|source| DataError::ImageEncode {
             path: path.clone(),
             source,
         })?;
+        // Whole files only: a crash leaves each image either complete or absent.
+        crate::pipeline::replace_file(&path, png.get_ref()).map_err(io_err(&path))?;
     }
     Ok(())
 }
