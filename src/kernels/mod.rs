@@ -17,7 +17,7 @@ use crate::{Error, Result};
 
 /// The WGSL source of every kernel, embedded from `shaders/`: one plain string each, the kernel's
 /// file joined after the library files of `shaders/lib/` it uses (the list its first comment
-/// gives; `tests/shaders.rs` checks that the two agree). Each kernel has one entry point, `main`
+/// gives; `tests/suite/shaders.rs` checks that the two agree). Each kernel has one entry point, `main`
 /// (the name Burn's raw-kernel path launches), and declares every storage binding `read_write`
 /// (Burn pools tensors in shared buffers; a read-only binding then fails validation).
 pub mod shaders {

@@ -1,4 +1,4 @@
-"""Independent reference for the golden test (tests/reference.rs, tests/implementations.rs).
+"""Independent reference for the golden test (tests/suite/reference.rs, tests/suite/implementations.rs).
 
 Plain-Python, float64 transcription of the SupCon loss as the reference PyTorch code computes
 it (view-major flattening, L2-normalised rows, contrast_mode "all", L_out, mean over all

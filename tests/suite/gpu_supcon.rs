@@ -1,9 +1,9 @@
-//! The raw wgpu API beyond the results themselves (which `tests/implementations.rs` checks for
+//! The raw wgpu API beyond the results themselves (which `tests/suite/implementations.rs` checks for
 //! every implementation): the strategy a device picks, pass sizes, non-finite input, the
 //! encoder-level API on caller-owned buffers, bad arguments, the mask layout, 2-D grids. Results
-//! are held to the one tolerance table of `tests/common/mod.rs`.
+//! are held to the one tolerance table of `tests/suite/common/mod.rs`.
 
-mod common;
+use crate::common;
 
 use common::*;
 use supcon_wgpu::kernels::supcon::{STATUS_NON_FINITE, pack_mask};

@@ -6,12 +6,12 @@
 //! without its environment variable) trains one run folder, resuming when it holds a checkpoint.
 //! Kills land at moments read from the run folder (a write under way, a new checkpoint) or early
 //! after a start, never so late that the process could finish first. `cargo test` kills it three
-//! times; `SUPCON_CRASH_KILLS=20 cargo test --test pipeline_crash -- --ignored crash_many` runs
+//! times; `SUPCON_CRASH_KILLS=20 cargo test --test suite pipeline_crash::crash_many -- --ignored` runs
 //! the long version.
 #![cfg(feature = "pipeline")]
 #![cfg(unix)]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -63,8 +63,11 @@ fn crash_child() {
 }
 
 fn spawn_child(dir: &Path) -> Child {
+    // The harness names a test by its module path without the crate's name.
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
     Command::new(std::env::current_exe().unwrap())
-        .args(["crash_child", "--exact", "--ignored", "--test-threads=1"])
+        .arg(format!("{module}::crash_child"))
+        .args(["--exact", "--ignored", "--test-threads=1"])
         .env(CHILD_ENV, dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -1,7 +1,7 @@
 //! The f64 CPU reference: the golden value from an independent implementation, and its analytic
 //! gradient against central finite differences for every option.
 
-mod common;
+use crate::common;
 
 use common::{GOLDEN_LOSS, golden_features, option_grid};
 use supcon_wgpu::kernels::similarity::reference::cosine_similarity;

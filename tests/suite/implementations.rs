@@ -1,14 +1,14 @@
 //! One test body for every implementation of the loss against the f64 CPU reference: the raw
 //! wgpu API with each strategy, the Burn extension's fused kernels with each strategy, and the
 //! composed Burn tensor ops on NdArray — one option grid, one [`assert_matches_reference`], one
-//! tolerance table (`tests/common/mod.rs`). The GPU ones run on lavapipe in CI.
+//! tolerance table (`tests/suite/common/mod.rs`). The GPU ones run on lavapipe in CI.
 //!
 //! The raw path runs `Tiles` under WebGPU's default limits and `Direct` under the adapter's own
 //! (see `common::gpus`): both strategies read the same parameter blocks, whose stride follows
 //! `min_storage_buffer_offset_alignment` (256 by default, 32 on lavapipe), so each alignment
 //! runs the multi-pass grids.
 
-mod common;
+use crate::common;
 
 use common::*;
 use rand::Rng;

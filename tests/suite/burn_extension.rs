@@ -1,11 +1,11 @@
-//! The Burn extension's API beyond the loss values (which `tests/implementations.rs` checks for
+//! The Burn extension's API beyond the loss values (which `tests/suite/implementations.rs` checks for
 //! every implementation): autodiff, the similarity op, training a layer, typed errors and panics,
 //! a caller's own wgpu device, non-finite input, label dtypes, half precision, device limits.
-//! Loss results are held to the one tolerance table of `tests/common/mod.rs`; cosine
+//! Loss results are held to the one tolerance table of `tests/suite/common/mod.rs`; cosine
 //! similarities to 1e-5 absolute.
 #![cfg(feature = "burn")]
 
-mod common;
+use crate::common;
 
 use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
 use common::burn_tensors::{features, labels, ndarray_device, to_vec, wgpu_device};
@@ -35,7 +35,7 @@ fn options_of(config: &SupConLossConfig) -> supcon_wgpu::SupConOptions {
 
 #[test]
 fn fused_on_wgpu_and_composed_elsewhere() {
-    // Which implementation `Implementation::Auto` runs; `tests/implementations.rs` checks the
+    // Which implementation `Implementation::Auto` runs; `tests/suite/implementations.rs` checks the
     // results of both against the reference.
     let Some(wgpu) = wgpu_device() else { return };
     assert!(

@@ -2,7 +2,7 @@
 //! fully connected layer, with the CIFAR 3×3 stem where stated), and forward shapes.
 #![cfg(feature = "pipeline")]
 
-mod common;
+use crate::common;
 
 use burn::module::Module;
 use burn::nn::BatchNormConfig;

@@ -3,7 +3,7 @@
 //! evaluation, kNN, plots, export — and that the resumed run retraces the uninterrupted one.
 #![cfg(feature = "pipeline")]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -5,7 +5,7 @@
 //! in [0, 1], divided by a std of 0.25: a few ulps of 1).
 #![cfg(feature = "pipeline")]
 
-mod common;
+use crate::common;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use common::gpu;

@@ -1,7 +1,7 @@
 //! The cosine-similarity kernel on the GPU against the f64 reference.
 //! Tolerance: max |gpu - ref| <= 1e-5 (cosines lie in [-1, 1]; f32 dot products of unit rows).
 
-mod common;
+use crate::common;
 
 use common::*;
 use supcon_wgpu::kernels::similarity::reference::cosine_similarity;
