@@ -143,6 +143,11 @@ struct Args {
     /// Images per step (two views each for SupCon/SimCLR).
     #[arg(long, value_parser = at_least_two)]
     batch_size: Option<usize>,
+    /// Gradient caching: run the encoder on C images (two views each) at a time, twice per
+    /// step, with the loss and gradients of the whole batch (memory: one chunk's activations;
+    /// time: one more forward pass). 0 or absent: off.
+    #[arg(long, value_name = "C")]
+    grad_cache_chunk: Option<usize>,
     /// Peak learning rate (SGD, momentum 0.9, cosine decay).
     #[arg(long)]
     lr: Option<f64>,
@@ -392,6 +397,7 @@ fn train_config(args: &Args, train: &ImageDataset) -> TrainConfig {
         knn_k: args.knn_k,
         knn_every: args.knn_every,
         max_steps_per_epoch: args.max_steps_per_epoch,
+        grad_cache_chunk: args.grad_cache_chunk.filter(|&c| c > 0),
     }
 }
 
@@ -492,5 +498,28 @@ mod tests {
         config.validate(&train).unwrap();
         let args = Args::try_parse_from(["train_wgpu", "--epochs", "3"]).unwrap();
         assert_eq!(train_config(&args, &train).warmup_epochs, 2);
+    }
+
+    /// `--grad-cache-chunk`: 0 is off; a chunk larger than the batch, or caching with the
+    /// cross-entropy baseline, is refused before any work.
+    #[test]
+    fn grad_cache_chunks_are_checked() {
+        let config = |flags: &[&str]| {
+            let args = Args::try_parse_from([&["train_wgpu"], flags].concat()).unwrap();
+            let (train, _, _) = load(&args).unwrap();
+            (train_config(&args, &train), train)
+        };
+        let (c, train) = config(&["--grad-cache-chunk", "0"]);
+        assert_eq!(c.grad_cache_chunk, None);
+        c.validate(&train).unwrap();
+        let (c, train) = config(&["--batch-size", "64", "--grad-cache-chunk", "24"]);
+        assert_eq!(c.grad_cache_chunk, Some(24));
+        c.validate(&train).unwrap();
+        let (c, train) = config(&["--batch-size", "64", "--grad-cache-chunk", "65"]);
+        let err = c.validate(&train).unwrap_err().to_string();
+        assert!(err.contains("--grad-cache-chunk 65"), "{err}");
+        let (c, train) = config(&["--method", "ce", "--grad-cache-chunk", "8"]);
+        let err = c.validate(&train).unwrap_err().to_string();
+        assert!(err.contains("contrastive methods"), "{err}");
     }
 }

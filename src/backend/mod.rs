@@ -19,9 +19,11 @@ mod autodiff;
 pub mod composed;
 mod cube;
 pub mod device;
+pub mod grad_cache;
 mod loss;
 mod ops;
 
+pub use grad_cache::{CachedForward, GradCache, GradCacheConfig, GradCacheStep};
 pub use loss::{
     Implementation, SupConLoss, SupConLossConfig, cosine_similarity, fused_available,
     try_cosine_similarity,

@@ -5,6 +5,7 @@
 //! no max-pool) suits small images; the ImageNet stem (7×7, stride 2, 3×3 max-pool) is an
 //! option. [`ModelPreset`] names the standard depths and a small preset for tiny inputs.
 
+use crate::backend::CachedForward;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
@@ -199,8 +200,28 @@ fn bn(channels: usize, device: &Device) -> BatchNorm {
 /// # Shapes
 /// - `x`: `[batch, channels, height, width]`
 pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    batch_norm_with(bn, x, RunningStats::Update)
+}
+
+/// What batch norm does in a forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunningStats {
+    /// As `BatchNorm::forward`: batch statistics that move the running ones while the layer
+    /// trains on an autodiff device, the running statistics otherwise.
+    Update,
+    /// Batch statistics on any device, the running ones left alone: gradient caching's first
+    /// pass, which the second pass (with [`RunningStats::Update`]) repeats.
+    Keep,
+}
+
+/// [`batch_norm`], with the running statistics updated or kept.
+fn batch_norm_with(bn: &BatchNorm, x: Tensor<4>, stats: RunningStats) -> Tensor<4> {
     let device = x.device();
-    if !(device.is_autodiff() && bn.training.is_enabled()) {
+    let batch_statistics = match stats {
+        RunningStats::Update => device.is_autodiff() && bn.training.is_enabled(),
+        RunningStats::Keep => true,
+    };
+    if !batch_statistics {
         // Running statistics: no reduction.
         return bn.forward(x);
     }
@@ -222,8 +243,10 @@ pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
             .add(batch.reshape([channels]).detach().mul_scalar(m));
         state.update(running.detach());
     };
-    update(&bn.running_mean, mean);
-    update(&bn.running_var, variance);
+    if stats == RunningStats::Update {
+        update(&bn.running_mean, mean);
+        update(&bn.running_var, variance);
+    }
     output
 }
 
@@ -250,15 +273,15 @@ impl Downsample {
         })
     }
 
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        batch_norm(&self.bn, self.conv.forward(x))
+    fn forward(&self, x: Tensor<4>, stats: RunningStats) -> Tensor<4> {
+        batch_norm_with(&self.bn, self.conv.forward(x), stats)
     }
 }
 
 /// The residual branch: the projection where the block changes shape, else the input itself.
-fn shortcut(downsample: &Option<Downsample>, x: &Tensor<4>) -> Tensor<4> {
+fn shortcut(downsample: &Option<Downsample>, x: &Tensor<4>, stats: RunningStats) -> Tensor<4> {
     match downsample {
-        Some(d) => d.forward(x.clone()),
+        Some(d) => d.forward(x.clone(), stats),
         None => x.clone(),
     }
 }
@@ -284,10 +307,10 @@ impl BasicBlock {
         }
     }
 
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let identity = shortcut(&self.downsample, &x);
-        let y = relu(batch_norm(&self.bn1, self.conv1.forward(x)));
-        let y = batch_norm(&self.bn2, self.conv2.forward(y));
+    fn forward(&self, x: Tensor<4>, stats: RunningStats) -> Tensor<4> {
+        let identity = shortcut(&self.downsample, &x, stats);
+        let y = relu(batch_norm_with(&self.bn1, self.conv1.forward(x), stats));
+        let y = batch_norm_with(&self.bn2, self.conv2.forward(y), stats);
         relu(y + identity)
     }
 }
@@ -318,11 +341,11 @@ impl Bottleneck {
         }
     }
 
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let identity = shortcut(&self.downsample, &x);
-        let y = relu(batch_norm(&self.bn1, self.conv1.forward(x)));
-        let y = relu(batch_norm(&self.bn2, self.conv2.forward(y)));
-        let y = batch_norm(&self.bn3, self.conv3.forward(y));
+    fn forward(&self, x: Tensor<4>, stats: RunningStats) -> Tensor<4> {
+        let identity = shortcut(&self.downsample, &x, stats);
+        let y = relu(batch_norm_with(&self.bn1, self.conv1.forward(x), stats));
+        let y = relu(batch_norm_with(&self.bn2, self.conv2.forward(y), stats));
+        let y = batch_norm_with(&self.bn3, self.conv3.forward(y), stats);
         relu(y + identity)
     }
 }
@@ -339,10 +362,10 @@ pub enum Block {
 }
 
 impl Block {
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    fn forward(&self, x: Tensor<4>, stats: RunningStats) -> Tensor<4> {
         match self {
-            Block::Basic(b) => b.forward(x),
-            Block::Bottleneck(b) => b.forward(x),
+            Block::Basic(b) => b.forward(x, stats),
+            Block::Bottleneck(b) => b.forward(x, stats),
         }
     }
 }
@@ -361,12 +384,20 @@ impl ResNet {
     /// - `images`: `[batch, in_channels, height, width]`
     /// - output: `[batch, feature_dim]`
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let mut x = relu(batch_norm(&self.stem.bn, self.stem.conv.forward(images)));
+        self.forward_with(images, RunningStats::Update)
+    }
+
+    fn forward_with(&self, images: Tensor<4>, stats: RunningStats) -> Tensor<2> {
+        let mut x = relu(batch_norm_with(
+            &self.stem.bn,
+            self.stem.conv.forward(images),
+            stats,
+        ));
         if let Some(pool) = &self.stem.pool {
             x = pool.forward(x);
         }
         for block in &self.blocks {
-            x = block.forward(x);
+            x = block.forward(x, stats);
         }
         // Global average pooling over the spatial axes.
         let [b, c, _, _] = x.dims();
@@ -436,11 +467,35 @@ impl PretrainModel {
     /// - `images`: `[batch, in_channels, height, width]`
     /// - output: `[batch, projection_dim]` (head) or `[batch, n_classes]` (classifier)
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let features = self.encoder.forward(images);
+        self.forward_with(images, RunningStats::Update)
+    }
+
+    fn forward_with(&self, images: Tensor<4>, stats: RunningStats) -> Tensor<2> {
+        let features = self.encoder.forward_with(images, stats);
         match (&self.head, &self.classifier) {
             (Some(head), _) => head.forward(features),
             (None, Some(classifier)) => classifier.forward(features),
             (None, None) => features,
         }
+    }
+}
+
+/// Gradient caching's two passes: the first with batch statistics but the running statistics
+/// left alone, so that only the second pass (the one with the graph) moves them, once per chunk.
+impl CachedForward<4> for PretrainModel {
+    fn forward_tracked(&self, images: Tensor<4>) -> Tensor<2> {
+        self.forward(images)
+    }
+
+    fn forward_untracked(&self, images: Tensor<4>) -> Tensor<2> {
+        // Batch statistics where the training forward uses them, on the inference copy (no
+        // autodiff, so no graph); running statistics otherwise, as the training forward.
+        let trains = images.device().is_autodiff() && self.encoder.stem.bn.training.is_enabled();
+        let stats = if trains {
+            RunningStats::Keep
+        } else {
+            RunningStats::Update
+        };
+        Tensor::from_inner(self.valid().forward_with(images.inner(), stats))
     }
 }

@@ -8,6 +8,7 @@ mod common;
 mod burn_extension;
 mod gpu_similarity;
 mod gpu_supcon;
+mod grad_cache;
 mod implementations;
 mod pipeline_augment;
 mod pipeline_crash;

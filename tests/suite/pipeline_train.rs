@@ -219,6 +219,70 @@ fn pretrain_checkpoint_resume_evaluate() {
     let _ = std::fs::remove_dir_all(&b_dir);
 }
 
+/// Gradient caching in the pipeline: chunks of 24 of a batch of 64 (the last chunk 16), batch
+/// norm per chunk; the loss falls, and a run stopped after one epoch and resumed repeats the
+/// uninterrupted one.
+#[test]
+fn grad_cache_run_trains_and_resumes() {
+    let Some(device) = device() else { return };
+    let (train, test) = small_digits();
+    let cfg = TrainConfig {
+        grad_cache_chunk: Some(24),
+        epochs: 2,
+        warmup_epochs: 0,
+        knn_every: 0,
+        linear: LinearEvalConfig {
+            epochs: 5,
+            batch_size: 64,
+            ..LinearEvalConfig::default()
+        },
+        ..config(Method::SupCon)
+    };
+    let full = |dir: &Path, options: &RunOptions| {
+        run(&cfg, &train, &test, dir, options, &device, &info()).unwrap()
+    };
+    // Warm-up: tunes the kernels of every shape, as in `pretrain_checkpoint_resume_evaluate`.
+    let warm = out_dir("gc-warm");
+    full(&warm, &RunOptions::default()).expect("a summary");
+    let _ = std::fs::remove_dir_all(&warm);
+
+    let a_dir = out_dir("gc-a");
+    full(&a_dir, &RunOptions::default()).expect("a summary");
+    let ha = history(&a_dir);
+    assert_eq!(ha.len(), 2);
+    assert!(
+        ha[1].loss < ha[0].loss,
+        "{} then {}",
+        ha[0].loss,
+        ha[1].loss
+    );
+
+    let b_dir = out_dir("gc-b");
+    let stop = RunOptions {
+        stop_after_epochs: Some(1),
+        ..RunOptions::default()
+    };
+    assert!(full(&b_dir, &stop).is_none());
+    let resume = RunOptions {
+        resume: true,
+        ..RunOptions::default()
+    };
+    full(&b_dir, &resume).expect("a summary");
+    let hb = history(&b_dir);
+    assert_eq!(hb.len(), 2);
+    for (x, y) in ha.iter().zip(&hb) {
+        assert!(
+            (x.loss - y.loss).abs() <= 1e-4 * x.loss.abs().max(1.0),
+            "epoch {}: {} uninterrupted vs {} resumed",
+            x.epoch,
+            x.loss,
+            y.loss
+        );
+    }
+    let _ = std::fs::remove_dir_all(&a_dir);
+    let _ = std::fs::remove_dir_all(&b_dir);
+}
+
 #[test]
 fn baselines_run_and_bad_configs_are_errors() {
     let Some(device) = device() else { return };
@@ -304,6 +368,27 @@ fn baselines_run_and_bad_configs_are_errors() {
             TrainConfig {
                 knn_k: 0,
                 ..config(Method::SupCon)
+            },
+        ),
+        (
+            "grad-cache chunk 0",
+            TrainConfig {
+                grad_cache_chunk: Some(0),
+                ..config(Method::SupCon)
+            },
+        ),
+        (
+            "grad-cache chunk above the batch",
+            TrainConfig {
+                grad_cache_chunk: Some(65),
+                ..config(Method::SupCon)
+            },
+        ),
+        (
+            "grad-cache with cross-entropy",
+            TrainConfig {
+                grad_cache_chunk: Some(16),
+                ..config(Method::Ce)
             },
         ),
         (

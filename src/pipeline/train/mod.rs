@@ -118,6 +118,11 @@ pub struct TrainConfig {
     pub knn_every: usize,
     /// Stop each epoch after this many steps (tiny budgets in tests); `None`: whole epochs.
     pub max_steps_per_epoch: Option<usize>,
+    /// Gradient caching (contrastive methods): the encoder sees this many images (two views
+    /// each) at a time, twice per step, while the loss and the gradients stay those of the whole
+    /// batch ([`crate::backend::grad_cache`]); `None`: the whole batch in one forward pass.
+    #[serde(default)]
+    pub grad_cache_chunk: Option<usize>,
 }
 
 impl TrainConfig {
@@ -169,6 +174,22 @@ impl TrainConfig {
         if self.knn_k == 0 {
             return bad("--knn-k must be at least 1".into());
         }
+        if let Some(chunk) = self.grad_cache_chunk {
+            if self.method == Method::Ce {
+                return bad(
+                    "--grad-cache-chunk applies to the contrastive methods (supcon, simclr): \
+                     the cross-entropy loss of a batch is a sum over its images"
+                        .into(),
+                );
+            }
+            if chunk == 0 || chunk > self.batch_size {
+                return bad(format!(
+                    "--grad-cache-chunk {chunk} must be between 1 and --batch-size {} \
+                     (leave it out to turn gradient caching off)",
+                    self.batch_size
+                ));
+            }
+        }
         let lin = &self.linear;
         if lin.epochs == 0 {
             return bad("--linear-epochs must be at least 1".into());
@@ -204,7 +225,8 @@ impl TrainConfig {
     /// shapes (and kernels) of training and never needs more memory.
     fn forward_rows(&self, n: usize) -> usize {
         let views = if self.method == Method::Ce { 1 } else { 2 };
-        views * self.step_images(n)
+        let images = self.step_images(n);
+        views * self.grad_cache_chunk.map_or(images, |c| c.min(images))
     }
 }
 
@@ -543,6 +565,7 @@ mod tests {
             knn_k: 1,
             knn_every: 1,
             max_steps_per_epoch: None,
+            grad_cache_chunk: None,
         };
         let shape =
             |c: &TrainConfig, n| (c.steps_per_epoch(n), c.step_images(n), c.forward_rows(n));
@@ -553,5 +576,10 @@ mod tests {
         assert_eq!(shape(&config, 1438), (5, 256, 256));
         config.max_steps_per_epoch = Some(3);
         assert_eq!(shape(&config, 1438), (3, 256, 256));
+        // Gradient caching: evaluation batches are a chunk's views.
+        config.method = Method::SupCon;
+        config.grad_cache_chunk = Some(32);
+        assert_eq!(shape(&config, 1438), (3, 256, 64));
+        assert_eq!(shape(&config, 20), (1, 20, 40));
     }
 }

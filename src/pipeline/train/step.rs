@@ -14,7 +14,7 @@ use rand::seq::SliceRandom;
 use super::checkpoint::{RunPaths, latest_epoch};
 use super::report::progress;
 use super::{LrSchedule, Method, TrainConfig};
-use crate::backend::{SupConLoss, SupConLossConfig};
+use crate::backend::{GradCache, GradCacheConfig, SupConLoss, SupConLossConfig};
 use crate::pipeline::augment::augment;
 use crate::pipeline::data::ImageDataset;
 use crate::pipeline::eval::{batch_tensor, label_tensor, to_vec};
@@ -32,6 +32,8 @@ pub(super) struct Pretrainer<'a> {
     /// The autodiff device training runs on.
     device: &'a Device,
     loss_fn: SupConLoss,
+    /// Gradient caching, when the run asks for it.
+    grad_cache: Option<GradCache>,
     ce: CrossEntropyLoss,
     /// Steps per epoch.
     steps: usize,
@@ -65,6 +67,10 @@ impl<'a> Pretrainer<'a> {
             .with_temperature(config.temperature)
             .with_base_temperature(config.base_temperature)
             .try_init()?;
+        let grad_cache = config
+            .grad_cache_chunk
+            .map(|chunk| GradCacheConfig::new(chunk).try_init())
+            .transpose()?;
         let ce = CrossEntropyLossConfig::new().init(device);
         let steps = config.steps_per_epoch(train.len());
         Ok(Pretrainer {
@@ -72,6 +78,7 @@ impl<'a> Pretrainer<'a> {
             train,
             device,
             loss_fn,
+            grad_cache,
             ce,
             steps,
             total: steps * config.epochs,
@@ -172,28 +179,44 @@ impl<'a> Pretrainer<'a> {
             &config.augment.sample(b, h, w, rng),
             &config.augment,
         );
-        let loss = match config.method {
-            Method::Ce => self.ce.forward(model.forward(v1), labels),
+        let (loss, grads) = match config.method {
+            Method::Ce => {
+                let loss = self.ce.forward(model.forward(v1), labels);
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                (loss.inner(), grads)
+            }
             Method::SupCon | Method::SimClr => {
                 let v2 = augment(
                     images,
                     &config.augment.sample(b, h, w, rng),
                     &config.augment,
                 );
-                let z = model.forward(Tensor::cat(vec![v1, v2], 0));
-                let d = z.dims()[1];
-                // [2b, d] → [b, 2, d]: view-major rows, as the reference code stacks them.
-                let features = z.reshape([2, b, d]).swap_dims(0, 1);
                 let labels = (config.method == Method::SupCon).then_some(labels);
-                self.loss_fn.try_forward(features, labels)?
+                match &self.grad_cache {
+                    Some(cache) => {
+                        let step = cache.step(&model, &[v1, v2], |features| {
+                            self.loss_fn.try_forward(features, labels)
+                        })?;
+                        (step.loss.inner(), step.grads)
+                    }
+                    None => {
+                        let z = model.forward(Tensor::cat(vec![v1, v2], 0));
+                        let d = z.dims()[1];
+                        // [2b, d] → [b, 2, d]: view-major rows, as the reference code stacks
+                        // them.
+                        let features = z.reshape([2, b, d]).swap_dims(0, 1);
+                        let loss = self.loss_fn.try_forward(features, labels)?;
+                        let grads = GradientsParams::from_grads(loss.backward(), &model);
+                        (loss.inner(), grads)
+                    }
+                }
             }
         };
-        let weighted = loss.clone().inner().mul_scalar(b as f32);
+        let weighted = loss.mul_scalar(b as f32);
         *loss_acc = Some(match loss_acc.take() {
             Some(acc) => acc + weighted,
             None => weighted,
         });
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
         Ok(optim.step(lr, model, grads))
     }
 }

@@ -43,6 +43,7 @@ pub fn config(method: Method) -> TrainConfig {
         knn_k: 5,
         knn_every: 1,
         max_steps_per_epoch: Some(4),
+        grad_cache_chunk: None,
     }
 }
 

@@ -1,0 +1,291 @@
+//! Benchmark of a whole SupCon training step — encoder + projection head forward, the fused loss,
+//! backward, an SGD step — plain and with gradient caching, on autodiff wgpu.
+//!
+//! Each row runs in a child process of its own (this program with `--row`), so that a step the
+//! device cannot run (buffers beyond its binding limit, a panic inside Burn, a hang) gives a row
+//! of nulls and its reason instead of ending the benchmark, and so that each row's memory is
+//! measured from a fresh pool. In a child: one warm-up step (compilation, autotuning), Burn's
+//! pool cleaned, then `--runs` timed steps (median). `peak_device_bytes` is what Burn's pool has
+//! reserved after them — model, optimizer state and the largest step's buffers (the pool keeps
+//! pages until cleaned, so this is its high-water mark).
+//!
+//! ```text
+//! cargo run --release --example bench_batch -- [--models small,resnet18] [--batches 32,128,512,1024]
+//!     [--chunks 16,32] [--image-size 32] [--runs 2] [--timeout-s 1800] [--json PATH]
+//! ```
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig, momentum::MomentumConfig};
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use clap::Parser;
+use serde_json::{Value, json};
+use supcon_wgpu::backend::{GradCacheConfig, SupConLoss, SupConLossConfig};
+use supcon_wgpu::pipeline::model::{HeadKind, ModelPreset, PretrainModel, ProjectionHead, Stem};
+
+#[derive(Parser)]
+#[command(about = "A SupCon training step, plain and with gradient caching, on autodiff wgpu")]
+struct Args {
+    /// Encoders (`small`, `resnet18`, `resnet34`, `resnet50`; CIFAR stem).
+    #[arg(long, value_delimiter = ',', default_values_t = vec!["small".to_string(), "resnet18".to_string()])]
+    models: Vec<String>,
+    /// Images per step (two views each).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![32, 128, 512, 1024])]
+    batches: Vec<usize>,
+    /// Gradient-caching chunks (images); each batch also runs plain.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![16, 32])]
+    chunks: Vec<usize>,
+    /// Side of the square 3-channel images.
+    #[arg(long, default_value_t = 32)]
+    image_size: usize,
+    /// Timed steps per row (median), after one warm-up step.
+    #[arg(long, default_value_t = 2)]
+    runs: usize,
+    /// Seconds a row may take before it is stopped and reported as null.
+    #[arg(long, default_value_t = 1800)]
+    timeout_s: u64,
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// Internal: run one row (`MODEL,BATCH,CHUNK`, chunk 0 = plain) and print its JSON.
+    #[arg(long, hide = true)]
+    row: Option<String>,
+}
+
+const FEAT_DIM: usize = 128;
+const CLASSES: i32 = 10;
+
+fn preset(name: &str) -> Result<ModelPreset, String> {
+    match name {
+        "small" => Ok(ModelPreset::Small),
+        "resnet18" => Ok(ModelPreset::ResNet18),
+        "resnet34" => Ok(ModelPreset::ResNet34),
+        "resnet50" => Ok(ModelPreset::ResNet50),
+        other => Err(format!("unknown model {other:?}")),
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    env_logger::init();
+    let args = Args::parse();
+    for m in &args.models {
+        preset(m)?;
+    }
+    if args.batches.iter().chain(&args.chunks).any(|&n| n == 0) || args.runs == 0 {
+        return Err("batches, chunks and runs must be at least 1".into());
+    }
+    if let Some(row) = &args.row {
+        let out = child_row(&args, row)?;
+        println!("{out}");
+        return Ok(());
+    }
+
+    let ctx = supcon_wgpu::device::request_device(supcon_wgpu::device::Limits::Adapter)?;
+    let adapter = ctx.describe();
+    drop(ctx);
+    println!("adapter: {adapter}");
+    println!(
+        "{:>9} {:>5} {:>6} {:>6} {:>10} {:>9} {:>14} {:>10}  note",
+        "model", "size", "batch", "chunk", "step ms", "images/s", "peak B", "vs plain"
+    );
+    let mut rows = Vec::new();
+    for model in &args.models {
+        for &batch in &args.batches {
+            let mut plain_rate: Option<f64> = None;
+            let chunks =
+                std::iter::once(0).chain(args.chunks.iter().copied().filter(|&c| c < batch));
+            for chunk in chunks {
+                let (result, note) = spawn_row(&args, model, batch, chunk);
+                let step_ms = result.as_ref().and_then(|r| r["step_ms"].as_f64());
+                let peak = result
+                    .as_ref()
+                    .and_then(|r| r["peak_device_bytes"].as_u64());
+                let rate = step_ms.map(|ms| batch as f64 / (ms / 1000.0));
+                if chunk == 0 {
+                    plain_rate = rate;
+                }
+                let ratio = match (chunk, rate, plain_rate) {
+                    (c, Some(r), Some(p)) if c > 0 => format!("{:.2}x", r / p),
+                    _ => "-".into(),
+                };
+                let show = |v: Option<String>| v.unwrap_or_else(|| "null".into());
+                println!(
+                    "{:>9} {:>5} {:>6} {:>6} {:>10} {:>9} {:>14} {:>10}  {}",
+                    model,
+                    args.image_size,
+                    batch,
+                    if chunk == 0 {
+                        "-".into()
+                    } else {
+                        chunk.to_string()
+                    },
+                    show(step_ms.map(|v| format!("{v:.0}"))),
+                    show(rate.map(|v| format!("{v:.1}"))),
+                    show(peak.map(|v| v.to_string())),
+                    ratio,
+                    note
+                );
+                rows.push(json!({
+                    "model": model, "image_size": args.image_size, "batch": batch,
+                    "chunk": (chunk > 0).then_some(chunk), "step_ms": step_ms,
+                    "images_per_s": rate, "peak_device_bytes": peak,
+                    "note": (!note.is_empty()).then_some(note),
+                }));
+            }
+        }
+    }
+    if let Some(path) = &args.json {
+        let doc = json!({ "adapter": adapter, "runs": args.runs, "rows": rows });
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// Runs one row in a child process; `None` and the reason when it fails or times out.
+fn spawn_row(args: &Args, model: &str, batch: usize, chunk: usize) -> (Option<Value>, String) {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return (None, format!("no executable path: {e}")),
+    };
+    let child = Command::new(exe)
+        .arg("--row")
+        .arg(format!("{model},{batch},{chunk}"))
+        .args(["--image-size", &args.image_size.to_string()])
+        .args(["--runs", &args.runs.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => return (None, format!("could not start: {e}")),
+    };
+    // Drain both pipes on threads so a chatty child never blocks on a full pipe.
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped")));
+    let deadline = Instant::now() + Duration::from_secs(args.timeout_s);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let out = stdout.join().unwrap_or_default();
+    let err = stderr.join().unwrap_or_default();
+    let Some(status) = status else {
+        return (None, format!("stopped after {} s", args.timeout_s));
+    };
+    let parsed = out
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str::<Value>(l).ok());
+    match (status.success(), parsed) {
+        (true, Some(v)) => (Some(v), String::new()),
+        _ => {
+            let reason: String = err
+                .lines()
+                .rev()
+                .find(|l| l.contains("panicked") || l.contains("rror"))
+                .or_else(|| err.lines().last())
+                .unwrap_or("no message")
+                .trim()
+                .chars()
+                .take(120)
+                .collect();
+            (None, format!("failed ({status}): {reason}"))
+        }
+    }
+}
+
+/// One row, in the child: the model, one warm-up step, `runs` timed steps.
+fn child_row(args: &Args, row: &str) -> Result<Value, Box<dyn std::error::Error>> {
+    let parts: Vec<&str> = row.split(',').collect();
+    let [model, batch, chunk] = parts[..] else {
+        return Err(format!("--row {row:?}: expected MODEL,BATCH,CHUNK").into());
+    };
+    let (batch, chunk): (usize, usize) = (batch.parse()?, chunk.parse()?);
+    let (device, _) = supcon_wgpu::backend::device::request_burn_device()?;
+    let encoder = preset(model)?.config(3, Stem::Cifar);
+    let dim = encoder.feature_dim();
+    let mut net = PretrainModel {
+        encoder: encoder.init(&device),
+        head: Some(ProjectionHead::new(HeadKind::Mlp, dim, FEAT_DIM, &device)),
+        classifier: None,
+    };
+    let mut optim: ModuleOptimizer = SgdConfig::new()
+        .with_momentum(Some(MomentumConfig::new().with_momentum(0.9)))
+        .init();
+    let loss = SupConLossConfig::new().try_init()?;
+    let cache = (chunk > 0)
+        .then(|| GradCacheConfig::new(chunk).try_init())
+        .transpose()?;
+    let s = args.image_size;
+    let mut step = |net: PretrainModel| -> Result<PretrainModel, Box<dyn std::error::Error>> {
+        let views: Vec<Tensor<4>> = (0..2)
+            .map(|_| Tensor::random([batch, 3, s, s], Distribution::Normal(0.0, 1.0), &device))
+            .collect();
+        let labels: Vec<i32> = (0..batch as i32).map(|i| i % CLASSES).collect();
+        let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [batch]), &device);
+        let (value, grads) = supcon_step(&net, &views, labels, &loss, cache.as_ref())?;
+        let net = optim.step(0.05, net, grads);
+        // Wait for the device: the step is done when its loss is on the host.
+        let v = value
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap_or_default();
+        if !v.first().is_some_and(|x| x.is_finite()) {
+            return Err(format!("the loss is {v:?}").into());
+        }
+        Ok(net)
+    };
+    net = step(net)?;
+    device.memory_cleanup();
+    let mut times = Vec::new();
+    for _ in 0..args.runs {
+        let t0 = Instant::now();
+        net = step(net)?;
+        times.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    let peak = device.memory_pool_usage().map_or(0, |u| u.bytes_reserved);
+    Ok(json!({ "step_ms": times[times.len() / 2], "peak_device_bytes": peak }))
+}
+
+/// The loss and parameter gradients of one step: one forward pass of both views, or gradient
+/// caching.
+fn supcon_step(
+    net: &PretrainModel,
+    views: &[Tensor<4>],
+    labels: Tensor<1, Int>,
+    loss: &SupConLoss,
+    cache: Option<&supcon_wgpu::backend::GradCache>,
+) -> Result<(Tensor<1>, GradientsParams), supcon_wgpu::Error> {
+    match cache {
+        Some(cache) => {
+            let step = cache.step(net, views, |f| loss.try_forward(f, Some(labels)))?;
+            Ok((step.loss.inner(), step.grads))
+        }
+        None => {
+            let b = views[0].dims()[0];
+            let z = net.forward(Tensor::cat(views.to_vec(), 0));
+            let d = z.dims()[1];
+            let value = loss.try_forward(z.reshape([2, b, d]).swap_dims(0, 1), Some(labels))?;
+            let grads = GradientsParams::from_grads(value.backward(), net);
+            Ok((value.inner(), grads))
+        }
+    }
+}

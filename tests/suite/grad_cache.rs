@@ -1,0 +1,273 @@
+//! Gradient caching (`backend::grad_cache`): a step computed in chunks gives the parameter
+//! gradients of the unchunked step, on NdArray (composed loss) and on wgpu (fused loss).
+//!
+//! Tolerance: every parameter gradient within `GRAD_TOLERANCE` (1e-4) of the largest entry of
+//! the unchunked one — the bound the loss's own gradient is held to (common/mod.rs). The two
+//! differ only in f32 summation order (chunk sums added up vs one matmul over all rows).
+#![cfg(feature = "burn")]
+
+use burn::module::{Module, Param};
+use burn::nn::{Linear, LinearConfig};
+use burn::optim::GradientsParams;
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use supcon_wgpu::backend::{CachedForward, GradCacheConfig, SupConLoss, SupConLossConfig};
+
+use crate::common::burn_tensors::{ndarray_device, to_vec, wgpu_device};
+
+const GRAD_TOLERANCE: f64 = 1e-4;
+
+/// A model without batch norm: each image's features depend on that image alone.
+#[derive(Module, Debug)]
+struct Mlp {
+    first: Linear,
+    second: Linear,
+}
+
+impl Mlp {
+    fn new(device: &Device) -> Self {
+        Mlp {
+            first: LinearConfig::new(64, 32).init(device),
+            second: LinearConfig::new(32, 16).init(device),
+        }
+    }
+
+    fn params(&self) -> Vec<(&'static str, ParamRef<'_>)> {
+        vec![
+            ("first.weight", ParamRef::Two(&self.first.weight)),
+            (
+                "first.bias",
+                ParamRef::One(self.first.bias.as_ref().unwrap()),
+            ),
+            ("second.weight", ParamRef::Two(&self.second.weight)),
+            (
+                "second.bias",
+                ParamRef::One(self.second.bias.as_ref().unwrap()),
+            ),
+        ]
+    }
+}
+
+enum ParamRef<'a> {
+    One(&'a Param<Tensor<1>>),
+    Two(&'a Param<Tensor<2>>),
+}
+
+impl ParamRef<'_> {
+    fn grad(&self, grads: &GradientsParams) -> Vec<f32> {
+        match self {
+            ParamRef::One(p) => to_vec(grads.get::<1>(p.id).expect("a gradient")),
+            ParamRef::Two(p) => to_vec(grads.get::<2>(p.id).expect("a gradient")),
+        }
+    }
+}
+
+impl CachedForward<4> for Mlp {
+    fn forward_tracked(&self, images: Tensor<4>) -> Tensor<2> {
+        let [b, c, h, w] = images.dims();
+        let x = images.reshape([b, c * h * w]);
+        self.second.forward(relu(self.first.forward(x)))
+    }
+}
+
+/// Two views of `b` random 1×8×8 images.
+fn views(b: usize, device: &Device) -> Vec<Tensor<4>> {
+    (0..2)
+        .map(|_| Tensor::<4>::random([b, 1, 8, 8], Distribution::Normal(0.0, 1.0), device))
+        .collect()
+}
+
+fn labels(b: usize, device: &Device) -> Tensor<1, Int> {
+    let l: Vec<i32> = (0..b as i32).map(|i| i % 3).collect();
+    Tensor::<1, Int>::from_data(TensorData::new(l, [b]), device)
+}
+
+/// The unchunked step: every view in one forward pass, the loss, autodiff.
+fn plain_step<M: CachedForward<4>>(
+    model: &M,
+    views: &[Tensor<4>],
+    loss: &SupConLoss,
+    labels: Option<Tensor<1, Int>>,
+) -> (f32, GradientsParams) {
+    let b = views[0].dims()[0];
+    let z = model.forward_tracked(Tensor::cat(views.to_vec(), 0));
+    let d = z.dims()[1];
+    let features = z.reshape([views.len(), b, d]).swap_dims(0, 1);
+    let value = loss.forward(features, labels);
+    let grads = GradientsParams::from_grads(value.backward(), model);
+    (to_vec(value.inner())[0], grads)
+}
+
+fn max_abs(v: &[f32]) -> f64 {
+    v.iter().fold(0.0f64, |m, x| m.max(x.abs() as f64))
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    assert!(want.iter().chain(got).all(|x| x.is_finite()), "{what}");
+    let scale = max_abs(want);
+    assert!(scale > 0.0, "{what}: the gradient is zero");
+    let err = got
+        .iter()
+        .zip(want)
+        .fold(0.0f64, |m, (g, w)| m.max((g - w).abs() as f64));
+    assert!(
+        err <= GRAD_TOLERANCE * scale,
+        "{what}: max error {err:e} against largest entry {scale:e}"
+    );
+}
+
+/// Chunks dividing the batch, not dividing it, of one item, and of the whole batch; with labels
+/// and without (SimCLR).
+fn chunked_equals_unchunked(device: &Device) {
+    let b = 10;
+    let model = Mlp::new(device);
+    let views = views(b, device);
+    let loss = SupConLossConfig::new().with_temperature(0.2).init();
+    for labelled in [true, false] {
+        let l = labelled.then(|| labels(b, device));
+        // The chunked steps first: on a fresh model its parameters are not initialised yet (Burn
+        // initialises them lazily, shared by clones), and the first pass must not change how
+        // they are tracked.
+        let steps: Vec<_> = [5, 4, 1, 10]
+            .into_iter()
+            .map(|chunk| {
+                let cache = GradCacheConfig::new(chunk).init();
+                let step = cache.step(&model, &views, |f| loss.try_forward(f, l.clone()));
+                (chunk, step.unwrap())
+            })
+            .collect();
+        let (want_loss, want) = plain_step(&model, &views, &loss, l.clone());
+        for (chunk, step) in steps {
+            let got_loss = to_vec(step.loss.inner())[0];
+            assert!(
+                ((got_loss - want_loss).abs() as f64) <= 1e-5 * want_loss.abs() as f64,
+                "chunk {chunk}: loss {got_loss} vs {want_loss}"
+            );
+            for (name, param) in model.params() {
+                let what = format!("chunk {chunk}, labels {labelled}: {name}");
+                assert_close(&what, &param.grad(&step.grads), &param.grad(&want));
+            }
+        }
+    }
+}
+
+#[test]
+fn chunked_gradients_equal_unchunked_ndarray() {
+    chunked_equals_unchunked(&ndarray_device());
+}
+
+#[test]
+fn chunked_gradients_equal_unchunked_wgpu() {
+    let Some(device) = wgpu_device() else { return };
+    chunked_equals_unchunked(&device);
+}
+
+/// The pipeline's model has batch norm: with one chunk of the whole batch both passes see the
+/// unchunked step's statistics, so gradients and running statistics equal the unchunked step's
+/// (a first pass that also moved the running statistics would move them twice).
+#[test]
+fn batch_norm_statistics_move_once() {
+    use burn::store::ModuleSnapshot;
+    use supcon_wgpu::pipeline::model::{
+        HeadKind, ModelPreset, PretrainModel, ProjectionHead, Stem,
+    };
+    let device = ndarray_device();
+    let build = || {
+        let encoder = ModelPreset::Small.config(1, Stem::Cifar).init(&device);
+        let head = ProjectionHead::new(HeadKind::Mlp, 64, 16, &device);
+        PretrainModel {
+            encoder,
+            head: Some(head),
+            classifier: None,
+        }
+    };
+    let snapshot = |m: &PretrainModel| -> Vec<(String, Vec<f32>)> {
+        m.collect(None, None, false)
+            .into_iter()
+            .filter(|t| t.dtype.is_float())
+            .map(|t| {
+                let data = burn::store::bridge::into_data(t.clone()).unwrap();
+                (t.name, data.convert::<f32>().try_into_vec::<f32>().unwrap())
+            })
+            .collect()
+    };
+    // Two models with their own running-statistics state (clones share it), equal values.
+    let (plain, mut cached) = (build(), build());
+    let applied = cached.apply(plain.collect(None, None, false), None, None, false);
+    assert!(applied.errors.is_empty() && applied.missing.is_empty());
+    let differ: Vec<String> = snapshot(&plain)
+        .into_iter()
+        .zip(snapshot(&cached))
+        .filter(|(a, b)| a != b)
+        .map(|(a, _)| a.0)
+        .collect();
+    assert!(differ.is_empty(), "copies differ in {differ:?}");
+    assert_eq!(
+        snapshot(&plain),
+        snapshot(&cached),
+        "seeded models are equal"
+    );
+    let b = 6;
+    let views = views(b, &device);
+    let loss = SupConLossConfig::new().init();
+    let l = Some(labels(b, &device));
+    let (_, want) = plain_step(&plain, &views, &loss, l.clone());
+    let step = GradCacheConfig::new(b)
+        .init()
+        .step(&cached, &views, |f| loss.try_forward(f, l.clone()))
+        .unwrap();
+    // `valid` syncs the running statistics (a step records them per thread).
+    let (after_plain, after_cached) = (snapshot(&plain.valid()), snapshot(&cached.valid()));
+    let mut stats = 0;
+    for ((name, want_v), (_, got_v)) in after_plain.iter().zip(&after_cached) {
+        if name.contains("running") {
+            stats += 1;
+            assert_close(name, got_v, want_v);
+        }
+    }
+    assert!(stats >= 10, "{stats} running-statistics tensors compared");
+    // The gradients of every parameter (visited in the same order in both models).
+    let grads = |m: &PretrainModel, g: &GradientsParams| -> Vec<Vec<f32>> {
+        struct Visit<'a>(&'a GradientsParams, Vec<Vec<f32>>);
+        impl burn::module::ModuleVisitor for Visit<'_> {
+            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+                if let Some(g) = self.0.get::<D>(p.id) {
+                    self.1.push(to_vec(g));
+                }
+            }
+        }
+        let mut v = Visit(g, Vec::new());
+        m.visit(&mut v);
+        v.1
+    };
+    let (want_g, got_g) = (grads(&plain, &want), grads(&cached, &step.grads));
+    assert!(want_g.len() > 10, "{} gradients", want_g.len());
+    assert_eq!(want_g.len(), got_g.len());
+    for (i, (w, g)) in want_g.iter().zip(&got_g).enumerate() {
+        assert_close(&format!("parameter {i}"), g, w);
+    }
+}
+
+#[test]
+fn bad_arguments_are_errors() {
+    let device = ndarray_device();
+    assert!(GradCacheConfig::new(0).try_init().is_err());
+    let model = Mlp::new(&device);
+    let cache = GradCacheConfig::new(2).init();
+    let loss = SupConLossConfig::new().init();
+    let run = |views: &[Tensor<4>]| cache.step(&model, views, |f| loss.try_forward(f, None));
+    assert!(run(&[]).is_err());
+    let mut v = views(4, &device);
+    v[1] = v[1].clone().narrow(0, 0, 3);
+    assert!(run(&v).is_err());
+    #[allow(deprecated)]
+    let plain = Device::ndarray();
+    assert!(run(&views(4, &plain)).is_err(), "not an autodiff device");
+    // A loss that ignores the features.
+    let v = views(4, &device);
+    let err = cache
+        .step(&model, &v, |_| Ok(Tensor::<1>::zeros([1], &device)))
+        .unwrap_err();
+    assert!(err.to_string().contains("does not depend"), "{err}");
+}
