@@ -154,6 +154,7 @@ fn spawn_row(args: &Args, model: &str, batch: usize, chunk: usize) -> (Option<Va
         .arg(format!("{model},{batch},{chunk}"))
         .args(["--image-size", &args.image_size.to_string()])
         .args(["--runs", &args.runs.to_string()])
+        .env("RUST_BACKTRACE", "0")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn();
@@ -195,15 +196,17 @@ fn spawn_row(args: &Args, model: &str, batch: usize, chunk: usize) -> (Option<Va
     match (status.success(), parsed) {
         (true, Some(v)) => (Some(v), String::new()),
         _ => {
-            let reason: String = err
-                .lines()
-                .rev()
-                .find(|l| l.contains("panicked") || l.contains("rror"))
-                .or_else(|| err.lines().last())
-                .unwrap_or("no message")
-                .trim()
+            // The panic's message (the line after "panicked at"), else the last error line.
+            let lines: Vec<&str> = err.lines().collect();
+            let reason: String = lines
+                .iter()
+                .position(|l| l.contains("panicked at"))
+                .and_then(|i| lines.get(i + 1))
+                .or_else(|| lines.iter().rev().find(|l| l.starts_with("Error")))
+                .or(lines.last())
+                .map_or("no message", |l| l.trim())
                 .chars()
-                .take(120)
+                .take(160)
                 .collect();
             (None, format!("failed ({status}): {reason}"))
         }
@@ -218,6 +221,7 @@ fn child_row(args: &Args, row: &str) -> Result<Value, Box<dyn std::error::Error>
     };
     let (batch, chunk): (usize, usize) = (batch.parse()?, chunk.parse()?);
     let (device, _) = supcon_wgpu::backend::device::request_burn_device()?;
+    let device = device.autodiff();
     let encoder = preset(model)?.config(3, Stem::Cifar);
     let dim = encoder.feature_dim();
     let mut net = PretrainModel {
