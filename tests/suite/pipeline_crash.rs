@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::gpu;
-use common::pipeline::{info, small_digits};
+use common::pipeline::{assert_same_run, info, small_digits};
 use rand::{Rng, SeedableRng};
 use supcon_wgpu::pipeline::eval::LinearEvalConfig;
 use supcon_wgpu::pipeline::is_temp_file;
@@ -358,18 +358,7 @@ fn crash_test(kills: usize, schedule: impl FnMut(usize) -> KillAt) {
         "no process resumed from a checkpoint"
     );
 
-    let (ha, hb) = (history(&a), history(&b));
-    assert_eq!(ha.len(), hb.len());
-    for (x, y) in ha.iter().zip(&hb) {
-        assert!(
-            (x.loss - y.loss).abs() <= 1e-4 * x.loss.abs().max(1.0),
-            "epoch {}: {} uninterrupted vs {} after kills",
-            x.epoch,
-            x.loss,
-            y.loss
-        );
-        assert_eq!(x.lr, y.lr);
-    }
+    assert_same_run(&history(&a), &history(&b), "after kills");
     let (sa, sb) = (summary(&a), summary(&b));
     let one_image = 1.0 / sa.test_size as f64 + 1e-12;
     assert!(

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use common::gpu;
-use common::pipeline::{config, info, small_digits};
+use common::pipeline::{assert_same_run, config, info, small_digits};
 use supcon_wgpu::pipeline::PipelineError;
 use supcon_wgpu::pipeline::augment::{AugmentConfig, Recipe};
 use supcon_wgpu::pipeline::data;
@@ -178,18 +178,7 @@ fn pretrain_checkpoint_resume_evaluate() {
     let b = run(&cfg, &train, &test, &b_dir, &resume, &device, &info())
         .unwrap()
         .unwrap();
-    let hb = history(&b_dir);
-    assert_eq!(hb.len(), 3);
-    for (x, y) in ha.iter().zip(&hb) {
-        assert!(
-            (x.loss - y.loss).abs() <= 1e-4 * x.loss.abs().max(1.0),
-            "epoch {}: {} uninterrupted vs {} resumed",
-            x.epoch,
-            x.loss,
-            y.loss
-        );
-        assert_eq!(x.lr, y.lr);
-    }
+    assert_same_run(&ha, &history(&b_dir), "resumed");
     // The linear classifier's initial weights are seeded (they once came from the device's shared
     // generator, and the two runs differed by 3 of 120 test images); one image of slack is left
     // for rounding.
@@ -268,17 +257,7 @@ fn grad_cache_run_trains_and_resumes() {
         ..RunOptions::default()
     };
     full(&b_dir, &resume).expect("a summary");
-    let hb = history(&b_dir);
-    assert_eq!(hb.len(), 2);
-    for (x, y) in ha.iter().zip(&hb) {
-        assert!(
-            (x.loss - y.loss).abs() <= 1e-4 * x.loss.abs().max(1.0),
-            "epoch {}: {} uninterrupted vs {} resumed",
-            x.epoch,
-            x.loss,
-            y.loss
-        );
-    }
+    assert_same_run(&ha, &history(&b_dir), "resumed");
     let _ = std::fs::remove_dir_all(&a_dir);
     let _ = std::fs::remove_dir_all(&b_dir);
 }

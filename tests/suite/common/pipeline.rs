@@ -4,7 +4,7 @@ use supcon_wgpu::pipeline::augment::AugmentConfig;
 use supcon_wgpu::pipeline::data::{self, ImageDataset};
 use supcon_wgpu::pipeline::eval::LinearEvalConfig;
 use supcon_wgpu::pipeline::model::{HeadKind, ModelPreset, Stem};
-use supcon_wgpu::pipeline::train::{Method, RunInfo, TrainConfig};
+use supcon_wgpu::pipeline::train::{EpochMetrics, Method, RunInfo, TrainConfig};
 
 /// A few hundred digits for training and about a hundred for testing; every class present.
 pub fn small_digits() -> (ImageDataset, ImageDataset) {
@@ -53,5 +53,21 @@ pub fn info() -> RunInfo {
         dataset: "digits-subset".into(),
         adapter: "test".into(),
         backend: "test".into(),
+    }
+}
+
+/// Two histories of one run (uninterrupted vs `how`: resumed, killed and resumed): the same
+/// epochs, the same learning rates, the losses within 1e-4 (relative, at least absolute).
+pub fn assert_same_run(a: &[EpochMetrics], b: &[EpochMetrics], how: &str) {
+    assert_eq!(a.len(), b.len(), "epochs uninterrupted vs {how}");
+    for (x, y) in a.iter().zip(b) {
+        assert!(
+            (x.loss - y.loss).abs() <= 1e-4 * x.loss.abs().max(1.0),
+            "epoch {}: {} uninterrupted vs {} {how}",
+            x.epoch,
+            x.loss,
+            y.loss
+        );
+        assert_eq!(x.lr, y.lr, "epoch {}: learning rate", x.epoch);
     }
 }
