@@ -148,6 +148,16 @@ struct Args {
     /// time: one more forward pass). 0 or absent: off.
     #[arg(long, value_name = "C")]
     grad_cache_chunk: Option<usize>,
+    /// A queue of the last Q keys (both views' projections of earlier steps, with their labels)
+    /// that every batch is also contrasted against (memory: Q x projection dim floats; time: a
+    /// loss over N + Q columns). 0 or absent: off.
+    #[arg(long, value_name = "Q")]
+    queue_size: Option<usize>,
+    /// The queue's keys from a momentum encoder with momentum M (MoCo: 0.999), an averaged
+    /// copy of encoder + head (memory: one more model; time: one more forward pass without
+    /// gradients). Needs --queue-size.
+    #[arg(long, value_name = "M")]
+    momentum_encoder: Option<f64>,
     /// Peak learning rate (SGD, momentum 0.9, cosine decay).
     #[arg(long)]
     lr: Option<f64>,
@@ -398,6 +408,8 @@ fn train_config(args: &Args, train: &ImageDataset) -> TrainConfig {
         knn_every: args.knn_every,
         max_steps_per_epoch: args.max_steps_per_epoch,
         grad_cache_chunk: args.grad_cache_chunk.filter(|&c| c > 0),
+        queue_size: args.queue_size.unwrap_or(0),
+        momentum_encoder: args.momentum_encoder,
     }
 }
 
@@ -521,5 +533,47 @@ mod tests {
         let (c, train) = config(&["--method", "ce", "--grad-cache-chunk", "8"]);
         let err = c.validate(&train).unwrap_err().to_string();
         assert!(err.contains("contrastive methods"), "{err}");
+    }
+
+    /// `--queue-size` and `--momentum-encoder`: 0 is off; a queue with the cross-entropy
+    /// baseline, a momentum encoder without a queue or outside [0, 1), are refused before any
+    /// work.
+    #[test]
+    fn queue_flags_are_checked() {
+        let config = |flags: &[&str]| {
+            let args = Args::try_parse_from([&["train_wgpu"], flags].concat()).unwrap();
+            let (train, _, _) = load(&args).unwrap();
+            (train_config(&args, &train), train)
+        };
+        let (c, train) = config(&["--queue-size", "0"]);
+        assert_eq!(c.queue_size, 0);
+        c.validate(&train).unwrap();
+        let (c, train) = config(&["--queue-size", "2048", "--momentum-encoder", "0.999"]);
+        assert_eq!((c.queue_size, c.momentum_encoder), (2048, Some(0.999)));
+        c.validate(&train).unwrap();
+        let refused = [
+            (
+                &["--method", "ce", "--queue-size", "64"][..],
+                "contrastive methods",
+            ),
+            (&["--momentum-encoder", "0.99"][..], "needs --queue-size"),
+            (
+                &["--queue-size", "64", "--momentum-encoder", "1"][..],
+                "[0, 1)",
+            ),
+            (
+                &["--queue-size", "64", "--momentum-encoder", "1.5"][..],
+                "[0, 1)",
+            ),
+            (
+                &["--queue-size", "64", "--momentum-encoder", "NaN"][..],
+                "[0, 1)",
+            ),
+        ];
+        for (flags, why) in refused {
+            let (c, train) = config(flags);
+            let err = c.validate(&train).unwrap_err().to_string();
+            assert!(err.contains(why), "{flags:?}: {err}");
+        }
     }
 }

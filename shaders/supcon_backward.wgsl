@@ -13,7 +13,8 @@
 // for j in A(i) (0 when i has no positive). Because s is symmetric,
 //   dL/dz_r = (1 / tau) * sum_j (G_rj + G_jr) z_j,
 // so one pass over column tiles gives row r both its anchor part (G_rj) and its contrast part
-// (G_jr), with no float atomics and no second kernel. The L2 normalisation is differentiated in
+// (G_jr), with no float atomics and no second kernel. Keys (rows past N) are columns only: they
+// have no G_jr (not anchors) and get no gradient (no workgroup owns them as rows). The L2 normalisation is differentiated in
 // place: dL/dx_r = (g_r - z_r (z_r . g_r)) / ||x_r||, and z_r . g_r = sum_j W_rj cos_rj is
 // accumulated from the same tiles, so each workgroup may own only a CHUNK_D slice of the output
 // columns. When status != 0 (non-finite input) every gradient entry is written as
@@ -114,7 +115,8 @@ fn weights(
     zg: ptr<function, vec4<f32>>,
 ) -> array<vec4<f32>, 4> {
     let n_rows = params.n_rows;
-    let last = n_rows - 1u;
+    let n_contrast = params.n_contrast;
+    let last = n_contrast - 1u;
     var key_c: array<u32, 4>;
     var stats_c: array<vec4<f32>, 4>;
     for (var j = 0u; j < 4u; j += 1u) {
@@ -129,7 +131,7 @@ fn weights(
         let stats_r = stats_of(r);
         for (var j = 0u; j < 4u; j += 1u) {
             let c = c0 + tx * 4u + j;
-            if (c < n_rows && r < n_rows && c != r) {
+            if (c < n_contrast && r < n_rows && c != r) {
                 let s = dots[i][j] * params.inv_temperature;
                 // An explicit mask need not be symmetric: j in P(r) and r in P(j) differ.
                 w[j][i] = coef * (anchor_grad(s, stats_r, is_positive(key_r, key_c[j]))
@@ -155,7 +157,7 @@ fn accumulate_half(
     v1c: u32,
     acc: ptr<function, array<vec4<f32>, 8>>,
 ) {
-    let last = params.n_rows - 1u;
+    let last = params.n_contrast - 1u;
     let zs = params.z_stride;
     if (tx / (WG / 2u) == h) {
         for (var j = 0u; j < 4u; j += 1u) {
@@ -198,6 +200,7 @@ fn main(
     let r0 = (group / n_chunks) * TILE_R;
     let d0 = (group % n_chunks) * CHUNK_D;
     let last = p.n_rows - 1u;
+    let last_col = p.n_contrast - 1u;
     let zs = p.z_stride;
     let coef = output.weight * params.loss_scale * params.inv_temperature;
 
@@ -217,7 +220,7 @@ fn main(
         col_end = min(col_end, p.n_anchors);
     }
     for (var c0 = p.col_begin; c0 < col_end; c0 += TILE_C) {
-        let dots = dots_tiled(oa, min(c0 + lid / 4u, last) * zs, lid, tx, ty, zs);
+        let dots = dots_tiled(oa, min(c0 + lid / 4u, last_col) * zs, lid, tx, ty, zs);
         let w = weights(dots, r0, c0, tx, ty, coef, &zg);
         accumulate_half(0u, w, c0, tx, ty, v0c, v1c, &acc);
         accumulate_half(1u, w, c0, tx, ty, v0c, v1c, &acc);
@@ -233,7 +236,7 @@ fn main(
 
     let ok = output.status == STATUS_OK;
     let first = p.col_begin == 0u;
-    let last_pass = p.col_end >= p.n_rows;
+    let last_pass = p.col_end >= p.n_contrast;
     for (var i = 0u; i < 4u; i += 1u) {
         let r = r0 + ty * 4u + i;
         if (r >= p.n_rows) {

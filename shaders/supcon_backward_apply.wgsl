@@ -98,7 +98,7 @@ fn finish_row(r: u32, v0: u32, a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: 
     let zs = params.z_stride;
     let ok = output.status == STATUS_OK;
     let first = params.col_begin == 0u;
-    let last_pass = params.col_end >= params.n_rows;
+    let last_pass = params.col_end >= params.n_contrast;
     let base = memory_row(r) * dim;
     let zg_total = row_dot[r];
     let inv = inv_norm[r];

@@ -72,7 +72,7 @@ struct Columns {
 }
 
 fn columns(cols: vec4<u32>) -> Columns {
-    let rows = min(cols, vec4<u32>(params.n_rows - 1u));
+    let rows = min(cols, vec4<u32>(params.n_contrast - 1u));
     return Columns(cols, keys4(rows), stats4(cols));
 }
 
@@ -85,7 +85,8 @@ struct Part {
 
 fn weights4(r: u32, cosine: vec4<f32>, c: Columns, coef: f32) -> Part {
     let n_rows = params.n_rows;
-    let valid = (c.cols < vec4<u32>(n_rows)) & (c.cols != vec4<u32>(r)) & vec4<bool>(r < n_rows);
+    let valid = (c.cols < vec4<u32>(params.n_contrast)) & (c.cols != vec4<u32>(r))
+        & vec4<bool>(r < n_rows);
     let key_r = vec4<u32>(row_key(min(r, n_rows - 1u)));
     let st_r = stats_of(r);
     let s = cosine * params.inv_temperature;
@@ -154,6 +155,7 @@ fn main(
     let ty = lid3.y;
     let r0 = group * TILE_R;
     let last = p.n_rows - 1u;
+    let last_col = p.n_contrast - 1u;
     let zs = p.z_stride;
     let n4 = (p.n_rows + 3u) / 4u;
     let coef = output.weight * params.loss_scale * params.inv_temperature;
@@ -178,8 +180,8 @@ fn main(
         var w_hi_hi = mat4x4<f32>();  // rows 4-7 x columns 4-7
         if (c0 < col_end) {
             let cols = vec4<u32>(cb) + lanes;
-            let rows_lo = min(cols, vec4<u32>(last));
-            let rows_hi = min(cols + vec4<u32>(4u), vec4<u32>(last));
+            let rows_lo = min(cols, vec4<u32>(last_col));
+            let rows_hi = min(cols + vec4<u32>(4u), vec4<u32>(last_col));
             let acc = dots(ra_lo, ra_hi, rows_lo * zs, rows_hi * zs, zs);
             let c_lo = columns(cols);
             let c_hi = columns(cols + vec4<u32>(4u));

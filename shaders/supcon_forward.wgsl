@@ -118,8 +118,8 @@ struct State {
 // Folds the thread's 4 x 4 block of cosines (acc[i][j]: anchor a0+4ty+i, contrast row c0+4tx+j)
 // into its running statistics.
 fn fold(st: ptr<function, State>, acc: array<vec4<f32>, 4>, a0: u32, c0: u32, tx: u32, ty: u32) {
-    let n_rows = params.n_rows;
-    let last = n_rows - 1u;
+    let n_contrast = params.n_contrast;
+    let last = n_contrast - 1u;
     var key_c: array<u32, 4>;
     for (var j = 0u; j < 4u; j += 1u) {
         key_c[j] = row_key(min(c0 + tx * 4u + j, last));
@@ -131,7 +131,7 @@ fn fold(st: ptr<function, State>, acc: array<vec4<f32>, 4>, a0: u32, c0: u32, tx
         var tile_max = NEG_BIG;
         for (var j = 0u; j < 4u; j += 1u) {
             let c = c0 + tx * 4u + j;
-            if (c < n_rows && c != r) {
+            if (c < n_contrast && c != r) {
                 tile_max = max(tile_max, s[j]);
             }
         }
@@ -143,7 +143,7 @@ fn fold(st: ptr<function, State>, acc: array<vec4<f32>, 4>, a0: u32, c0: u32, tx
         var sum_a = (*st).sa[i] * exp(m_old - m_new);
         for (var j = 0u; j < 4u; j += 1u) {
             let c = c0 + tx * 4u + j;
-            if (c < n_rows && c != r) {
+            if (c < n_contrast && c != r) {
                 sum_a += exp(s[j] - m_new);
                 if (is_positive(key_a, key_c[j])) {
                     let mp_old = (*st).mp[i];
@@ -175,7 +175,7 @@ fn main(
     let tx = lid3.x;
     let ty = lid3.y;
     let a0 = group * TILE_A;
-    let last = p.n_rows - 1u;
+    let last = p.n_contrast - 1u;
 
     let zs = p.z_stride;
     // Offset in z of the thread's staging row.

@@ -70,10 +70,10 @@ fn fold(
     keys_hi: vec4<u32>,
 ) -> Row {
     var st = prev;
-    let n_rows = vec4<u32>(params.n_rows);
+    let n_contrast = vec4<u32>(params.n_contrast);
     let cols_hi = cols + vec4<u32>(4u);
-    let valid_lo = (cols < n_rows) & (cols != vec4<u32>(r));
-    let valid_hi = (cols_hi < n_rows) & (cols_hi != vec4<u32>(r));
+    let valid_lo = (cols < n_contrast) & (cols != vec4<u32>(r));
+    let valid_hi = (cols_hi < n_contrast) & (cols_hi != vec4<u32>(r));
     let s_lo = lo * params.inv_temperature;
     let s_hi = hi * params.inv_temperature;
     let big = vec4<f32>(NEG_BIG);
@@ -87,7 +87,7 @@ fn fold(
     // exp(NEG_BIG - m) is 0: the rows outside A(i) add nothing.
     st.sa = st.sa * exp(st.m - m_new) + sum4(exp(x_lo - m_new) + exp(x_hi - m_new));
     st.m = m_new;
-    let key = vec4<u32>(row_key(min(r, params.n_rows - 1u)));
+    let key = vec4<u32>(row_key(min(r, params.n_contrast - 1u)));
     let pos_lo = valid_lo & positive4(key, keys_lo);
     let pos_hi = valid_hi & positive4(key, keys_hi);
     if (any(pos_lo) || any(pos_hi)) {
@@ -147,7 +147,7 @@ fn main(
     let tx = lid3.x;
     let ty = lid3.y;
     let a0 = group * TILE_A;
-    let last = p.n_rows - 1u;
+    let last = p.n_contrast - 1u;
     let zs = p.z_stride;
     let rb = a0 + ty * BLOCK;  // the thread's first anchor
     let lanes = vec4<u32>(0u, 1u, 2u, 3u);

@@ -3,7 +3,7 @@
 // SupCon loss, step 3 of 4: the scalar loss, the anchor weight used by the backward pass, and the
 // status word. One workgroup strides over all anchors and rows.
 //
-//   status  = STATUS_NON_FINITE if any feature row held a NaN or an infinity
+//   status  = STATUS_NON_FINITE if any feature or key row held a NaN or an infinity
 //             (supcon_prepare.wgsl), else STATUS_OK
 //   n_valid = number of anchors with at least one positive
 //   weight  = 1 / n_anchors (mean over all anchors, the reference PyTorch code)
@@ -35,7 +35,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
             valid += 1u;
         }
     }
-    for (var r = lid; r < params.n_rows; r += WORKGROUP) {
+    for (var r = lid; r < params.n_contrast; r += WORKGROUP) {
         if (inv_norm[r] < 0.0) {
             bad = STATUS_NON_FINITE;
         }

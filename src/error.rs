@@ -41,6 +41,10 @@ pub enum Error {
     /// where one is needed.
     #[error("positives: {0}")]
     Positives(String),
+    /// Keys (contrast-only rows) were given where the problem has none, or are missing, or
+    /// their shape or labels do not fit the batch.
+    #[error("keys: {0}")]
+    Keys(String),
     /// A caller's buffer is smaller than the problem needs.
     #[error("buffer `{name}` is {got} bytes, the problem needs at least {needed}")]
     BufferTooSmall {

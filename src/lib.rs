@@ -36,7 +36,7 @@ pub mod pipeline;
 pub use error::{Error, Result};
 pub use kernels::similarity::CosineSimilarity;
 pub use kernels::supcon::{
-    ContrastMode, PositiveKind, Positives, Reduction, Strategy, SupConLoss, SupConOptions,
+    ContrastMode, Keys, PositiveKind, Positives, Reduction, Strategy, SupConLoss, SupConOptions,
     SupConOutput, SupConPlan, SupConResult, SupConShape, Variant,
 };
 /// The wgpu version the kernels are built against (the one burn-wgpu 0.22.1 uses).

@@ -19,7 +19,7 @@ fn finish_anchor(p: Params, r: u32, m: f32, sa: f32, mp: f32, sp: f32, pl: f32, 
     if (r >= p.n_anchors) {
         return;
     }
-    if (p.col_end < p.n_rows) {
+    if (p.col_end < p.n_contrast) {
         // Not the last pass: keep the merged statistics for the next one.
         running[2u * r] = vec4<f32>(m, sa, mp, sp);
         running[2u * r + 1u] = vec4<f32>(pl, pc, 0.0, 0.0);

@@ -7,7 +7,7 @@
 // read-only binding then fails validation. Params travel in a storage buffer for the same reason.
 
 struct Params {
-    n_rows: u32,          // N = bsz * n_views
+    n_rows: u32,          // N = bsz * n_views: the anchors' rows, the rows that get a gradient
     bsz: u32,
     n_views: u32,
     dim: u32,
@@ -22,6 +22,7 @@ struct Params {
     col_begin: u32,       // this pass's contrast rows: [col_begin, col_end) (a multiple of TILE_C)
     col_end: u32,         // (the kernels' column loop runs over several passes; see supcon/layout.rs)
     z_stride: u32,        // vec4s per row of the normalised copy z: ceil(dim / 4)
+    n_contrast: u32,      // N + K: the batch's rows, then K contrast-only rows ("keys", a queue)
 }
 
 // Params.pos_mode: what the `positives` buffer holds. POS_MASK and POS_LABELS64 are the largest:
@@ -57,6 +58,9 @@ const TILE_R: u32 = 64u;    // output rows per workgroup of the backward kernels
 const CHUNK_D: u32 = 128u;  // output columns per workgroup of the gradient kernels
 
 @group(0) @binding(0) var<storage, read_write> params: Params;
+
+// Contrast rows past the batch's N are keys: rows of z that only ever appear as columns (never
+// anchors, no gradient), with labels after the batch's in `positives`.
 
 // Memory row of view-major row r in the caller's [bsz, n_views, dim] features: sample r % bsz,
 // view r / bsz.

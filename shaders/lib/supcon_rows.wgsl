@@ -1,9 +1,14 @@
 // What the kernels that compare pairs of rows look up about a row: its key, whether a pair is
 // positive, its anchor statistics. Reads the bindings `params`, `positives` and `anchor_stats`.
 
-// What decides positives: the label (POS_LABELS), the sample index (the other modes).
+// What decides positives: the label (POS_LABELS), the sample index (the other modes). Key k
+// (row N + k) is sample bsz + k: its label follows the batch's, and without labels it is no
+// row's positive.
 fn row_key(r: u32) -> u32 {
-    let sample = r % params.bsz;
+    var sample = r % params.bsz;
+    if (r >= params.n_rows) {
+        sample = params.bsz + (r - params.n_rows);
+    }
     if (params.pos_mode == POS_LABELS) {
         return positives[sample];
     }

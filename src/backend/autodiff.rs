@@ -1,6 +1,6 @@
 //! Backward passes on `Autodiff<B, C>`: the fused SupCon backward kernel for the loss, the
 //! analytic gradient (Burn ops on `B`) for the cosine similarity. Gradients go only to tracked
-//! inputs.
+//! inputs; the loss's keys are never differentiated (their inner tensor is used, untracked).
 
 use burn::backend::autodiff::{
     Autodiff,
@@ -84,12 +84,17 @@ impl<B: SupConBackend, C: CheckpointStrategy> SupConBackend for Autodiff<B, C> {
 
     fn supcon_forward(
         features: FloatTensor<Self>,
+        keys: FloatTensor<Self>,
         positives: IntTensor<Self>,
         params: LossParams,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         // Statistics, not differentiable outputs: computed on the inner backend, untracked.
-        let (stats, inv_norm, output) =
-            B::supcon_forward(features.into_primitive(), positives, params);
+        let (stats, inv_norm, output) = B::supcon_forward(
+            features.into_primitive(),
+            keys.into_primitive(),
+            positives,
+            params,
+        );
         (
             FloatTensor::<Self>::new(stats),
             FloatTensor::<Self>::new(inv_norm),
@@ -99,6 +104,7 @@ impl<B: SupConBackend, C: CheckpointStrategy> SupConBackend for Autodiff<B, C> {
 
     fn supcon_backward(
         features: FloatTensor<Self>,
+        keys: FloatTensor<Self>,
         positives: IntTensor<Self>,
         inv_norm: FloatTensor<Self>,
         anchor_stats: FloatTensor<Self>,
@@ -107,6 +113,7 @@ impl<B: SupConBackend, C: CheckpointStrategy> SupConBackend for Autodiff<B, C> {
     ) -> FloatTensor<Self> {
         FloatTensor::<Self>::new(B::supcon_backward(
             features.into_primitive(),
+            keys.into_primitive(),
             positives,
             inv_norm.into_primitive(),
             anchor_stats.into_primitive(),
@@ -117,6 +124,7 @@ impl<B: SupConBackend, C: CheckpointStrategy> SupConBackend for Autodiff<B, C> {
 
     fn supcon_loss(
         features: FloatTensor<Self>,
+        keys: FloatTensor<Self>,
         positives: IntTensor<Self>,
         params: LossParams,
     ) -> FloatTensor<Self> {
@@ -124,8 +132,10 @@ impl<B: SupConBackend, C: CheckpointStrategy> SupConBackend for Autodiff<B, C> {
         struct SupConLossBackward;
 
         impl<B: SupConBackend> Backward<B, 1> for SupConLossBackward {
-            /// Features, positives and the forward pass's `(inv_norm, anchor_stats, output)`.
+            /// Features, keys, positives and the forward pass's `(inv_norm, anchor_stats,
+            /// output)`.
             type State = (
+                FloatTensor<B>,
                 FloatTensor<B>,
                 IntTensor<B>,
                 FloatTensor<B>,
@@ -143,15 +153,16 @@ impl<B: SupConBackend, C: CheckpointStrategy> SupConBackend for Autodiff<B, C> {
                 let [node] = ops.parents;
                 let upstream = grads.consume::<B>(&ops.node);
                 let Some(node) = node else { return };
-                let (x, positives, inv_norm, stats, output, params) = ops.state;
+                let (x, keys, positives, inv_norm, stats, output, params) = ops.state;
                 let rank = x.shape().num_dims();
-                let grad = B::supcon_backward(x, positives, inv_norm, stats, output, params);
+                let grad = B::supcon_backward(x, keys, positives, inv_norm, stats, output, params);
                 let upstream = B::float_reshape(upstream, Shape::from(vec![1; rank]));
                 grads.register::<B>(node.id, B::float_mul(grad, upstream));
             }
         }
 
         let (x, guard) = features.into_parts();
+        let keys = keys.into_primitive();
         match SupConLossBackward
             .prepare::<C>([guard])
             .compute_bound()
@@ -159,11 +170,11 @@ impl<B: SupConBackend, C: CheckpointStrategy> SupConBackend for Autodiff<B, C> {
         {
             OpsKind::Tracked(prep) => {
                 let (stats, inv_norm, output) =
-                    B::supcon_forward(x.clone(), positives.clone(), params);
+                    B::supcon_forward(x.clone(), keys.clone(), positives.clone(), params);
                 let loss = loss_of::<B>(output.clone(), x.dtype());
-                prep.finish((x, positives, inv_norm, stats, output, params), loss)
+                prep.finish((x, keys, positives, inv_norm, stats, output, params), loss)
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::supcon_loss(x, positives, params)),
+            OpsKind::UnTracked(prep) => prep.finish(B::supcon_loss(x, keys, positives, params)),
         }
     }
 }

@@ -48,9 +48,30 @@ pub fn supcon_loss(
     positives: ComposedPositives,
     options: &SupConOptions,
 ) -> Tensor<1> {
+    supcon_loss_with_keys(features, positives, None, options)
+}
+
+/// Contrast-only rows for [`supcon_loss_with_keys`]: `[K, dim]` features (detached: keys get no
+/// gradient) and, with labels, their `[K]` labels (keys with an anchor's label are its
+/// positives; without labels keys are negatives only).
+#[derive(Clone, Debug)]
+pub struct ComposedKeys {
+    pub features: Tensor<2>,
+    pub labels: Option<Tensor<1, Int>>,
+}
+
+/// [`supcon_loss`] with K contrast-only rows after the batch's N (`None`: K = 0). An explicit
+/// mask has no key columns: with [`ComposedPositives::Mask`] the keys are negatives.
+pub fn supcon_loss_with_keys(
+    features: Tensor<3>,
+    positives: ComposedPositives,
+    keys: Option<ComposedKeys>,
+    options: &SupConOptions,
+) -> Tensor<1> {
     let dtype = features.dtype();
     if dtype != DType::F32 {
-        return supcon_loss(features.cast(FloatDType::F32), positives, options).cast(dtype);
+        return supcon_loss_with_keys(features.cast(FloatDType::F32), positives, keys, options)
+            .cast(dtype);
     }
     let device = features.device();
     let [bsz, n_views, dim] = features.dims();
@@ -62,9 +83,25 @@ pub fn supcon_loss(
         ContrastMode::One => bsz,
     };
     let anchors = contrast.clone().narrow(0, 0, n_anchors);
+    let n_keys = keys.as_ref().map_or(0, |k| k.features.dims()[0]);
+    // The batch's rows, then the keys (normalised, detached).
+    let contrast = match &keys {
+        Some(k) => Tensor::cat(
+            vec![
+                contrast,
+                normalize(k.features.clone().detach().cast(FloatDType::F32)),
+            ],
+            0,
+        ),
+        None => contrast,
+    };
     let logits = anchors.matmul(contrast.transpose()) / options.temperature;
 
     // [bsz, bsz] sample-level positives, tiled to [n_anchors, n].
+    let labels = match &positives {
+        ComposedPositives::Labels(labels) => Some(labels.clone()),
+        _ => None,
+    };
     let sample_mask: Tensor<2> = match positives {
         ComposedPositives::Labels(labels) => {
             let l = labels.reshape([bsz, 1]);
@@ -79,7 +116,26 @@ pub fn supcon_loss(
     // Drop each anchor's own column (row i, column i).
     let not_self = Tensor::<2>::ones([n_anchors, n], &device)
         - Tensor::<2>::eye(n, &device).narrow(0, 0, n_anchors);
-    let positive = tiled * not_self.clone();
+    let mut positive = tiled * not_self.clone();
+    let mut not_self = not_self;
+    if n_keys > 0 {
+        // [n_anchors, K]: anchor row i (sample i % bsz) against each key's label.
+        let key_positive = match (labels, keys.and_then(|k| k.labels)) {
+            (Some(l), Some(kl)) => l
+                .reshape([1, bsz])
+                .repeat(&[1, n_views])
+                .narrow(1, 0, n_anchors)
+                .reshape([n_anchors, 1])
+                .equal(kl.reshape([1, n_keys]))
+                .float(),
+            _ => Tensor::<2>::zeros([n_anchors, n_keys], &device),
+        };
+        positive = Tensor::cat(vec![positive, key_positive], 1);
+        not_self = Tensor::cat(
+            vec![not_self, Tensor::<2>::ones([n_anchors, n_keys], &device)],
+            1,
+        );
+    }
 
     // Stable log-sum-exp over A(i): the anchor's own column is dropped (set to -1e30, so that
     // its exp is 0) before the (detached) row max is taken and subtracted. A max that included

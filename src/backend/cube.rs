@@ -228,6 +228,7 @@ impl<'a> ParamBlocks<'a> {
 /// (`running` only forward; the scratch `discard`, `grad`, `row_dot` and `weights` only backward).
 struct LossTensors<'a> {
     features: &'a CubeTensor,
+    keys: &'a CubeTensor,
     positives: &'a CubeTensor,
     inv_norm: &'a CubeTensor,
     z: &'a CubeTensor,
@@ -255,6 +256,7 @@ fn launch_loss(
     launch_all(t.features, dispatches, |role| match role {
         Role::Params(i) => blocks.get(i),
         Role::Features => t.features.handle.clone(),
+        Role::Keys => t.keys.handle.clone(),
         Role::Positives => t.positives.handle.clone(),
         Role::InvNorm => t.inv_norm.handle.clone(),
         Role::Z => t.z.handle.clone(),
@@ -271,9 +273,9 @@ fn launch_loss(
     });
 }
 
-/// `z`, the normalised rows: `[N, 4·⌈dim/4⌉]` f32s.
+/// `z`, the normalised rows and keys: `[N + K, 4·⌈dim/4⌉]` f32s.
 fn empty_z(like: &CubeTensor, params: &LossParams) -> CubeTensor {
-    let rows = params.shape.rows() as usize;
+    let rows = params.shape.contrast_rows() as usize;
     empty_f32(
         like,
         Shape::new([rows, 4 * z_stride(params.shape.dim) as usize]),
@@ -302,21 +304,24 @@ impl SupConBackend for CubeBackend {
 
     fn supcon_forward(
         features: FloatTensor<Self>,
+        keys: FloatTensor<Self>,
         positives: IntTensor<Self>,
         params: LossParams,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         check_runtime(&features, "supcon_forward");
         let x = f32_contiguous(features);
+        let keys = f32_contiguous(keys);
         let pos = positives_contiguous(positives, params.kind);
         let plan = launch_plan(&x.client, &params);
         let n_anchors = params.n_anchors();
         let stats = empty_f32(&x, Shape::new([n_anchors, 4]));
         let output = empty_f32(&x, Shape::new([4]));
         let running = empty_f32(&x, Shape::new([plan.running_len as usize]));
-        let inv_norm = empty_f32(&x, Shape::new([params.shape.rows() as usize]));
+        let inv_norm = empty_f32(&x, Shape::new([params.shape.contrast_rows() as usize]));
         let z = empty_z(&x, &params);
         let tensors = LossTensors {
             features: &x,
+            keys: &keys,
             positives: &pos,
             inv_norm: &inv_norm,
             z: &z,
@@ -334,6 +339,7 @@ impl SupConBackend for CubeBackend {
 
     fn supcon_backward(
         features: FloatTensor<Self>,
+        keys: FloatTensor<Self>,
         positives: IntTensor<Self>,
         inv_norm: FloatTensor<Self>,
         anchor_stats: FloatTensor<Self>,
@@ -344,6 +350,7 @@ impl SupConBackend for CubeBackend {
         let shape = features.meta.shape().clone();
         let dtype = features.dtype;
         let x = f32_contiguous(features);
+        let keys = f32_contiguous(keys);
         let pos = positives_contiguous(positives, params.kind);
         let grad = empty_f32(&x, shape);
         let plan = launch_plan(&x.client, &params);
@@ -353,11 +360,12 @@ impl SupConBackend for CubeBackend {
             into_contiguous(anchor_stats),
             into_contiguous(output),
         );
-        let discard = empty_f32(&x, Shape::new([params.shape.rows() as usize]));
+        let discard = empty_f32(&x, Shape::new([params.shape.contrast_rows() as usize]));
         let z = empty_z(&x, &params);
         let weights = empty_f32(&x, Shape::new([plan.weights_bytes as usize / 4]));
         let tensors = LossTensors {
             features: &x,
+            keys: &keys,
             positives: &pos,
             inv_norm: &inv_norm,
             z: &z,

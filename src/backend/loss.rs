@@ -4,7 +4,7 @@ use burn::backend::{Dispatch, DispatchDevice};
 use burn::config::Config;
 use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
 
-use super::composed::{self, ComposedPositives};
+use super::composed::{self, ComposedKeys, ComposedPositives};
 use super::ops::{LossParams, SupConBackend};
 use crate::error::to_u32;
 use crate::kernels::supcon::{PositiveKind, SupConShape, mask_words};
@@ -146,7 +146,8 @@ impl SupConLoss {
                     DType::I64 | DType::U64 => PositiveKind::Labels64,
                     _ => PositiveKind::Labels,
                 };
-                self.run(features, shape, kind, Some(l), ComposedPositives::None)
+                let composed = ComposedPositives::Labels(l.clone());
+                self.run(features, shape, kind, Some(l), composed, None)
             }
             None => self.run(
                 features,
@@ -154,8 +155,110 @@ impl SupConLoss {
                 PositiveKind::None,
                 None,
                 ComposedPositives::None,
+                None,
             ),
         }
+    }
+
+    /// The loss with K contrast-only rows `keys` (a feature queue, MoCo-style): each anchor is
+    /// contrasted against the other batch rows and all keys; keys sharing its label are
+    /// positives (with `labels: None`, SimCLR, keys are negatives only). Keys are detached: they
+    /// get no gradient even when tracked. With K = 0 this is [`forward`](Self::forward).
+    ///
+    /// # Shapes
+    /// - `features`: `[bsz, n_views, dim]`; `labels`: `[bsz]`;
+    /// - `keys`: `[K, dim]` (raw or normalised: the loss normalises them);
+    /// - `key_labels`: `[K]`, of the labels' width (32 or 64 bits), given exactly when `labels`
+    ///   is; output `[1]`.
+    ///
+    /// # Panics
+    /// On bad input, with the message of [`try_forward_with_keys`](Self::try_forward_with_keys)'s
+    /// error.
+    pub fn forward_with_keys(
+        &self,
+        features: Tensor<3>,
+        labels: Option<Tensor<1, Int>>,
+        keys: Tensor<2>,
+        key_labels: Option<Tensor<1, Int>>,
+    ) -> Tensor<1> {
+        self.try_forward_with_keys(features, labels, keys, key_labels)
+            .unwrap_or_else(|e| panic!("SupConLoss::forward_with_keys: {e}"))
+    }
+
+    /// [`forward_with_keys`](Self::forward_with_keys) with the checks returned as an [`Error`].
+    pub fn try_forward_with_keys(
+        &self,
+        features: Tensor<3>,
+        labels: Option<Tensor<1, Int>>,
+        keys: Tensor<2>,
+        key_labels: Option<Tensor<1, Int>>,
+    ) -> Result<Tensor<1>> {
+        let shape = check_features(&features)?;
+        let [k, key_dim] = keys.dims();
+        if key_dim != shape.dim as usize {
+            return Err(Error::Keys(format!(
+                "keys are [{k}, {key_dim}], the features' dim is {}",
+                shape.dim
+            )));
+        }
+        if !keys.dtype().is_float() {
+            return Err(Error::Keys(format!(
+                "keys must be floats, got {:?}",
+                keys.dtype()
+            )));
+        }
+        if keys.device() != features.device() {
+            return Err(Error::Keys(
+                "keys and features are on different devices".into(),
+            ));
+        }
+        let wide = |t: &Tensor<1, Int>| matches!(t.dtype(), DType::I64 | DType::U64);
+        match (&labels, &key_labels) {
+            (Some(l), Some(kl)) => {
+                check_len("labels", l.dims()[0], shape.bsz as usize)?;
+                check_len("key labels", kl.dims()[0], k)?;
+                if wide(l) != wide(kl) {
+                    return Err(Error::Keys(format!(
+                        "labels are {:?}, key labels {:?}: both 64-bit or neither",
+                        l.dtype(),
+                        kl.dtype()
+                    )));
+                }
+            }
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err(Error::Keys("labels were given without key labels".into()));
+            }
+            (None, Some(_)) => {
+                return Err(Error::Keys(
+                    "key labels were given without labels (SimCLR keys are negatives)".into(),
+                ));
+            }
+        }
+        if k == 0 {
+            return self.try_forward(features, labels);
+        }
+        let shape = shape.with_keys(to_u32(k, "keys")?);
+        shape.validate()?;
+        let keys = keys.detach();
+        let kind = match &labels {
+            Some(l) if wide(l) => PositiveKind::Labels64,
+            Some(_) => PositiveKind::Labels,
+            None => PositiveKind::None,
+        };
+        // The kernels read the batch's labels, then the keys'.
+        let (positives, composed) = match (labels, &key_labels) {
+            (Some(l), Some(kl)) => (
+                Some(Tensor::cat(vec![l.clone(), kl.clone()], 0)),
+                ComposedPositives::Labels(l),
+            ),
+            _ => (None, ComposedPositives::None),
+        };
+        let keys = ComposedKeys {
+            features: keys,
+            labels: key_labels,
+        };
+        self.run(features, shape, kind, positives, composed, Some(keys))
     }
 
     /// The loss with an explicit `[bsz, bsz]` positive mask (`mask[i][j]`: sample `j` is a
@@ -190,6 +293,7 @@ impl SupConLoss {
             PositiveKind::Mask,
             packed,
             ComposedPositives::Mask(mask),
+            None,
         )
     }
 
@@ -204,6 +308,9 @@ impl SupConLoss {
         }
     }
 
+    /// The fused kernels (reading `positives`: the batch's labels then the keys', or the packed
+    /// mask) or the composed ops (reading `composed_positives`), with `keys` when
+    /// `shape.keys > 0`.
     fn run(
         &self,
         features: Tensor<3>,
@@ -211,6 +318,7 @@ impl SupConLoss {
         kind: PositiveKind,
         positives: Option<Tensor<1, Int>>,
         composed_positives: ComposedPositives,
+        keys: Option<ComposedKeys>,
     ) -> Result<Tensor<1>> {
         let device = features.device();
         if self.fused(&device)? {
@@ -223,22 +331,20 @@ impl SupConLoss {
             };
             let cube = cube_device(&device).expect("a fused device is a cubecl device");
             super::cube::check_problem(&cube, &params)?;
+            // Placeholders where the kernels read nothing (no labels, no keys).
             let positives = positives.unwrap_or_else(|| Tensor::<1, Int>::zeros([1], &device));
+            let keys = keys.map_or_else(|| Tensor::<2>::zeros([1, 1], &device), |k| k.features);
             Ok(Tensor::from_dispatch(Dispatch::supcon_loss(
                 features.into_dispatch(),
+                keys.into_dispatch(),
                 positives.into_dispatch(),
                 params,
             )))
         } else {
-            let composed_positives = match (kind, positives) {
-                (PositiveKind::Labels | PositiveKind::Labels64, Some(l)) => {
-                    ComposedPositives::Labels(l)
-                }
-                _ => composed_positives,
-            };
-            Ok(composed::supcon_loss(
+            Ok(composed::supcon_loss_with_keys(
                 features,
                 composed_positives,
+                keys,
                 &self.options,
             ))
         }

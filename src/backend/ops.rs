@@ -18,7 +18,7 @@ use crate::kernels::supcon::{PositiveKind, Strategy, SupConOptions, SupConShape}
 /// Host parameters of one fused loss call.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LossParams {
-    /// `[bsz, n_views, dim]` of the features.
+    /// `[bsz, n_views, dim]` of the features, and the number of keys (`shape.keys`).
     pub shape: SupConShape,
     /// How the positives tensor is read.
     pub kind: PositiveKind,
@@ -64,6 +64,7 @@ fn similarity_shape(a: &Shape, b: &Shape) -> Shape {
 #[cfg(feature = "fusion")]
 fn forward_meta(
     features: &burn::backend::fusion::custom::TensorSpec,
+    _keys: &burn::backend::fusion::custom::TensorSpec,
     _positives: &burn::backend::fusion::custom::TensorSpec,
     params: &LossParams,
 ) -> (
@@ -77,7 +78,7 @@ fn forward_meta(
     let dtype = burn::tensor::DType::F32;
     (
         TensorSpec::new(Shape::new([params.n_anchors(), 4]), dtype),
-        TensorSpec::new(Shape::new([params.shape.rows() as usize]), dtype),
+        TensorSpec::new(Shape::new([params.shape.contrast_rows() as usize]), dtype),
         TensorSpec::new(Shape::new([4]), dtype),
     )
 }
@@ -89,10 +90,15 @@ fn forward_meta(
 ///
 /// Outputs of [`supcon_forward`](SupConBackend::supcon_forward), all f32:
 /// - `anchor_stats [n_anchors, 4]`: per anchor `(lse over A(i), lse over P(i), |P(i)|, loss_i)`;
-/// - `inv_norm [N]`: `1 / max(|x_r|, 1e-12)` per view-major row, negative for a NaN/Inf row;
+/// - `inv_norm [N + K]`: `1 / max(|x_r|, 1e-12)` per view-major row, then per key, negative for
+///   a NaN/Inf row;
 /// - `output [4]`: `(loss, weight, n_valid, status)`, the last two as u32 bit patterns; when a
 ///   feature row holds NaN or an infinity (`status` 1) the loss, and the gradient of
 ///   [`supcon_backward`](SupConBackend::supcon_backward), are NaN.
+///
+/// `keys` are `params.shape.keys` contrast-only rows `[K, dim]` (any small float tensor when
+/// K = 0, never read), with their labels after the batch's in `positives`; they are never
+/// differentiated.
 #[backend_extension(Cube, Autodiff, Fusion: cfg(feature = "fusion"))]
 pub trait SupConBackend: Backend {
     /// `[n, d] x [m, d] -> [n, m]` cosine similarities.
@@ -103,6 +109,7 @@ pub trait SupConBackend: Backend {
     #[fusion(meta = forward_meta)]
     fn supcon_forward(
         features: FloatTensor<Self>,
+        keys: FloatTensor<Self>,
         positives: IntTensor<Self>,
         params: LossParams,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
@@ -111,6 +118,7 @@ pub trait SupConBackend: Backend {
     #[fusion(dtype = features, shape = features)]
     fn supcon_backward(
         features: FloatTensor<Self>,
+        keys: FloatTensor<Self>,
         positives: IntTensor<Self>,
         inv_norm: FloatTensor<Self>,
         anchor_stats: FloatTensor<Self>,
@@ -123,11 +131,12 @@ pub trait SupConBackend: Backend {
     #[fusion(default)]
     fn supcon_loss(
         features: FloatTensor<Self>,
+        keys: FloatTensor<Self>,
         positives: IntTensor<Self>,
         params: LossParams,
     ) -> FloatTensor<Self> {
         let dtype = burn::backend::TensorMetadata::dtype(&features);
-        let (_, _, output) = Self::supcon_forward(features, positives, params);
+        let (_, _, output) = Self::supcon_forward(features, keys, positives, params);
         loss_of::<Self>(output, dtype)
     }
 }

@@ -35,12 +35,12 @@ pub(crate) const COSINE_SIMILARITY_DIRECT: KernelSpec = KernelSpec {
     workgroup_size: [8, 8, 1],
     bindings: 4,
 };
-/// SupCon step 1; bindings: params, features, inv_norm, z.
+/// SupCon step 1; bindings: params, features, inv_norm, z, keys.
 pub(crate) const SUPCON_PREPARE: KernelSpec = KernelSpec {
     name: "supcon_prepare",
     source: shaders::SUPCON_PREPARE,
     workgroup_size: [256, 1, 1],
-    bindings: 4,
+    bindings: 5,
 };
 /// SupCon step 2 ([`Strategy::Tiles`]); bindings: params, z, positives, anchor_stats, running.
 pub(crate) const SUPCON_FORWARD: KernelSpec = KernelSpec {
@@ -120,12 +120,14 @@ pub(crate) enum Role {
     /// The parameter block for contrast rows `passes[i]` of the [`SupConLaunch`] (for the
     /// similarity: its one block, index 0).
     Params(usize),
-    /// SupCon: the raw features, the positives (any buffer when there are none), and the
-    /// buffers of [`SupConPlan`](super::supcon::SupConPlan) of the same names.
+    /// SupCon: the raw features, the keys (any buffer when there are none), the positives
+    /// (any buffer when there are none), and the buffers of
+    /// [`SupConPlan`](super::supcon::SupConPlan) of the same names.
     Features,
+    Keys,
     Positives,
     InvNorm,
-    /// `rows` f32s that the kernel writes and nothing reads afterwards (the inverse norms when
+    /// `N + K` f32s that the kernel writes and nothing reads afterwards (the inverse norms when
     /// the backward pass recomputes `z`).
     Discard,
     Z,
@@ -181,11 +183,11 @@ impl SupConLaunch {
     }
 }
 
-/// Contrast rows `[begin, end)` of each forward pass: `pass_columns` rows each, or
-/// [`default_pass_columns`].
+/// Contrast rows `[begin, end)` of each forward pass (over the N batch rows and the K keys):
+/// `pass_columns` rows each, or [`default_pass_columns`].
 pub(crate) fn forward_passes(shape: SupConShape, pass_columns: Option<u32>) -> Vec<(u32, u32)> {
     column_passes(
-        shape.rows() as u32,
+        shape.contrast_rows() as u32,
         pass_columns.unwrap_or_else(|| default_pass_columns(shape.dim)),
     )
 }
@@ -211,8 +213,8 @@ pub(crate) fn supcon_launch(
 
     let prepare = |inv_norm| Dispatch {
         kernel: &SUPCON_PREPARE,
-        groups: rows.div_ceil(PREPARE_ROWS),
-        bindings: vec![Params(0), Features, inv_norm, Z],
+        groups: shape.contrast_rows().div_ceil(PREPARE_ROWS),
+        bindings: vec![Params(0), Features, inv_norm, Z, Keys],
     };
     let forward_kernel = match strategy {
         Strategy::Tiles => &SUPCON_FORWARD,
@@ -346,8 +348,11 @@ mod tests {
 
     #[test]
     fn every_dispatch_binds_what_its_kernel_declares() {
-        let shape = SupConShape::new(300, 2, 96);
-        for strategy in [Strategy::Tiles, Strategy::Direct] {
+        let plain = SupConShape::new(300, 2, 96);
+        for (shape, strategy) in [plain, plain.with_keys(130)]
+            .into_iter()
+            .flat_map(|s| [(s, Strategy::Tiles), (s, Strategy::Direct)])
+        {
             for columns in [None, Some(64)] {
                 for recompute_z in [false, true] {
                     let plan = supcon_launch(
@@ -357,6 +362,16 @@ mod tests {
                         strategy,
                         columns,
                         recompute_z,
+                    );
+                    // Both column loops cover the batch's rows and the keys, in order.
+                    for passes in [plan.forward_passes(), plan.backward_passes()] {
+                        assert_eq!(passes.first().map(|p| p.0), Some(0));
+                        assert_eq!(passes.last().map(|p| p.1), Some(600 + shape.keys));
+                        assert!(passes.windows(2).all(|w| w[0].1 == w[1].0));
+                    }
+                    assert_eq!(
+                        plan.forward[0].groups,
+                        (600 + u64::from(shape.keys)).div_ceil(PREPARE_ROWS)
                     );
                     for d in plan.forward.iter().chain(&plan.backward) {
                         assert_eq!(
@@ -374,6 +389,8 @@ mod tests {
                     }
                 }
             }
+        }
+        for strategy in [Strategy::Tiles, Strategy::Direct] {
             let d = similarity_launch(strategy, 65, 1);
             assert_eq!(d.bindings.len() as u32, d.kernel.bindings);
             assert_eq!(d.groups, 2);

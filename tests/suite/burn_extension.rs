@@ -219,6 +219,43 @@ fn bad_input_is_a_typed_error_or_a_precise_panic() {
         fused_on_cpu.try_forward(x.clone(), None),
         Err(Error::Unsupported(_))
     ));
+    // Keys: their width, their labels given exactly with the batch's, of the same width and
+    // count.
+    let keys = Tensor::<2>::ones([5, 3], &device);
+    let l4 = || Some(labels(&[0, 1, 2, 3], &device));
+    let kl = |n: usize| Some(labels(&vec![1; n], &device));
+    assert!(matches!(
+        loss.try_forward_with_keys(x.clone(), l4(), Tensor::<2>::ones([5, 4], &device), kl(5)),
+        Err(Error::Keys(_))
+    ));
+    assert!(matches!(
+        loss.try_forward_with_keys(x.clone(), l4(), keys.clone(), None),
+        Err(Error::Keys(_))
+    ));
+    assert!(matches!(
+        loss.try_forward_with_keys(x.clone(), None, keys.clone(), kl(5)),
+        Err(Error::Keys(_))
+    ));
+    assert!(matches!(
+        loss.try_forward_with_keys(x.clone(), l4(), keys.clone(), kl(4)),
+        Err(Error::LengthMismatch {
+            name: "key labels",
+            expected: 5,
+            got: 4
+        })
+    ));
+    let int = |n: usize, dtype| {
+        Tensor::<1, Int>::from_data(TensorData::new(vec![1i64; n], [n]), (&device, dtype))
+    };
+    assert!(matches!(
+        loss.try_forward_with_keys(
+            x.clone(),
+            Some(int(4, DType::I32)),
+            keys,
+            Some(int(5, DType::I64))
+        ),
+        Err(Error::Keys(_))
+    ));
     let panic =
         std::panic::catch_unwind(|| loss.forward(x, Some(labels(&[0, 1], &ndarray_device()))));
     let message = *panic

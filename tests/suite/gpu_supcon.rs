@@ -313,6 +313,87 @@ fn bad_arguments_are_typed_errors() {
         })
     ));
 
+    // Keys: their length, their positives' kind and count, a mask with keys, buffers that do
+    // not fit the plan.
+    let keyed = shape.with_keys(3);
+    let key_x = [0.25f32; 9];
+    let key_labels = [0, 1, 2];
+    let with_keys = |keys: &[f32], positives, key_positives| {
+        let keys = supcon_wgpu::Keys {
+            features: keys,
+            positives: key_positives,
+        };
+        loss.loss_and_grad_with_keys(d, q, &x, keyed, positives, keys, &opts)
+    };
+    let l = Positives::Labels(&labels);
+    assert!(matches!(
+        with_keys(&key_x[..6], l, Positives::Labels(&key_labels)),
+        Err(Error::LengthMismatch { name: "keys", .. })
+    ));
+    assert!(matches!(
+        with_keys(&key_x, l, Positives::Labels(&key_labels[..2])),
+        Err(Error::LengthMismatch {
+            name: "key labels",
+            ..
+        })
+    ));
+    assert!(matches!(
+        with_keys(&key_x, l, Positives::None),
+        Err(Error::Keys(_))
+    ));
+    assert!(matches!(
+        with_keys(
+            &key_x,
+            Positives::Mask(&[true; 16]),
+            Positives::Mask(&[true; 16])
+        ),
+        Err(Error::Keys(_))
+    ));
+    assert!(matches!(run(&x, keyed, l, &opts), Err(Error::Keys(_))));
+    assert!(matches!(
+        loss.plan(d, keyed, PositiveKind::Mask, &opts),
+        Err(Error::Keys(_))
+    ));
+    let keyed_plan = loss.plan(d, keyed, PositiveKind::Labels, &opts).unwrap();
+    assert_eq!(keyed_plan.positives_len(), Some(7)); // 4 labels, then 3 key labels
+    let all_labels = buf(28, st);
+    assert!(matches!(
+        keyed_plan.encode_forward(d, &mut enc, &good, Some(&all_labels)),
+        Err(Error::Keys(_))
+    ));
+    assert!(matches!(
+        keyed_plan.encode_forward_with_keys(
+            d,
+            &mut enc,
+            &good,
+            Some(&buf(32, st)),
+            Some(&all_labels)
+        ),
+        Err(Error::BufferTooSmall {
+            name: "keys",
+            needed: 36,
+            ..
+        })
+    ));
+    assert!(matches!(
+        keyed_plan.encode_forward_with_keys(
+            d,
+            &mut enc,
+            &good,
+            Some(&buf(36, st)),
+            Some(&labels_buf)
+        ),
+        Err(Error::BufferTooSmall {
+            name: "positives",
+            needed: 28,
+            ..
+        })
+    ));
+    assert!(matches!(
+        plan.encode_forward_with_keys(d, &mut enc, &good, Some(&buf(36, st)), Some(&labels_buf)),
+        Err(Error::Keys(_))
+    ));
+
     // Device limits: features beyond max_storage_buffer_binding_size (128 MiB by default).
     let huge = SupConShape::new(300_000, 1, 128);
     assert!(matches!(

@@ -14,7 +14,7 @@ use common::*;
 use rand::Rng;
 use std::sync::OnceLock;
 use supcon_wgpu::device::GpuContext;
-use supcon_wgpu::{Positives, Strategy, SupConOptions, SupConShape, Variant};
+use supcon_wgpu::{Keys, Positives, Strategy, SupConOptions, SupConShape, Variant};
 
 /// One implementation of the loss with its settings.
 #[derive(Clone, Copy, Debug)]
@@ -114,6 +114,76 @@ impl Implementation {
                     burn_ops::config(options, supcon_wgpu::backend::Implementation::Composed)
                         .init();
                 common::burn_tensors::loss_and_grad(&loss, x, shape, positives, &device)
+            }
+        }
+    }
+
+    /// [`compute`](Self::compute) with `shape.keys` contrast-only rows `keys`.
+    fn compute_with_keys(
+        self,
+        x: &[f32],
+        shape: SupConShape,
+        positives: Positives<'_>,
+        keys: Keys<'_>,
+        options: &SupConOptions,
+        pass_columns: Option<u32>,
+    ) -> Computed {
+        match self {
+            Raw {
+                strategy,
+                default_limits,
+            } => {
+                let ctx: &GpuContext = if default_limits {
+                    gpu()
+                } else {
+                    gpu_adapter_limits()
+                }
+                .expect("a GPU (checked by `all`)");
+                let mut loss = raw_kernels(default_limits).with_strategy(strategy);
+                if let Some(columns) = pass_columns {
+                    loss = loss.with_pass_columns(columns);
+                }
+                let got = loss
+                    .loss_and_grad_with_keys(
+                        &ctx.device,
+                        &ctx.queue,
+                        x,
+                        shape,
+                        positives,
+                        keys,
+                        options,
+                    )
+                    .unwrap_or_else(|e| panic!("{self:?} {shape:?} {options:?}: {e}"));
+                Computed {
+                    loss: got.loss,
+                    grad: got.grad.expect("grad"),
+                    anchor_loss: Some(got.anchor_loss),
+                    n_valid_anchors: Some(got.n_valid_anchors),
+                }
+            }
+            #[cfg(feature = "burn")]
+            BurnFused { strategy } => {
+                let device = burn_ops::wgpu_device();
+                let loss = burn_ops::config(options, supcon_wgpu::backend::Implementation::Fused)
+                    .init()
+                    .with_strategy(strategy);
+                let loss = match pass_columns {
+                    Some(columns) => loss.with_pass_columns(columns),
+                    None => loss,
+                };
+                common::burn_tensors::loss_and_grad_with_keys(
+                    &loss, x, shape, positives, keys, &device,
+                )
+            }
+            #[cfg(feature = "burn")]
+            BurnComposed => {
+                let device = common::burn_tensors::ndarray_device();
+                let loss =
+                    burn_ops::config(options, supcon_wgpu::backend::Implementation::Composed)
+                        .init();
+                common::burn_tensors::loss_and_grad_with_keys(
+                    &loss, x, shape, positives, keys, &device,
+                )
             }
         }
     }
@@ -425,5 +495,66 @@ fn small_temperatures_with_thousands_of_dims() {
                 check(implementation, &x, shape, positives, &options, None);
             }
         }
+    });
+}
+
+/// Keys (contrast-only rows, a feature queue): every option, labels sharing classes with the
+/// batch, labels sharing none, 64-bit labels and SimCLR, K in {0, 1, 63, 1,000} (none a multiple
+/// of the 64-row tiles), passes whose boundaries fall inside the batch's rows and inside the
+/// keys'; loss, per-anchor losses and dL/dfeatures against the f64 reference, and (Burn) no
+/// gradient for the keys.
+#[test]
+fn keys_every_option() {
+    // (bsz, n_views, dim, K, pass columns)
+    let shapes = [
+        (5, 3, 7, 0, None),
+        (3, 2, 5, 1, None),
+        (20, 2, 24, 63, Some(64)),
+        (17, 1, 130, 1000, None),
+        (40, 2, 9, 1000, Some(64)),
+    ];
+    let temperatures = [(0.1, 0.07), (0.5, 0.5)];
+    for_every_implementation(|implementation| {
+        let mut rng = rng(23);
+        let mut cases = 0;
+        for (si, &(bsz, nv, dim, k, columns)) in shapes.iter().enumerate() {
+            let shape = SupConShape::new(bsz, nv, dim).with_keys(k);
+            let x = random_features(&mut rng, shape.len() as usize);
+            let key_x = random_features(&mut rng, shape.keys_len() as usize);
+            let classes = 1 + bsz as i32 / 4;
+            let labels = random_labels(&mut rng, bsz as usize, classes);
+            // Half the keys share the batch's classes; `disjoint` shares none.
+            let key_labels = random_labels(&mut rng, k as usize, 2 * classes);
+            let disjoint: Vec<i32> = key_labels.iter().map(|l| l + 1000).collect();
+            let wide: Vec<i64> = labels.iter().map(|&l| i64::from(l) << 33).collect();
+            let key_wide: Vec<i64> = key_labels.iter().map(|&l| i64::from(l) << 33).collect();
+            let cases_of = [
+                (Positives::Labels(&labels), Positives::Labels(&key_labels)),
+                (Positives::Labels(&labels), Positives::Labels(&disjoint)),
+                (Positives::Labels64(&wide), Positives::Labels64(&key_wide)),
+                (Positives::None, Positives::None),
+            ];
+            for (oi, options) in option_grid(&temperatures).into_iter().enumerate() {
+                for (pi, &(positives, key_positives)) in cases_of.iter().enumerate() {
+                    // Every option with labels; a rotating quarter of them otherwise.
+                    if pi > 0 && (oi + si + pi) % 4 != 0 {
+                        continue;
+                    }
+                    let keys = Keys {
+                        features: &key_x,
+                        positives: key_positives,
+                    };
+                    let pass = columns.filter(|_| implementation.has_passes());
+                    let got = implementation
+                        .compute_with_keys(&x, shape, positives, keys, &options, pass);
+                    let what = format!("{implementation:?} keys (passes of {pass:?})");
+                    assert_matches_reference_with_keys(
+                        &what, &got, &x, shape, positives, keys, &options,
+                    );
+                    cases += 1;
+                }
+            }
+        }
+        assert!(cases > 100, "{cases} cases");
     });
 }

@@ -208,16 +208,21 @@ fn pretrain_checkpoint_resume_evaluate() {
     let _ = std::fs::remove_dir_all(&b_dir);
 }
 
-/// Gradient caching in the pipeline: chunks of 24 of a batch of 64 (the last chunk 16), batch
-/// norm per chunk; the loss falls, and a run stopped after one epoch and resumed repeats the
-/// uninterrupted one.
+/// Gradient caching, a feature queue and a momentum encoder in the pipeline: chunks of 24 of a
+/// batch of 64 (the last chunk 16), batch norm per chunk, a queue of 200 keys (full after two
+/// steps of 128, then rolling) from an averaged model; the loss falls once the queue is full
+/// (epochs 2 to 3: a loss over more columns is larger, so epoch 1's is not comparable), and a
+/// run stopped after one epoch and resumed (queue and averaged model from the checkpoint)
+/// repeats the uninterrupted one.
 #[test]
-fn grad_cache_run_trains_and_resumes() {
+fn grad_cache_queue_run_trains_and_resumes() {
     let Some(device) = device() else { return };
     let (train, test) = small_digits();
     let cfg = TrainConfig {
         grad_cache_chunk: Some(24),
-        epochs: 2,
+        queue_size: 200,
+        momentum_encoder: Some(0.9),
+        epochs: 3,
         warmup_epochs: 0,
         knn_every: 0,
         linear: LinearEvalConfig {
@@ -232,18 +237,32 @@ fn grad_cache_run_trains_and_resumes() {
     };
     // Warm-up: tunes the kernels of every shape, as in `pretrain_checkpoint_resume_evaluate`.
     let warm = out_dir("gc-warm");
-    full(&warm, &RunOptions::default()).expect("a summary");
+    let one_epoch = TrainConfig {
+        epochs: 1,
+        ..cfg.clone()
+    };
+    run(
+        &one_epoch,
+        &train,
+        &test,
+        &warm,
+        &RunOptions::default(),
+        &device,
+        &info(),
+    )
+    .unwrap()
+    .expect("a summary");
     let _ = std::fs::remove_dir_all(&warm);
 
     let a_dir = out_dir("gc-a");
     full(&a_dir, &RunOptions::default()).expect("a summary");
     let ha = history(&a_dir);
-    assert_eq!(ha.len(), 2);
+    assert_eq!(ha.len(), 3);
     assert!(
-        ha[1].loss < ha[0].loss,
+        ha[2].loss < ha[1].loss,
         "{} then {}",
-        ha[0].loss,
-        ha[1].loss
+        ha[1].loss,
+        ha[2].loss
     );
 
     let b_dir = out_dir("gc-b");
@@ -252,6 +271,13 @@ fn grad_cache_run_trains_and_resumes() {
         ..RunOptions::default()
     };
     assert!(full(&b_dir, &stop).is_none());
+    let saved: Vec<String> = std::fs::read_dir(b_dir.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for file in ["epoch-0001.queue.bin", "epoch-0001.momentum.bpk"] {
+        assert!(saved.iter().any(|f| f == file), "{file} in {saved:?}");
+    }
     let resume = RunOptions {
         resume: true,
         ..RunOptions::default()
@@ -368,6 +394,28 @@ fn baselines_run_and_bad_configs_are_errors() {
             TrainConfig {
                 grad_cache_chunk: Some(16),
                 ..config(Method::Ce)
+            },
+        ),
+        (
+            "queue with cross-entropy",
+            TrainConfig {
+                queue_size: 64,
+                ..config(Method::Ce)
+            },
+        ),
+        (
+            "momentum encoder without a queue",
+            TrainConfig {
+                momentum_encoder: Some(0.99),
+                ..config(Method::SupCon)
+            },
+        ),
+        (
+            "momentum of 1",
+            TrainConfig {
+                queue_size: 64,
+                momentum_encoder: Some(1.0),
+                ..config(Method::SupCon)
             },
         ),
         (

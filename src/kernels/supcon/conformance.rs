@@ -12,7 +12,7 @@
 //!   the exponentials amplify f32 rounding of z_i · z_j by 1/τ, so for τ < 0.05 the bound is
 //!   1e-4 · (0.05 / τ).
 
-use super::{Positives, SupConOptions, SupConShape, reference};
+use super::{Keys, Positives, SupConOptions, SupConShape, reference};
 
 pub const LOSS_TOLERANCE: f64 = 1e-4;
 pub const GOLDEN_LOSS_TOLERANCE: f64 = 1e-5;
@@ -127,8 +127,32 @@ pub fn compare(
     positives: Positives<'_>,
     options: &SupConOptions,
 ) -> (Comparison, reference::Output) {
-    let f64_features: Vec<f64> = features.iter().map(|&v| f64::from(v)).collect();
-    let want = reference::supcon(&f64_features, shape, positives, options);
+    compare_with_keys(loss, grad, features, shape, positives, None, options)
+}
+
+/// [`compare`] for a problem with keys (`shape.keys` of them; `None` when there are none).
+pub fn compare_with_keys(
+    loss: f32,
+    grad: &[f32],
+    features: &[f32],
+    shape: SupConShape,
+    positives: Positives<'_>,
+    keys: Option<Keys<'_>>,
+    options: &SupConOptions,
+) -> (Comparison, reference::Output) {
+    let to_f64 = |x: &[f32]| -> Vec<f64> { x.iter().map(|&v| f64::from(v)).collect() };
+    let (key_features, key_positives) = match keys {
+        Some(k) => (to_f64(k.features), k.positives),
+        None => (Vec::new(), Positives::None),
+    };
+    let want = reference::supcon_with_keys(
+        &to_f64(features),
+        shape,
+        positives,
+        &key_features,
+        key_positives,
+        options,
+    );
     let loss_err = if loss.is_finite() {
         (f64::from(loss) - want.loss).abs() / want.loss.abs().max(LOSS_FLOOR)
     } else {

@@ -25,8 +25,8 @@ pub struct SupConPlan {
     pub(super) weights: wgpu::Buffer,
     pub(super) running: wgpu::Buffer,
     pub(super) row_dot: wgpu::Buffer,
-    /// `[N, ceil(dim/4)]` vec4s: the normalised rows, view-major (written by the forward pass,
-    /// read by both).
+    /// `[N + K, ceil(dim/4)]` vec4s: the normalised rows, view-major, then the keys (written by
+    /// the forward pass, read by both).
     pub(super) z: wgpu::Buffer,
     pub(super) inv_norm: wgpu::Buffer,
     pub(super) anchor_stats: wgpu::Buffer,
@@ -48,7 +48,8 @@ impl SupConPlan {
     pub fn n_anchors(&self) -> u32 {
         self.n_anchors
     }
-    /// u32 elements the positives buffer needs (`None` for [`PositiveKind::None`]).
+    /// u32 elements the positives buffer needs (`None` for [`PositiveKind::None`]): the
+    /// batch's labels, then, with keys, the keys' labels (`bsz + K` labels).
     pub fn positives_len(&self) -> Option<u64> {
         self.positives_len
     }
@@ -121,6 +122,30 @@ impl SupConPlan {
         }
     }
 
+    /// The keys' binding: the caller's `[K, dim]` buffer, or the placeholder when K = 0.
+    fn keys_binding<'a>(
+        &'a self,
+        device: &wgpu::Device,
+        keys: Option<&'a wgpu::Buffer>,
+    ) -> Result<wgpu::BufferBinding<'a>> {
+        match (self.shape.keys, keys) {
+            (0, None) => Ok(self.placeholder.as_entire_buffer_binding()),
+            (0, Some(_)) => Err(Error::Keys(
+                "a keys buffer was given, but the plan's shape has no keys".into(),
+            )),
+            (k, None) => Err(Error::Keys(format!(
+                "the plan's shape has {k} keys and needs their buffer"
+            ))),
+            (_, Some(b)) => check_buffer(
+                device,
+                "keys",
+                b,
+                self.shape.keys_len() * 4,
+                wgpu::BufferUsages::STORAGE,
+            ),
+        }
+    }
+
     /// Records the forward pass (prepare, forward, reduce) into `encoder`.
     ///
     /// # Shapes
@@ -134,10 +159,30 @@ impl SupConPlan {
         features: &wgpu::Buffer,
         positives: Option<&wgpu::Buffer>,
     ) -> Result<()> {
+        self.encode_forward_with_keys(device, encoder, features, None, positives)
+    }
+
+    /// [`encode_forward`](Self::encode_forward) for a shape with K keys
+    /// ([`SupConShape::with_keys`]): contrast-only rows, never anchors, no gradient.
+    ///
+    /// # Shapes
+    /// - `keys`: `[K, dim]` f32, usage STORAGE (`None` when K = 0).
+    /// - `positives`: labels `[bsz + K]` (the batch's, then the keys'; 64-bit: two words each),
+    ///   or `None` (SimCLR: keys are negatives only). A mask has no key columns (an error at
+    ///   [`plan`](super::SupConLoss::plan)).
+    pub fn encode_forward_with_keys(
+        &self,
+        device: &wgpu::Device,
+        encoder: &mut wgpu::CommandEncoder,
+        features: &wgpu::Buffer,
+        keys: Option<&wgpu::Buffer>,
+        positives: Option<&wgpu::Buffer>,
+    ) -> Result<()> {
         let storage = wgpu::BufferUsages::STORAGE;
         let x = check_buffer(device, "features", features, self.shape.len() * 4, storage)?;
+        let k = self.keys_binding(device, keys)?;
         let pos = self.positives_binding(device, positives)?;
-        self.encode(device, encoder, &self.launch.forward, x, pos, None)
+        self.encode(device, encoder, &self.launch.forward, x, k, pos, None)
     }
 
     /// Records the backward pass into `encoder`: `grad = dL/dfeatures`. Record it after
@@ -155,6 +200,21 @@ impl SupConPlan {
         positives: Option<&wgpu::Buffer>,
         grad: &wgpu::Buffer,
     ) -> Result<()> {
+        self.encode_backward_with_keys(device, encoder, features, None, positives, grad)
+    }
+
+    /// [`encode_backward`](Self::encode_backward) for a shape with keys: the same `keys` and
+    /// `positives` as [`encode_forward_with_keys`](Self::encode_forward_with_keys). The keys get
+    /// no gradient.
+    pub fn encode_backward_with_keys(
+        &self,
+        device: &wgpu::Device,
+        encoder: &mut wgpu::CommandEncoder,
+        features: &wgpu::Buffer,
+        keys: Option<&wgpu::Buffer>,
+        positives: Option<&wgpu::Buffer>,
+        grad: &wgpu::Buffer,
+    ) -> Result<()> {
         let storage = wgpu::BufferUsages::STORAGE;
         let bytes = self.shape.len() * 4;
         let x = check_buffer(device, "features", features, bytes, storage)?;
@@ -164,22 +224,25 @@ impl SupConPlan {
                 "grad must be a different buffer from features".into(),
             ));
         }
+        let k = self.keys_binding(device, keys)?;
         let pos = self.positives_binding(device, positives)?;
-        self.encode(device, encoder, &self.launch.backward, x, pos, Some(g))
+        self.encode(device, encoder, &self.launch.backward, x, k, pos, Some(g))
     }
 
     /// Records `dispatches` in order, each binding the plan's buffer for its [`Role`] (`grad`:
     /// the caller's gradient, which only backward dispatches bind).
+    #[allow(clippy::too_many_arguments)]
     fn encode(
         &self,
         device: &wgpu::Device,
         encoder: &mut wgpu::CommandEncoder,
         dispatches: &[Dispatch],
         features: wgpu::BufferBinding<'_>,
+        keys: wgpu::BufferBinding<'_>,
         positives: wgpu::BufferBinding<'_>,
         grad: Option<wgpu::BufferBinding<'_>>,
     ) -> Result<()> {
-        let rows = self.shape.rows();
+        let contrast_rows = self.shape.contrast_rows();
         for d in dispatches {
             let buffers: Vec<wgpu::BufferBinding<'_>> = d
                 .bindings
@@ -187,8 +250,9 @@ impl SupConPlan {
                 .map(|role| match role {
                     Role::Params(i) => self.params_binding(*i),
                     Role::Features => features.clone(),
+                    Role::Keys => keys.clone(),
                     Role::Positives => positives.clone(),
-                    Role::InvNorm | Role::Discard => binding(&self.inv_norm, rows * 4),
+                    Role::InvNorm | Role::Discard => binding(&self.inv_norm, contrast_rows * 4),
                     Role::Z => self.z.as_entire_buffer_binding(),
                     Role::AnchorStats => {
                         binding(&self.anchor_stats, u64::from(self.n_anchors) * 16)

@@ -45,22 +45,23 @@ pub(crate) fn backward_passes(
     match strategy {
         Strategy::Tiles => (forward.to_vec(), 16),
         Strategy::Direct => {
+            // Weights of the N rows that get a gradient against N + K contrast rows.
             let n4 = u64::from(n_rows.div_ceil(4));
             let columns = pass_columns.unwrap_or_else(|| {
                 let budget = z_bytes(shape).clamp(8 << 20, 128 << 20);
                 let fit = (budget / (n4 * 16)).min(u64::from(default_pass_columns(shape.dim)));
                 fit.max(u64::from(TILE_COLUMNS)) as u32
             });
-            let passes = column_passes(n_rows, columns);
+            let passes = column_passes(shape.contrast_rows() as u32, columns);
             let longest = passes.iter().map(|(b, e)| e - b).max().unwrap_or(1);
             (passes, u64::from(longest) * n4 * 16)
         }
     }
 }
 
-/// Bytes of the normalised copy `z` of the features (`N·⌈dim/4⌉` vec4s).
+/// Bytes of the normalised copy `z` of the features and keys (`(N + K)·⌈dim/4⌉` vec4s).
 pub(crate) fn z_bytes(shape: SupConShape) -> u64 {
-    shape.rows() * u64::from(z_stride(shape.dim)) * 16
+    shape.contrast_rows() * u64::from(z_stride(shape.dim)) * 16
 }
 
 /// f32s of `running`, the forward statistics carried between passes: 8 per anchor with several
@@ -139,6 +140,8 @@ pub(crate) struct Params {
     pub(super) col_begin: u32,
     pub(super) col_end: u32,
     pub(super) z_stride: u32,
+    /// N + K.
+    pub(super) n_contrast: u32,
 }
 
 impl Params {
@@ -203,8 +206,9 @@ pub(crate) fn kernel_params(
         loss_scale: (options.temperature / options.base_temperature) as f32,
         non_finite_fill: 0.0,
         col_begin: 0,
-        col_end: n_rows,
+        col_end: shape.contrast_rows() as u32,
         z_stride: z_stride(shape.dim),
+        n_contrast: shape.contrast_rows() as u32,
     }
 }
 
@@ -244,11 +248,13 @@ pub(crate) struct ProblemLayout {
     pub running_bytes: u64,
     pub row_dot_bytes: u64,
     pub z_bytes: u64,
-    /// u32 words of the positives buffer (`None`: no buffer).
+    /// u32 words of the positives buffer (`None`: no buffer): the batch's labels, then the
+    /// keys'.
     pub positives_len: Option<u64>,
 }
 
-/// Validates a problem — shape (N ≥ 2, 32-bit indexing), options, every storage binding against
+/// Validates a problem — shape (N ≥ 2, 32-bit indexing), options, keys only with labels or
+/// none, every storage binding against
 /// `max_binding` and every dispatch against the grid — and returns its layout. The one check
 /// that the raw [`SupConLoss::plan`] and the Burn ops share.
 pub(crate) fn problem_layout(
@@ -262,12 +268,18 @@ pub(crate) fn problem_layout(
     shape.validate()?;
     options.validate()?;
     let params = kernel_params(shape, kind, options);
-    let (n_rows, n_anchors) = (params.n_rows, params.n_anchors);
-    let rows = u64::from(n_rows);
+    let n_anchors = params.n_anchors;
+    let labels = u64::from(shape.bsz) + u64::from(shape.keys);
     let positives_len = match kind {
-        PositiveKind::Labels => Some(u64::from(shape.bsz)),
-        PositiveKind::Labels64 => Some(2 * u64::from(shape.bsz)),
+        PositiveKind::Labels => Some(labels),
+        PositiveKind::Labels64 => Some(2 * labels),
         PositiveKind::None => None,
+        PositiveKind::Mask if shape.keys > 0 => {
+            return Err(crate::Error::Keys(
+                "keys need labels (or none, for SimCLR); an explicit mask has no key columns"
+                    .into(),
+            ));
+        }
         PositiveKind::Mask => Some(u64::from(shape.bsz) * u64::from(mask_words(shape.bsz))),
     };
     let launch = supcon_launch(shape, kind, options, strategy, pass_columns, false);
@@ -280,9 +292,10 @@ pub(crate) fn problem_layout(
     };
     let check = |name, bytes| crate::kernels::check_binding_limit(name, bytes, limits.max_binding);
     check("features", shape.len() * 4)?;
+    check("keys", shape.keys_len() * 4)?;
     check("normalised features", layout.z_bytes)?;
     check("anchor statistics", u64::from(n_anchors) * 16)?;
-    check("inverse norms", rows * 4)?;
+    check("inverse norms", shape.contrast_rows() * 4)?;
     if let Some(len) = positives_len {
         check("positives", len * 4)?;
     }
@@ -328,6 +341,7 @@ mod tests {
             col_begin,
             col_end,
             z_stride,
+            n_contrast,
         });
         assert_eq!(struct_layout(&wgsl, "Params"), params);
         let output = rust_layout!(SupConOutput {

@@ -32,8 +32,8 @@ pub(crate) use layout::{
     param_stride, problem_layout, row_dot_len, running_len,
 };
 pub use options::{
-    ContrastMode, MAX_TEMPERATURE, MIN_TEMPERATURE, PositiveKind, Positives, Reduction, Strategy,
-    SupConOptions, SupConShape, Variant, mask_words, pack_mask,
+    ContrastMode, Keys, MAX_TEMPERATURE, MIN_TEMPERATURE, PositiveKind, Positives, Reduction,
+    Strategy, SupConOptions, SupConShape, Variant, mask_words, pack_mask,
 };
 
 use super::plan::SUPCON_KERNELS;
@@ -119,8 +119,7 @@ impl SupConLoss {
             ProblemLimits::of(device),
         )?;
         let params = kernel_params(shape, kind, options);
-        let (n_rows, n_anchors) = (params.n_rows, params.n_anchors);
-        let rows = u64::from(n_rows);
+        let n_anchors = params.n_anchors;
         // One parameter block per pass, at offsets the device accepts for storage bindings.
         let param_stride = param_stride(device.limits().min_storage_buffer_offset_alignment);
         let ProblemLayout {
@@ -161,7 +160,12 @@ impl SupConLoss {
                 running: super::storage_buffer(device, "supcon running", running_bytes, copy),
                 row_dot: super::storage_buffer(device, "supcon row_dot", row_dot_bytes, copy),
                 z: super::storage_buffer(device, "supcon z", z_bytes, copy),
-                inv_norm: super::storage_buffer(device, "supcon inv_norm", rows * 4, copy),
+                inv_norm: super::storage_buffer(
+                    device,
+                    "supcon inv_norm",
+                    shape.contrast_rows() * 4,
+                    copy,
+                ),
                 anchor_stats: super::storage_buffer(
                     device,
                     "supcon anchor_stats",
@@ -221,8 +225,10 @@ impl SupConLoss {
         positives: Positives<'_>,
         options: &SupConOptions,
     ) -> Result<SupConResult> {
-        self.run(device, queue, features, shape, positives, options, false)
-            .await
+        self.run(
+            device, queue, features, shape, positives, None, options, false,
+        )
+        .await
     }
 
     /// [`loss_and_grad`](Self::loss_and_grad) as a future (see [`loss_async`](Self::loss_async)).
@@ -235,8 +241,55 @@ impl SupConLoss {
         positives: Positives<'_>,
         options: &SupConOptions,
     ) -> Result<SupConResult> {
-        self.run(device, queue, features, shape, positives, options, true)
-            .await
+        self.run(
+            device, queue, features, shape, positives, None, options, true,
+        )
+        .await
+    }
+
+    /// Like [`loss_and_grad`](Self::loss_and_grad) with K contrast-only rows (`shape.keys`,
+    /// [`Keys`]): every anchor is also contrasted against the keys; keys with the anchor's
+    /// label are positives. The gradient is the features' alone (keys get none).
+    #[cfg(not(target_arch = "wasm32"))]
+    #[allow(clippy::too_many_arguments)]
+    pub fn loss_and_grad_with_keys(
+        &self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        features: &[f32],
+        shape: SupConShape,
+        positives: Positives<'_>,
+        keys: Keys<'_>,
+        options: &SupConOptions,
+    ) -> Result<SupConResult> {
+        pollster::block_on(self.loss_and_grad_with_keys_async(
+            device, queue, features, shape, positives, keys, options,
+        ))
+    }
+
+    /// [`loss_and_grad_with_keys`](Self::loss_and_grad_with_keys) as a future.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn loss_and_grad_with_keys_async(
+        &self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        features: &[f32],
+        shape: SupConShape,
+        positives: Positives<'_>,
+        keys: Keys<'_>,
+        options: &SupConOptions,
+    ) -> Result<SupConResult> {
+        self.run(
+            device,
+            queue,
+            features,
+            shape,
+            positives,
+            Some(keys),
+            options,
+            true,
+        )
+        .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -247,6 +300,7 @@ impl SupConLoss {
         features: &[f32],
         shape: SupConShape,
         positives: Positives<'_>,
+        keys: Option<Keys<'_>>,
         options: &SupConOptions,
         with_grad: bool,
     ) -> Result<SupConResult> {
@@ -259,19 +313,49 @@ impl SupConLoss {
             });
         }
         positives.validate(shape.bsz)?;
+        match keys {
+            Some(k) => {
+                if k.features.len() as u64 != shape.keys_len() {
+                    return Err(Error::LengthMismatch {
+                        name: "keys",
+                        expected: shape.keys_len() as usize,
+                        got: k.features.len(),
+                    });
+                }
+                k.positives.validate_keys(positives.kind(), shape.keys)?;
+            }
+            None if shape.keys > 0 => {
+                return Err(Error::Keys(format!(
+                    "the shape has {} keys; pass them (loss_and_grad_with_keys)",
+                    shape.keys
+                )));
+            }
+            None => {}
+        }
         let plan = self.plan(device, shape, positives.kind(), options)?;
         super::with_error_scope_async(device, async {
             let feature_buf = super::upload(device, "supcon features", features);
-            let positive_buf = match positives {
-                Positives::Labels(l) => Some(super::upload(device, "supcon labels", l)),
-                Positives::Labels64(l) => Some(super::upload(device, "supcon labels", l)),
-                Positives::None => None,
-                Positives::Mask(m) => Some(super::upload(
+            // The batch's labels, then the keys' (validated above to be of the same kind).
+            let key_positives = keys.map_or(Positives::None, |k| k.positives);
+            let positive_buf = match (positives, key_positives) {
+                (Positives::Labels(l), Positives::Labels(kl)) => {
+                    Some(super::upload(device, "supcon labels", &[l, kl].concat()))
+                }
+                (Positives::Labels(l), _) => Some(super::upload(device, "supcon labels", l)),
+                (Positives::Labels64(l), Positives::Labels64(kl)) => {
+                    Some(super::upload(device, "supcon labels", &[l, kl].concat()))
+                }
+                (Positives::Labels64(l), _) => Some(super::upload(device, "supcon labels", l)),
+                (Positives::None, _) => None,
+                (Positives::Mask(m), _) => Some(super::upload(
                     device,
                     "supcon mask",
                     &pack_mask(m, shape.bsz)?,
                 )),
             };
+            let key_buf = keys
+                .filter(|_| shape.keys > 0)
+                .map(|k| super::upload(device, "supcon keys", k.features));
             let grad_bytes = shape.len() * 4;
             let grad_buf = with_grad.then(|| {
                 super::storage_buffer(
@@ -282,9 +366,10 @@ impl SupConLoss {
                 )
             });
             let mut encoder = device.create_command_encoder(&Default::default());
-            plan.encode_forward(device, &mut encoder, &feature_buf, positive_buf.as_ref())?;
+            let (x, k, pos) = (&feature_buf, key_buf.as_ref(), positive_buf.as_ref());
+            plan.encode_forward_with_keys(device, &mut encoder, x, k, pos)?;
             if let Some(g) = &grad_buf {
-                plan.encode_backward(device, &mut encoder, &feature_buf, positive_buf.as_ref(), g)?;
+                plan.encode_backward_with_keys(device, &mut encoder, x, k, pos, g)?;
             }
             queue.submit([encoder.finish()]);
             let out: SupConOutput =

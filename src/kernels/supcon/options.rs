@@ -147,20 +147,44 @@ fn temperature_in_range(t: f64) -> bool {
 /// rows (row `v·bsz + b` is view `v` of sample `b`, as the reference PyTorch code's
 /// `torch.cat(torch.unbind(features, dim=1))`). The buffers themselves stay in the caller's
 /// `[bsz, n_views, dim]` layout; the kernels index it.
+///
+/// `keys` (K, default 0) adds contrast-only rows, `[K, dim]` in a buffer of their own (a feature
+/// queue, MoCo-style): every anchor is contrasted against the other N − 1 batch rows and all K
+/// keys; a key is a positive when its label equals the anchor's (never without labels); keys
+/// are not anchors and get no gradient. With K = 0 the loss is the plain one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SupConShape {
     pub bsz: u32,
     pub n_views: u32,
     pub dim: u32,
+    pub keys: u32,
 }
 
 impl SupConShape {
     pub fn new(bsz: u32, n_views: u32, dim: u32) -> Self {
-        SupConShape { bsz, n_views, dim }
+        SupConShape {
+            bsz,
+            n_views,
+            dim,
+            keys: 0,
+        }
+    }
+    /// The same shape with `keys` contrast-only rows.
+    pub fn with_keys(mut self, keys: u32) -> Self {
+        self.keys = keys;
+        self
     }
     /// `N = bsz · n_views`.
     pub fn rows(&self) -> u64 {
         u64::from(self.bsz) * u64::from(self.n_views)
+    }
+    /// `N + K`: the rows every anchor is contrasted against (itself excluded).
+    pub fn contrast_rows(&self) -> u64 {
+        self.rows() + u64::from(self.keys)
+    }
+    /// Number of f32s in the keys (`K · dim`).
+    pub fn keys_len(&self) -> u64 {
+        u64::from(self.keys) * u64::from(self.dim)
     }
     /// Number of f32s in the features (and the gradient).
     pub fn len(&self) -> u64 {
@@ -170,7 +194,8 @@ impl SupConShape {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Checks bsz, n_views, dim ≥ 1, N ≥ 2 and 32-bit indexing.
+    /// Checks bsz, n_views, dim ≥ 1, N ≥ 2 and 32-bit indexing (of the features and of the
+    /// normalised batch rows and keys).
     pub fn validate(&self) -> Result<()> {
         if self.bsz == 0 || self.n_views == 0 || self.dim == 0 {
             return Err(Error::InvalidShape(format!(
@@ -188,6 +213,16 @@ impl SupConShape {
             return Err(Error::InvalidShape(format!(
                 "{} feature elements exceed 32-bit indexing",
                 self.len()
+            )));
+        }
+        // The kernels index the normalised rows, N + K of ceil(dim / 4) vec4s each.
+        let padded = self.contrast_rows() * u64::from(self.dim.div_ceil(4)) * 4;
+        if padded >= 1 << 32 || self.keys_len() >= 1 << 32 {
+            return Err(Error::InvalidShape(format!(
+                "{} rows and {} keys of dim {} exceed 32-bit indexing",
+                self.rows(),
+                self.keys,
+                self.dim
             )));
         }
         Ok(())
@@ -234,26 +269,62 @@ impl Positives<'_> {
         }
     }
 
+    /// Checks these key positives (`keys` entries) against the batch's: the same kind, labels
+    /// or none (an explicit mask has no key columns), `keys` labels.
+    pub fn validate_keys(&self, batch: PositiveKind, keys: u32) -> Result<()> {
+        if self.kind() != batch {
+            return Err(Error::Keys(format!(
+                "the keys' positives are {:?}, the batch's {batch:?}: they must be alike",
+                self.kind()
+            )));
+        }
+        if matches!(self, Positives::Mask(_)) {
+            return Err(Error::Keys(
+                "keys need labels (or none, for SimCLR); an explicit mask has no key columns"
+                    .into(),
+            ));
+        }
+        self.validate_labels(keys, "key labels")
+    }
+
     /// Checks the length against `bsz`.
     pub fn validate(&self, bsz: u32) -> Result<()> {
-        let bsz = bsz as usize;
-        match self {
-            Positives::Labels(l) if l.len() != bsz => Err(Error::LengthMismatch {
-                name: "labels",
-                expected: bsz,
-                got: l.len(),
-            }),
-            Positives::Labels64(l) if l.len() != bsz => Err(Error::LengthMismatch {
-                name: "labels",
-                expected: bsz,
-                got: l.len(),
-            }),
-            Positives::Mask(m) if m.len() != bsz * bsz => Err(Error::LengthMismatch {
+        if let Positives::Mask(m) = self
+            && m.len() != bsz as usize * bsz as usize
+        {
+            return Err(Error::LengthMismatch {
                 name: "mask",
-                expected: bsz * bsz,
+                expected: bsz as usize * bsz as usize,
                 got: m.len(),
-            }),
-            _ => Ok(()),
+            });
+        }
+        self.validate_labels(bsz, "labels")
+    }
+
+    /// Checks the number of labels (nothing for the other kinds).
+    fn validate_labels(&self, expected: u32, name: &'static str) -> Result<()> {
+        let len = match self {
+            Positives::Labels(l) => l.len(),
+            Positives::Labels64(l) => l.len(),
+            Positives::None | Positives::Mask(_) => return Ok(()),
+        };
+        if len != expected as usize {
+            return Err(Error::LengthMismatch {
+                name,
+                expected: expected as usize,
+                got: len,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether anchor `i` (a batch row) and key `k` are positives, these being the batch's
+    /// positives and `keys` the keys' (of the same kind; never without labels).
+    pub fn is_key_positive(&self, keys: &Positives<'_>, i: usize, k: usize, bsz: usize) -> bool {
+        match (self, keys) {
+            (Positives::Labels(l), Positives::Labels(kl)) => l[i % bsz] == kl[k],
+            (Positives::Labels64(l), Positives::Labels64(kl)) => l[i % bsz] == kl[k],
+            _ => false,
         }
     }
 
@@ -268,6 +339,17 @@ impl Positives<'_> {
                 Positives::Mask(m) => m[si * bsz + sj],
             }
     }
+}
+
+/// Host-side keys for the convenience calls ([`SupConLoss::loss_and_grad_with_keys`]): K
+/// contrast-only rows `[K, dim]` (row-major) and their positives, of the batch's kind
+/// ([`Positives::Labels`] / [`Positives::Labels64`] with K labels, or [`Positives::None`]).
+///
+/// [`SupConLoss::loss_and_grad_with_keys`]: super::SupConLoss::loss_and_grad_with_keys
+#[derive(Clone, Copy, Debug)]
+pub struct Keys<'a> {
+    pub features: &'a [f32],
+    pub positives: Positives<'a>,
 }
 
 /// u32 words per row of a packed `[bsz, bsz]` mask.

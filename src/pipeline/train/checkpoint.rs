@@ -8,6 +8,7 @@ use burn::store::burn_pack::Bytes;
 use burn::store::{BurnpackStore, ModuleSnapshot, SafetensorsStore};
 use serde::{Deserialize, Serialize};
 
+use super::queue::{KeyQueue, SavedQueue};
 use super::{EpochMetrics, TrainConfig};
 use crate::pipeline::model::{PretrainModel, ResNet};
 use crate::pipeline::{PipelineError, Result, io_error, write_atomic};
@@ -17,6 +18,8 @@ use crate::pipeline::{PipelineError, Result, io_error, write_atomic};
 pub(super) struct RunState {
     pub(super) model: PretrainModel,
     pub(super) optim: ModuleOptimizer,
+    /// The feature queue (and momentum encoder), with `--queue-size`.
+    pub(super) queue: Option<KeyQueue>,
     /// One entry per epoch completed.
     pub(super) history: Vec<EpochMetrics>,
     /// Epochs completed.
@@ -36,6 +39,9 @@ struct CheckpointState {
     history: Vec<EpochMetrics>,
     model_file: String,
     optimizer_file: String,
+    /// The queue's files, with `--queue-size`.
+    #[serde(default)]
+    queue: Option<SavedQueue>,
 }
 
 /// Paths of a run's outputs.
@@ -103,13 +109,23 @@ pub(super) fn save_checkpoint(
         .into_bytes()
         .map_err(|e| checkpoint_error(&dir, format!("saving the optimizer: {e}")))?;
     write_atomic(&dir.join(&optim_file), &bytes)?;
+    let queue = match &state.queue {
+        Some(q) => Some(q.save(&dir, &format!("epoch-{:04}", state.epoch))?),
+        None => None,
+    };
+    let mut current = vec![model_file.clone(), optim_file.clone()];
+    if let Some(q) = &queue {
+        current.push(q.queue_file.clone());
+        current.extend(q.momentum_file.clone());
+    }
     let saved = CheckpointState {
         config: config.clone(),
         epoch: state.epoch,
         step: state.step,
         history: state.history.clone(),
         model_file: model_file.clone(),
-        optimizer_file: optim_file.clone(),
+        optimizer_file: optim_file,
+        queue,
     };
     let json = serde_json::to_vec_pretty(&saved).expect("state serialises");
     write_atomic(&paths.latest(), &json)?;
@@ -117,7 +133,7 @@ pub(super) fn save_checkpoint(
     if let Ok(entries) = std::fs::read_dir(&dir) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with("epoch-") && name != model_file && name != optim_file {
+            if name.starts_with("epoch-") && !current.contains(&name) {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
@@ -171,6 +187,16 @@ pub(super) fn load_checkpoint(
         .optim
         .from_bytes(Bytes::from_bytes_vec(bytes))
         .map_err(|e| checkpoint_error(&optim_path, format!("corrupt optimizer state: {e}")))?;
+    match (&mut state.queue, &saved.queue) {
+        (Some(queue), Some(files)) => queue.load(&paths.checkpoints(), files)?,
+        (None, None) => {}
+        _ => {
+            return Err(checkpoint_error(
+                &latest,
+                "the checkpoint's feature queue does not match the run's",
+            ));
+        }
+    }
     state.history = saved.history;
     state.epoch = saved.epoch;
     state.step = saved.step;

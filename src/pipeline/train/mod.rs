@@ -6,6 +6,7 @@
 //! steps, the divergence checks), `report.rs` (kNN monitor, metrics, plots, summary, progress).
 
 mod checkpoint;
+mod queue;
 mod report;
 mod step;
 
@@ -37,6 +38,7 @@ pub use checkpoint::{RunLock, RunOptions, RunPaths, prepare_run_folder};
 pub use report::{EpochMetrics, RunInfo, Summary};
 
 use checkpoint::{RunState, export_encoder, load_checkpoint, save_checkpoint};
+use queue::KeyQueue;
 use report::{EpochEnd, features_of, summary, write_metrics, write_plots};
 use step::{Pretrainer, check_weights};
 
@@ -123,6 +125,15 @@ pub struct TrainConfig {
     /// batch ([`crate::backend::grad_cache`]); `None`: the whole batch in one forward pass.
     #[serde(default)]
     pub grad_cache_chunk: Option<usize>,
+    /// A queue of this many keys (contrastive methods): projections of the last steps' views,
+    /// L2-normalised, with their labels, that each batch is contrasted against besides itself
+    /// (`SupConLoss::forward_with_keys`); 0: no queue.
+    #[serde(default)]
+    pub queue_size: usize,
+    /// The queue's keys come from a momentum encoder, an exponential moving average of encoder +
+    /// head with this momentum m (MoCo's 0.999), instead of the online model's own projections.
+    #[serde(default)]
+    pub momentum_encoder: Option<f64>,
 }
 
 impl TrainConfig {
@@ -188,6 +199,22 @@ impl TrainConfig {
                      (leave it out to turn gradient caching off)",
                     self.batch_size
                 ));
+            }
+        }
+        if self.queue_size > 0 && self.method == Method::Ce {
+            return bad(format!(
+                "--queue-size {} applies to the contrastive methods (supcon, simclr)",
+                self.queue_size
+            ));
+        }
+        if let Some(m) = self.momentum_encoder {
+            if self.queue_size == 0 {
+                return bad(
+                    "--momentum-encoder computes the queue's keys: it needs --queue-size".into(),
+                );
+            }
+            if !(0.0..1.0).contains(&m) {
+                return bad(format!("--momentum-encoder {m} must be in [0, 1)"));
             }
         }
         let lin = &self.linear;
@@ -399,6 +426,7 @@ pub fn run(
         (state.model, ran) = pretrainer.epoch(
             state.model,
             &mut state.optim,
+            &mut state.queue,
             &mut state.step,
             epoch,
             &ctx.paths,
@@ -447,7 +475,10 @@ fn check_inputs(config: &TrainConfig, train: &ImageDataset, test: &ImageDataset)
 fn start(ctx: &RunContext, ad: &Device, resume: bool) -> Result<RunState> {
     let (config, train) = (ctx.config, ctx.train);
     let model = super::seeded_init(ad, config.seed, || build_model(config, train, ad));
+    let queue = (config.queue_size > 0)
+        .then(|| KeyQueue::new(config.queue_size, config.momentum_encoder, &model, ad));
     let state = RunState {
+        queue,
         model,
         optim: optimizer(config),
         history: Vec::new(),
@@ -566,6 +597,8 @@ mod tests {
             knn_every: 1,
             max_steps_per_epoch: None,
             grad_cache_chunk: None,
+            queue_size: 0,
+            momentum_encoder: None,
         };
         let shape =
             |c: &TrainConfig, n| (c.steps_per_epoch(n), c.step_images(n), c.forward_rows(n));

@@ -12,6 +12,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
 use super::checkpoint::{RunPaths, latest_epoch};
+use super::queue::KeyQueue;
 use super::report::progress;
 use super::{LrSchedule, Method, TrainConfig};
 use crate::backend::{GradCache, GradCacheConfig, SupConLoss, SupConLossConfig};
@@ -94,6 +95,7 @@ impl<'a> Pretrainer<'a> {
         &self,
         mut model: PretrainModel,
         optim: &mut ModuleOptimizer,
+        queue: &mut Option<KeyQueue>,
         step: &mut usize,
         epoch: usize,
         paths: &RunPaths,
@@ -121,7 +123,15 @@ impl<'a> Pretrainer<'a> {
         let batch = config.step_images(order.len());
         for idx in order.chunks_exact(batch).take(self.steps) {
             lr = schedule.next_rate();
-            model = self.step(model, optim, idx, lr, &mut rng, &mut loss_acc)?;
+            model = self.step(
+                model,
+                optim,
+                queue.as_mut(),
+                idx,
+                lr,
+                &mut rng,
+                &mut loss_acc,
+            )?;
             seen += idx.len();
             *step += 1;
             let in_epoch = *step - first_step;
@@ -157,13 +167,16 @@ impl<'a> Pretrainer<'a> {
     }
 
     /// One optimizer step at learning rate `lr` on the images at `idx`: augmentation with
-    /// parameters drawn from `rng`, the loss of the method, autodiff. The loss times the batch
+    /// parameters drawn from `rng`, the loss of the method (against the feature queue's keys,
+    /// when there is one; then the step's keys are pushed), autodiff. The loss times the batch
     /// size is added to `loss_acc`, which stays on the device (each readback waits for the
-    /// queue).
+    /// device).
+    #[allow(clippy::too_many_arguments)]
     fn step(
         &self,
         model: PretrainModel,
         optim: &mut ModuleOptimizer,
+        mut queue: Option<&mut KeyQueue>,
         idx: &[usize],
         lr: f64,
         rng: &mut StdRng,
@@ -192,24 +205,50 @@ impl<'a> Pretrainer<'a> {
                     &config.augment,
                 );
                 let labels = (config.method == Method::SupCon).then_some(labels);
-                match &self.grad_cache {
+                // The queue as it was before this step, the averaged model moved to this
+                // step's online weights.
+                let keys = queue.as_ref().and_then(|q| q.keys());
+                if let Some(q) = queue.as_deref_mut() {
+                    q.momentum_update(&model);
+                }
+                let views = [v1, v2];
+                let keep_features = queue.is_some();
+                let mut seen: Option<Tensor<3>> = None;
+                let loss_of = |features: Tensor<3>| {
+                    if keep_features {
+                        seen = Some(features.clone());
+                    }
+                    match keys {
+                        Some((k, kl)) => {
+                            self.loss_fn
+                                .try_forward_with_keys(features, labels.clone(), k, kl)
+                        }
+                        None => self.loss_fn.try_forward(features, labels.clone()),
+                    }
+                };
+                let (loss, grads) = match &self.grad_cache {
                     Some(cache) => {
-                        let step = cache.step(&model, &[v1, v2], |features| {
-                            self.loss_fn.try_forward(features, labels)
-                        })?;
+                        let step = cache.step(&model, &views, loss_of)?;
                         (step.loss.inner(), step.grads)
                     }
                     None => {
-                        let z = model.forward(Tensor::cat(vec![v1, v2], 0));
+                        let z = model.forward(Tensor::cat(views.to_vec(), 0));
                         let d = z.dims()[1];
                         // [2b, d] → [b, 2, d]: view-major rows, as the reference code stacks
                         // them.
                         let features = z.reshape([2, b, d]).swap_dims(0, 1);
-                        let loss = self.loss_fn.try_forward(features, labels)?;
+                        let loss = loss_of(features)?;
                         let grads = GradientsParams::from_grads(loss.backward(), &model);
                         (loss.inner(), grads)
                     }
+                };
+                if let (Some(q), Some(online)) = (queue, seen) {
+                    let chunk = config.grad_cache_chunk.unwrap_or(b);
+                    let new_keys = q.step_keys(&views, chunk, online);
+                    let new_labels = labels.map(|l| Tensor::cat(vec![l.clone(), l], 0));
+                    q.push(new_keys, new_labels);
                 }
+                (loss, grads)
             }
         };
         let weighted = loss.mul_scalar(b as f32);

@@ -69,3 +69,48 @@ pub fn loss_and_grad(
         n_valid_anchors: None,
     }
 }
+
+/// [`loss_and_grad`] with keys through `SupConLoss::forward_with_keys`; the keys are tracked
+/// tensors and must receive no gradient.
+pub fn loss_and_grad_with_keys(
+    loss: &SupConLoss,
+    x: &[f32],
+    shape: SupConShape,
+    positives: Positives<'_>,
+    keys: supcon_wgpu::Keys<'_>,
+    device: &Device,
+) -> Computed {
+    let f = features(x, shape, device);
+    let k = keys.features.len() / shape.dim as usize;
+    let key_tensor = Tensor::<2>::from_data(
+        TensorData::new(keys.features.to_vec(), [k, shape.dim as usize]),
+        device,
+    )
+    .require_grad();
+    let int = |l: &[i64], dtype: DType| {
+        Tensor::<1, Int>::from_data(TensorData::new(l.to_vec(), [l.len()]), (device, dtype))
+    };
+    let (l, kl) = match (positives, keys.positives) {
+        (Positives::Labels(l), Positives::Labels(kl)) => {
+            (Some(labels(l, device)), Some(labels(kl, device)))
+        }
+        (Positives::Labels64(l), Positives::Labels64(kl)) => {
+            (Some(int(l, DType::I64)), Some(int(kl, DType::I64)))
+        }
+        (Positives::None, Positives::None) => (None, None),
+        other => panic!("no keys test with positives {other:?}"),
+    };
+    let value = loss.forward_with_keys(f.clone(), l, key_tensor.clone(), kl);
+    let grads = value.backward();
+    assert!(
+        key_tensor.grad(&grads).is_none(),
+        "the keys must not receive a gradient"
+    );
+    let grad = to_vec(f.grad(&grads).expect("features receive a gradient"));
+    Computed {
+        loss: to_vec(value)[0],
+        grad,
+        anchor_loss: None,
+        n_valid_anchors: None,
+    }
+}

@@ -193,13 +193,60 @@ pub fn assert_matches_reference(
     options: &supcon_wgpu::SupConOptions,
     loss_tolerance: f64,
 ) {
+    check_against_reference(
+        what,
+        got,
+        features,
+        shape,
+        positives,
+        None,
+        options,
+        loss_tolerance,
+    );
+}
+
+/// [`assert_matches_reference`] for a problem with keys, at [`LOSS_TOLERANCE`].
+pub fn assert_matches_reference_with_keys(
+    what: &str,
+    got: &Computed,
+    features: &[f32],
+    shape: supcon_wgpu::SupConShape,
+    positives: supcon_wgpu::Positives<'_>,
+    keys: supcon_wgpu::Keys<'_>,
+    options: &supcon_wgpu::SupConOptions,
+) {
+    check_against_reference(
+        what,
+        got,
+        features,
+        shape,
+        positives,
+        Some(keys),
+        options,
+        LOSS_TOLERANCE,
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_against_reference(
+    what: &str,
+    got: &Computed,
+    features: &[f32],
+    shape: supcon_wgpu::SupConShape,
+    positives: supcon_wgpu::Positives<'_>,
+    keys: Option<supcon_wgpu::Keys<'_>>,
+    options: &supcon_wgpu::SupConOptions,
+    loss_tolerance: f64,
+) {
     let what = format!("{what}: {shape:?} {:?} {options:?}", positives.kind());
     assert!(got.loss.is_finite(), "{what}: loss {}", got.loss);
     assert!(
         got.grad.iter().all(|v| v.is_finite()),
         "{what}: non-finite gradient"
     );
-    let (c, want) = conformance::compare(got.loss, &got.grad, features, shape, positives, options);
+    let (c, want) = conformance::compare_with_keys(
+        got.loss, &got.grad, features, shape, positives, keys, options,
+    );
     assert!(
         c.loss_err <= loss_tolerance,
         "{what}: loss {} vs {} (rel {:e})",

@@ -44,6 +44,8 @@ pub fn config(method: Method) -> TrainConfig {
         knn_every: 1,
         max_steps_per_epoch: Some(4),
         grad_cache_chunk: None,
+        queue_size: 0,
+        momentum_encoder: None,
     }
 }
 
