@@ -536,8 +536,9 @@ fn keys_every_option() {
             ];
             for (oi, options) in option_grid(&temperatures).into_iter().enumerate() {
                 for (pi, &(positives, key_positives)) in cases_of.iter().enumerate() {
-                    // Every option with labels; a rotating quarter of them otherwise.
-                    if pi > 0 && (oi + si + pi) % 4 != 0 {
+                    // Every option with shared labels on the small shapes; a rotating quarter
+                    // of them otherwise.
+                    if (pi > 0 || k >= 1000) && (oi + si + pi) % 4 != 0 {
                         continue;
                     }
                     let keys = Keys {
@@ -555,6 +556,6 @@ fn keys_every_option() {
                 }
             }
         }
-        assert!(cases > 100, "{cases} cases");
+        assert!(cases > 60, "{cases} cases");
     });
 }
