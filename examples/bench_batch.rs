@@ -14,8 +14,9 @@
 //!     [--chunks 16,32] [--image-size 32] [--runs 2] [--timeout-s 1800] [--json PATH]
 //! ```
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig, momentum::MomentumConfig};
@@ -55,6 +56,8 @@ struct Args {
 
 const FEAT_DIM: usize = 128;
 const CLASSES: i32 = 10;
+/// How long a child may take to exit once it has printed its result.
+const EXIT_GRACE: Duration = Duration::from_secs(30);
 
 fn preset(name: &str) -> Result<ModelPreset, String> {
     match name {
@@ -77,7 +80,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(row) = &args.row {
         let out = child_row(&args, row)?;
-        println!("{out}");
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{out}")?;
+        stdout.flush()?;
         return Ok(());
     }
 
@@ -162,42 +167,75 @@ fn spawn_row(args: &Args, model: &str, batch: usize, chunk: usize) -> (Option<Va
         Ok(c) => c,
         Err(e) => return (None, format!("could not start: {e}")),
     };
-    // Drain both pipes on threads so a chatty child never blocks on a full pipe.
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().expect("piped")));
-    let stderr = drain(Box::new(child.stderr.take().expect("piped")));
+    // Drain both pipes on threads so a chatty child never blocks on a full pipe. Stdout comes
+    // line by line: its result is its last line that parses as JSON.
+    let (lines_tx, lines_rx) = mpsc::channel::<String>();
+    let stdout = child.stdout.take().expect("piped");
+    let stdout = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut stderr = child.stderr.take().expect("piped");
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
     let deadline = Instant::now() + Duration::from_secs(args.timeout_s);
+    let mut result: Option<Value> = None;
+    // Once the result is in, the child only has to exit; one that does not (a driver's teardown
+    // hanging) is stopped after this grace period and its result kept.
+    let mut exit_deadline: Option<Instant> = None;
     let status = loop {
+        for line in lines_rx.try_iter() {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                result = Some(v);
+                exit_deadline.get_or_insert(Instant::now() + EXIT_GRACE);
+            }
+        }
+        let now = Instant::now();
         match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) if now < deadline && exit_deadline.is_none_or(|d| now < d) => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();
-                break None;
+                break Err(if exit_deadline.is_some_and(|d| now >= d) {
+                    format!("did not exit {} s after its result", EXIT_GRACE.as_secs())
+                } else {
+                    format!("stopped after {} s", args.timeout_s)
+                });
             }
         }
     };
-    let out = stdout.join().unwrap_or_default();
+    let _ = stdout.join();
     let err = stderr.join().unwrap_or_default();
-    let Some(status) = status else {
-        return (None, format!("stopped after {} s", args.timeout_s));
-    };
-    let parsed = out
-        .lines()
-        .last()
-        .and_then(|l| serde_json::from_str::<Value>(l).ok());
-    match (status.success(), parsed) {
-        (true, Some(v)) => (Some(v), String::new()),
-        _ => {
-            // The panic's message (the line after "panicked at"), else the last error line.
-            let lines: Vec<&str> = err.lines().collect();
+    // Lines that came between the last check and the child's exit.
+    for line in lines_rx.try_iter() {
+        if let Ok(v) = serde_json::from_str::<Value>(&line) {
+            result = Some(v);
+        }
+    }
+    match (status, result) {
+        (Ok(status), Some(v)) if status.success() => (Some(v), String::new()),
+        // The row was measured; only the child's exit went wrong (e.g. a crash in the driver's
+        // exit handlers): keep the numbers, say what happened.
+        (Ok(status), Some(v)) => (Some(v), format!("child exit after its result: {status}")),
+        (Err(why), Some(v)) => (Some(v), format!("child {why}")),
+        (Err(why), None) => (None, why),
+        (Ok(status), None) => {
+            // The panic's message (the line after "panicked at"), else the last error line;
+            // wgpu's log lines about the GL backend it probed are noise here.
+            let lines: Vec<&str> = err
+                .lines()
+                .filter(|l| !l.contains("wgpu_hal::gles"))
+                .collect();
             let reason: String = lines
                 .iter()
                 .position(|l| l.contains("panicked at"))
@@ -245,7 +283,6 @@ fn child_row(args: &Args, row: &str) -> Result<Value, Box<dyn std::error::Error>
         let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [batch]), &device);
         let (value, grads) = supcon_step(&net, &views, labels, &loss, cache.as_ref())?;
         let net = optim.step(0.05, net, grads);
-        // Wait for the device: the step is done when its loss is on the host.
         let v = value
             .into_data()
             .convert::<f32>()
@@ -254,6 +291,12 @@ fn child_row(args: &Args, row: &str) -> Result<Value, Box<dyn std::error::Error>
         if !v.first().is_some_and(|x| x.is_finite()) {
             return Err(format!("the loss is {v:?}").into());
         }
+        // The step is done when the device is idle: the loss on the host is not enough, the
+        // optimizer's update is queued after it. Left in flight, that work is still running
+        // when the process exits (lavapipe then crashes or hangs in its exit handlers).
+        device
+            .sync()
+            .map_err(|e| format!("the device failed: {e:?}"))?;
         Ok(net)
     };
     net = step(net)?;
