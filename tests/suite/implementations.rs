@@ -69,62 +69,16 @@ impl Implementation {
         options: &SupConOptions,
         pass_columns: Option<u32>,
     ) -> Computed {
-        match self {
-            Raw {
-                strategy,
-                default_limits,
-            } => {
-                let ctx: &GpuContext = if default_limits {
-                    gpu()
-                } else {
-                    gpu_adapter_limits()
-                }
-                .expect("a GPU (checked by `all`)");
-                let mut loss = raw_kernels(default_limits).with_strategy(strategy);
-                if let Some(columns) = pass_columns {
-                    loss = loss.with_pass_columns(columns);
-                }
-                let got = loss
-                    .loss_and_grad(&ctx.device, &ctx.queue, x, shape, positives, options)
-                    .unwrap_or_else(|e| panic!("{self:?} {shape:?} {options:?}: {e}"));
-                Computed {
-                    loss: got.loss,
-                    grad: got.grad.expect("grad"),
-                    anchor_loss: Some(got.anchor_loss),
-                    n_valid_anchors: Some(got.n_valid_anchors),
-                }
-            }
-            #[cfg(feature = "burn")]
-            BurnFused { strategy } => {
-                let device = burn_ops::wgpu_device();
-                assert!(supcon_wgpu::backend::fused_available(&device));
-                let loss = burn_ops::config(options, supcon_wgpu::backend::Implementation::Fused)
-                    .init()
-                    .with_strategy(strategy);
-                let loss = match pass_columns {
-                    Some(columns) => loss.with_pass_columns(columns),
-                    None => loss,
-                };
-                common::burn_tensors::loss_and_grad(&loss, x, shape, positives, &device)
-            }
-            #[cfg(feature = "burn")]
-            BurnComposed => {
-                let device = common::burn_tensors::ndarray_device();
-                let loss =
-                    burn_ops::config(options, supcon_wgpu::backend::Implementation::Composed)
-                        .init();
-                common::burn_tensors::loss_and_grad(&loss, x, shape, positives, &device)
-            }
-        }
+        self.compute_with_keys(x, shape, positives, None, options, pass_columns)
     }
 
-    /// [`compute`](Self::compute) with `shape.keys` contrast-only rows `keys`.
+    /// [`compute`](Self::compute) with `shape.keys` contrast-only rows `keys` (`None`: none).
     fn compute_with_keys(
         self,
         x: &[f32],
         shape: SupConShape,
         positives: Positives<'_>,
-        keys: Keys<'_>,
+        keys: Option<Keys<'_>>,
         options: &SupConOptions,
         pass_columns: Option<u32>,
     ) -> Computed {
@@ -143,17 +97,12 @@ impl Implementation {
                 if let Some(columns) = pass_columns {
                     loss = loss.with_pass_columns(columns);
                 }
-                let got = loss
-                    .loss_and_grad_with_keys(
-                        &ctx.device,
-                        &ctx.queue,
-                        x,
-                        shape,
-                        positives,
-                        keys,
-                        options,
-                    )
-                    .unwrap_or_else(|e| panic!("{self:?} {shape:?} {options:?}: {e}"));
+                let (d, q) = (&ctx.device, &ctx.queue);
+                let got = match keys {
+                    Some(k) => loss.loss_and_grad_with_keys(d, q, x, shape, positives, k, options),
+                    None => loss.loss_and_grad(d, q, x, shape, positives, options),
+                }
+                .unwrap_or_else(|e| panic!("{self:?} {shape:?} {options:?}: {e}"));
                 Computed {
                     loss: got.loss,
                     grad: got.grad.expect("grad"),
@@ -164,6 +113,7 @@ impl Implementation {
             #[cfg(feature = "burn")]
             BurnFused { strategy } => {
                 let device = burn_ops::wgpu_device();
+                assert!(supcon_wgpu::backend::fused_available(&device));
                 let loss = burn_ops::config(options, supcon_wgpu::backend::Implementation::Fused)
                     .init()
                     .with_strategy(strategy);
@@ -546,8 +496,14 @@ fn keys_every_option() {
                         positives: key_positives,
                     };
                     let pass = columns.filter(|_| implementation.has_passes());
-                    let got = implementation
-                        .compute_with_keys(&x, shape, positives, keys, &options, pass);
+                    let got = implementation.compute_with_keys(
+                        &x,
+                        shape,
+                        positives,
+                        Some(keys),
+                        &options,
+                        pass,
+                    );
                     let what = format!("{implementation:?} keys (passes of {pass:?})");
                     assert_matches_reference_with_keys(
                         &what, &got, &x, shape, positives, keys, &options,

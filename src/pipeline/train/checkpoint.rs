@@ -78,7 +78,7 @@ impl RunPaths {
     }
 }
 
-fn checkpoint_error(path: &Path, message: impl std::fmt::Display) -> PipelineError {
+pub(super) fn checkpoint_error(path: &Path, message: impl std::fmt::Display) -> PipelineError {
     PipelineError::Checkpoint {
         path: path.to_path_buf(),
         message: message.to_string(),

@@ -16,10 +16,11 @@ use burn::store::burn_pack::Bytes;
 use burn::store::{BurnpackStore, ModuleSnapshot};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use super::checkpoint::checkpoint_error;
 use crate::backend::CachedForward;
 use crate::backend::composed::normalize;
 use crate::pipeline::model::PretrainModel;
-use crate::pipeline::{PipelineError, Result, io_error, write_atomic};
+use crate::pipeline::{Result, io_error, write_atomic};
 
 /// The queue of one run: at most `size` keys, newest first.
 pub(super) struct KeyQueue {
@@ -250,13 +251,6 @@ impl KeyQueue {
 pub(super) struct SavedQueue {
     pub(super) queue_file: String,
     pub(super) momentum_file: Option<String>,
-}
-
-fn checkpoint_error(path: &Path, message: impl std::fmt::Display) -> PipelineError {
-    PipelineError::Checkpoint {
-        path: path.to_path_buf(),
-        message: message.to_string(),
-    }
 }
 
 /// The online model's float parameters in visiting order, flattened (inner backend: no graph).

@@ -45,67 +45,52 @@ pub fn loss_and_grad(
     positives: Positives<'_>,
     device: &Device,
 ) -> Computed {
-    let f = features(x, shape, device);
-    let value = match positives {
-        Positives::Labels(l) => loss.forward(f.clone(), Some(labels(l, device))),
-        Positives::Labels64(l) => {
-            let data = TensorData::new(l.to_vec(), [l.len()]);
-            let l = Tensor::<1, Int>::from_data(data, (device, DType::I64));
-            loss.forward(f.clone(), Some(l))
-        }
-        Positives::None => loss.forward(f.clone(), None),
-        Positives::Mask(m) => {
-            let b = shape.bsz as usize;
-            let mask = Tensor::<2, Bool>::from_data(TensorData::new(m.to_vec(), [b, b]), device);
-            loss.forward_with_mask(f.clone(), mask)
-        }
-    };
-    let grads = value.backward();
-    let grad = to_vec(f.grad(&grads).expect("features receive a gradient"));
-    Computed {
-        loss: to_vec(value)[0],
-        grad,
-        anchor_loss: None,
-        n_valid_anchors: None,
-    }
+    loss_and_grad_with_keys(loss, x, shape, positives, None, device)
 }
 
-/// [`loss_and_grad`] with keys through `SupConLoss::forward_with_keys`; the keys are tracked
-/// tensors and must receive no gradient.
+/// [`loss_and_grad`] with keys (`Some`: through `SupConLoss::forward_with_keys`, the keys as
+/// tracked tensors that must receive no gradient).
 pub fn loss_and_grad_with_keys(
     loss: &SupConLoss,
     x: &[f32],
     shape: SupConShape,
     positives: Positives<'_>,
-    keys: supcon_wgpu::Keys<'_>,
+    keys: Option<supcon_wgpu::Keys<'_>>,
     device: &Device,
 ) -> Computed {
     let f = features(x, shape, device);
-    let k = keys.features.len() / shape.dim as usize;
-    let key_tensor = Tensor::<2>::from_data(
-        TensorData::new(keys.features.to_vec(), [k, shape.dim as usize]),
-        device,
-    )
-    .require_grad();
-    let int = |l: &[i64], dtype: DType| {
-        Tensor::<1, Int>::from_data(TensorData::new(l.to_vec(), [l.len()]), (device, dtype))
+    let int = |l: &[i64]| {
+        Tensor::<1, Int>::from_data(TensorData::new(l.to_vec(), [l.len()]), (device, DType::I64))
     };
-    let (l, kl) = match (positives, keys.positives) {
-        (Positives::Labels(l), Positives::Labels(kl)) => {
-            (Some(labels(l, device)), Some(labels(kl, device)))
-        }
-        (Positives::Labels64(l), Positives::Labels64(kl)) => {
-            (Some(int(l, DType::I64)), Some(int(kl, DType::I64)))
-        }
-        (Positives::None, Positives::None) => (None, None),
-        other => panic!("no keys test with positives {other:?}"),
+    let tensor = |p: Positives<'_>| match p {
+        Positives::Labels(l) => Some(labels(l, device)),
+        Positives::Labels64(l) => Some(int(l)),
+        Positives::None => None,
+        Positives::Mask(_) => panic!("a mask is no label tensor"),
     };
-    let value = loss.forward_with_keys(f.clone(), l, key_tensor.clone(), kl);
+    let (value, key_tensor) = match (keys, positives) {
+        (None, Positives::Mask(m)) => {
+            let b = shape.bsz as usize;
+            let mask = Tensor::<2, Bool>::from_data(TensorData::new(m.to_vec(), [b, b]), device);
+            (loss.forward_with_mask(f.clone(), mask), None)
+        }
+        (None, p) => (loss.forward(f.clone(), tensor(p)), None),
+        (Some(k), p) => {
+            let rows = k.features.len() / shape.dim as usize;
+            let data = TensorData::new(k.features.to_vec(), [rows, shape.dim as usize]);
+            let kt = Tensor::<2>::from_data(data, device).require_grad();
+            let value =
+                loss.forward_with_keys(f.clone(), tensor(p), kt.clone(), tensor(k.positives));
+            (value, Some(kt))
+        }
+    };
     let grads = value.backward();
-    assert!(
-        key_tensor.grad(&grads).is_none(),
-        "the keys must not receive a gradient"
-    );
+    if let Some(kt) = key_tensor {
+        assert!(
+            kt.grad(&grads).is_none(),
+            "the keys must not receive a gradient"
+        );
+    }
     let grad = to_vec(f.grad(&grads).expect("features receive a gradient"));
     Computed {
         loss: to_vec(value)[0],
