@@ -150,7 +150,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     if let Some(path) = &args.json {
-        let doc = json!({ "adapter": adapter, "runs": args.runs, "rows": rows });
+        let doc = json!({
+            "adapter": adapter, "runs": args.runs, "short_warmup": args.short_warmup, "rows": rows,
+        });
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
         println!("wrote {}", path.display());
     }
