@@ -4,10 +4,10 @@
 //! Each row runs in a child process of its own (this program with `--row`), so that a step the
 //! device cannot run (buffers beyond its binding limit, a panic inside Burn, a hang) gives a row
 //! of nulls and its reason instead of ending the benchmark, and so that each row's memory is
-//! measured from a fresh pool. In a child: one warm-up step (compilation, autotuning), Burn's
-//! pool cleaned, then `--runs` timed steps (median). `peak_device_bytes` is what Burn's pool has
-//! reserved after them — model, optimizer state and the largest step's buffers (the pool keeps
-//! pages until cleaned, so this is its high-water mark).
+//! measured from a fresh pool. In a child: one warm-up step (compilation; tuning with
+//! `autotune`), Burn's pool cleaned, then `--runs` timed steps (median). `peak_device_bytes` is
+//! what Burn's pool has reserved after them — model, optimizer state and the largest step's
+//! buffers (the pool keeps pages until cleaned, so this is its high-water mark).
 //!
 //! ```text
 //! cargo run --release --example bench_batch -- [--models small,resnet18] [--batches 32,128,512,1024]
@@ -99,6 +99,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let adapter = ctx.describe();
     drop(ctx);
     println!("adapter: {adapter}");
+    // Burn's kernels in this build: tuned per shape (`autotune`) or its fixed ones.
+    let burn_autotune = cfg!(feature = "autotune");
+    println!(
+        "Burn kernels: {}",
+        if burn_autotune { "autotuned" } else { "fixed" }
+    );
     println!(
         "{:>9} {:>5} {:>6} {:>6} {:>10} {:>9} {:>14} {:>10}  note",
         "model", "size", "batch", "chunk", "step ms", "images/s", "peak B", "vs plain"
@@ -151,7 +157,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(path) = &args.json {
         let doc = json!({
-            "adapter": adapter, "runs": args.runs, "short_warmup": args.short_warmup, "rows": rows,
+            "adapter": adapter, "burn_autotune": burn_autotune, "runs": args.runs,
+            "short_warmup": args.short_warmup, "rows": rows,
         });
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
         println!("wrote {}", path.display());

@@ -554,10 +554,10 @@ mod tests {
 
     /// burn-train end to end through `run`, on a tiny budget: one stage of width 8, a quarter of
     /// the digits (360 training images, 90 held out), 8 epochs of 4 steps of 90 images (every
-    /// batch, the validation one too, of one size: each new shape costs kernel compilation and
-    /// autotuning, most of this test's time on lavapipe). The training and validation losses
-    /// must fall, the logged rates must be the warm-up then the cosine decay, the last epoch's
-    /// checkpoints must exist, and the features must beat chance (10 %) by far.
+    /// batch, the validation one too, of one size: each new shape costs kernel compilation, and
+    /// tuning with `autotune`: most of this test's time on lavapipe). The training and validation
+    /// losses must fall, the logged rates must be the warm-up then the cosine decay, the last
+    /// epoch's checkpoints must exist, and the features must beat chance (10 %) by far.
     #[test]
     fn learner_trains_supcon_end_to_end() {
         let device = match supcon_wgpu::backend::device::request_burn_device() {

@@ -439,10 +439,15 @@ fn main_inner(args: &Args) -> Result<()> {
         .unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{dataset}", method.name())));
     let (device, adapter) = supcon_wgpu::backend::device::request_burn_device()?;
     log::info!(
-        "{} on {} ({:?}); {} training / {} test images of {}×{}×{}, {} classes",
+        "{} on {} ({:?}, Burn kernels {}); {} training / {} test images of {}×{}×{}, {} classes",
         method.name(),
         adapter.name,
         adapter.backend,
+        if cfg!(feature = "autotune") {
+            "autotuned"
+        } else {
+            "fixed: built without the `autotune` feature"
+        },
         train.len(),
         test.len(),
         train.channels,
@@ -450,6 +455,14 @@ fn main_inner(args: &Args) -> Result<()> {
         train.width,
         train.n_classes()
     );
+    if !cfg!(feature = "autotune") && !matches!(config.model, ModelPreset::Small) {
+        log::warn!(
+            "{} runs on Burn's fixed kernels: this build lacks the `autotune` feature, and tuned \
+             kernels train ResNets faster (README, \"Autotune and the first run\"); rebuild with \
+             `cargo run --release --features autotune --example train_wgpu -- ...`",
+            config.model.name()
+        );
+    }
     let info = RunInfo {
         dataset: dataset.into(),
         adapter: adapter.name.clone(),

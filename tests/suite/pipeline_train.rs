@@ -127,6 +127,11 @@ fn pretrain_checkpoint_resume_evaluate() {
     ] {
         assert!(summary.get(key).is_some(), "summary.json has {key}");
     }
+    assert_eq!(
+        summary["burn_autotune"].as_bool(),
+        Some(cfg!(feature = "autotune")),
+        "summary.json says how Burn chose its kernels in this build"
+    );
     // The exported encoder loads into a fresh one (another Burn program's view): every tensor
     // present, none left over, and the weights are the trained ones, not the fresh ones.
     {

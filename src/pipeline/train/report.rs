@@ -72,6 +72,10 @@ pub struct Summary {
     pub adapter: String,
     /// The adapter's graphics backend.
     pub backend: String,
+    /// Whether Burn chose its matmul, convolution and reduction kernels by autotuning (this
+    /// crate's `autotune` feature) or launched its fixed ones.
+    #[serde(default)]
+    pub burn_autotune: bool,
     /// Seed.
     pub seed: u64,
 }
@@ -226,6 +230,7 @@ pub(super) fn summary(
         test_size: ctx.test.len(),
         adapter: info.adapter.clone(),
         backend: info.backend.clone(),
+        burn_autotune: cfg!(feature = "autotune"),
         seed: config.seed,
     }
 }
