@@ -99,8 +99,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let adapter = ctx.describe();
     drop(ctx);
     println!("adapter: {adapter}");
-    // Burn's kernels in this build: tuned per shape (`autotune`) or its fixed ones.
-    let burn_autotune = cfg!(feature = "autotune");
+    let burn_autotune = supcon_wgpu::backend::BURN_AUTOTUNE;
     println!(
         "Burn kernels: {}",
         if burn_autotune { "autotuned" } else { "fixed" }

@@ -443,7 +443,7 @@ fn main_inner(args: &Args) -> Result<()> {
         method.name(),
         adapter.name,
         adapter.backend,
-        if cfg!(feature = "autotune") {
+        if supcon_wgpu::backend::BURN_AUTOTUNE {
             "autotuned"
         } else {
             "fixed: built without the `autotune` feature"
@@ -455,7 +455,7 @@ fn main_inner(args: &Args) -> Result<()> {
         train.width,
         train.n_classes()
     );
-    if !cfg!(feature = "autotune") && !matches!(config.model, ModelPreset::Small) {
+    if !supcon_wgpu::backend::BURN_AUTOTUNE && !matches!(config.model, ModelPreset::Small) {
         log::warn!(
             "{} runs on Burn's fixed kernels: this build lacks the `autotune` feature, and tuned \
              kernels train ResNets faster (README, \"Autotune and the first run\"); rebuild with \

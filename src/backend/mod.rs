@@ -29,3 +29,8 @@ pub use loss::{
     try_cosine_similarity,
 };
 pub use ops::{LossParams, SupConBackend};
+
+/// Whether this build tunes Burn's matmul, convolution and reduction kernels per shape (the
+/// crate's `autotune` feature, which turns on Burn's `autotune` and `persistence`) or launches
+/// Burn's fixed kernels. Burn decides this at compile time.
+pub const BURN_AUTOTUNE: bool = cfg!(feature = "autotune");

@@ -129,7 +129,7 @@ fn pretrain_checkpoint_resume_evaluate() {
     }
     assert_eq!(
         summary["burn_autotune"].as_bool(),
-        Some(cfg!(feature = "autotune")),
+        Some(supcon_wgpu::backend::BURN_AUTOTUNE),
         "summary.json says how Burn chose its kernels in this build"
     );
     // The exported encoder loads into a fresh one (another Burn program's view): every tensor

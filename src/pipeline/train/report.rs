@@ -72,9 +72,8 @@ pub struct Summary {
     pub adapter: String,
     /// The adapter's graphics backend.
     pub backend: String,
-    /// Whether Burn chose its matmul, convolution and reduction kernels by autotuning (this
-    /// crate's `autotune` feature) or launched its fixed ones.
-    #[serde(default)]
+    /// Whether Burn chose its matmul, convolution and reduction kernels by autotuning or
+    /// launched its fixed ones ([`crate::backend::BURN_AUTOTUNE`]).
     pub burn_autotune: bool,
     /// Seed.
     pub seed: u64,
@@ -230,7 +229,7 @@ pub(super) fn summary(
         test_size: ctx.test.len(),
         adapter: info.adapter.clone(),
         backend: info.backend.clone(),
-        burn_autotune: cfg!(feature = "autotune"),
+        burn_autotune: crate::backend::BURN_AUTOTUNE,
         seed: config.seed,
     }
 }
