@@ -2,19 +2,23 @@
 //!
 //! For each N (D = 128 by default): the median time of forward + backward of the fused loss, the
 //! median time of one N×N×D cosine-similarity product (null where its N×N output cannot fit one
-//! storage binding of the device), their ratio, and the extra device memory the loss allocates
-//! (its O(N) workspace; the gradient, an output of the same size as the features, is listed
-//! apart). Each size is warmed up once before timing; the largest (default 65,536) is timed once.
+//! storage binding of the device), their ratio, the splits of the forward / backward column
+//! loops and the fewest workgroups any of the loss's heavy (N²) dispatches launches, and the
+//! extra device memory the loss allocates (its O(splits · N) workspace; the gradient, an output
+//! of the same size as the features, is listed apart). Each size is warmed up once before
+//! timing; the largest (default 65,536) is timed once.
 //!
 //! ```text
-//! cargo run --release --example bench_kernels -- [--sizes 1024,4096,16384,65536] [--runs 5] [--json PATH]
+//! cargo run --release --example bench_kernels -- [--sizes 1024,4096,16384,65536] [--runs 5] [--strategy tiles|direct] [--json PATH]
 //! ```
 
 use clap::Parser;
 use std::time::Instant;
 use supcon_wgpu::device::{Limits, request_device};
 use supcon_wgpu::wgpu;
-use supcon_wgpu::{CosineSimilarity, PositiveKind, SupConLoss, SupConOptions, SupConShape};
+use supcon_wgpu::{
+    CosineSimilarity, PositiveKind, Strategy, SupConLoss, SupConOptions, SupConShape,
+};
 
 #[derive(Parser)]
 #[command(about = "Fused SupCon forward+backward vs one cosine-similarity product")]
@@ -28,9 +32,21 @@ struct Args {
     /// Timed runs per size (median reported); sizes of 65,536 rows and more are timed once.
     #[arg(long, default_value_t = 5)]
     runs: usize,
+    /// The loss's strategy (`tiles`: the GPU kernels, `direct`: the CPU-adapter ones); default:
+    /// the adapter's. The similarity kernel keeps the adapter's.
+    #[arg(long, value_parser = parse_strategy)]
+    strategy: Option<Strategy>,
     /// Also write the table as JSON here.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+}
+
+fn parse_strategy(s: &str) -> Result<Strategy, String> {
+    match s {
+        "tiles" => Ok(Strategy::Tiles),
+        "direct" => Ok(Strategy::Direct),
+        other => Err(format!("unknown strategy {other:?}: tiles or direct")),
+    }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -40,10 +56,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let adapter = ctx.describe();
     println!("adapter: {adapter}");
     let (device, queue) = (&ctx.device, &ctx.queue);
-    let loss = SupConLoss::new(device)?;
+    let mut loss = SupConLoss::new(device)?;
+    if let Some(strategy) = args.strategy {
+        loss = loss.with_strategy(strategy);
+    }
     let sim = CosineSimilarity::new(device)?;
     println!(
-        "strategy: {:?} (both the loss and the similarity kernel)",
+        "strategy: {:?} (the loss), {:?} (the similarity kernel)",
+        loss.strategy(),
         sim.strategy()
     );
     let limit = device
@@ -52,8 +72,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .min(device.limits().max_buffer_size);
 
     println!(
-        "{:>7} {:>5} {:>16} {:>14} {:>8} {:>14} {:>12}",
-        "N", "D", "fused f+b (ms)", "similarity", "ratio", "extra bytes", "grad bytes"
+        "{:>7} {:>5} {:>16} {:>14} {:>8} {:>8} {:>10} {:>14} {:>12}",
+        "N",
+        "D",
+        "fused f+b (ms)",
+        "similarity",
+        "ratio",
+        "splits",
+        "min wgs",
+        "extra bytes",
+        "grad bytes"
     );
     let mut rows = Vec::new();
     for &n in &args.sizes {
@@ -97,18 +125,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             None
         };
         let extra = plan.workspace_bytes();
+        let (forward_splits, backward_splits) = plan.splits();
+        let workgroups = plan.heavy_workgroups();
+        let fewest = workgroups.iter().copied().min().unwrap_or(0);
         println!(
-            "{:>7} {:>5} {:>16.1} {:>14} {:>8} {:>14} {:>12}",
+            "{:>7} {:>5} {:>16.1} {:>14} {:>8} {:>8} {:>10} {:>14} {:>12}",
             n,
             args.dim,
             fused,
             similarity.map_or("null".into(), |s| format!("{s:.1}")),
             similarity.map_or("-".into(), |s| format!("{:.2}x", fused / s)),
+            format!("{forward_splits}/{backward_splits}"),
+            fewest,
             extra,
             shape.len() * 4
         );
         rows.push(serde_json::json!({
-            "n": n, "d": args.dim, "fused_fwd_bwd_ms": fused, "similarity_ms": similarity,
+            "n": n, "d": args.dim, "strategy": format!("{:?}", plan.strategy()),
+            "fused_fwd_bwd_ms": fused, "similarity_ms": similarity,
+            "fused_over_similarity": similarity.map(|s| fused / s),
+            "forward_splits": forward_splits, "backward_splits": backward_splits,
+            "workgroups": workgroups, "min_heavy_workgroups": fewest,
             "extra_device_bytes": extra, "runs": runs,
         }));
     }

@@ -37,14 +37,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ctx = supcon_wgpu::device::request_device(supcon_wgpu::device::Limits::Adapter)?;
     let limit = ctx.device.limits().max_storage_buffer_binding_size;
     let adapter = ctx.describe();
-    drop(ctx);
+    // The launch plan is the same on both paths: read the heavy dispatches' workgroups from the
+    // raw API's (the Burn path picks the strategy by the same rule).
+    let raw = supcon_wgpu::SupConLoss::new(&ctx.device)?;
+    let workgroups = |n: usize| -> Result<u64, supcon_wgpu::Error> {
+        let plan = raw.plan(
+            &ctx.device,
+            supcon_wgpu::SupConShape::new(n as u32 / 2, 2, args.dim as u32),
+            supcon_wgpu::PositiveKind::Labels,
+            &supcon_wgpu::SupConOptions::new(0.1),
+        )?;
+        Ok(plan.heavy_workgroups().into_iter().min().unwrap_or(0))
+    };
     println!("adapter: {adapter}");
     let device = Device::wgpu(DeviceKind::DefaultDevice).autodiff();
 
     println!(
-        "{:>7} {:>5} {:>10} {:>12} {:>10} {:>10} {:>10} {:>14} {:>14}",
+        "{:>7} {:>5} {:>8} {:>10} {:>12} {:>10} {:>10} {:>10} {:>14} {:>14}",
         "N",
         "D",
+        "min wgs",
         "fused ms",
         "composed ms",
         "matmul ms",
@@ -99,10 +111,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let ratio = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{:.2}x", fused_ms / x));
         let opt = |x: Option<f64>| x.map_or("null".to_string(), |x| format!("{x:.1}"));
         let optb = |x: Option<u64>| x.map_or("null".to_string(), |x| x.to_string());
+        let fewest = workgroups(n)?;
         println!(
-            "{:>7} {:>5} {:>10.1} {:>12} {:>10} {:>10} {:>10} {:>14} {:>14}",
+            "{:>7} {:>5} {:>8} {:>10.1} {:>12} {:>10} {:>10} {:>10} {:>14} {:>14}",
             n,
             args.dim,
+            fewest,
             fused_ms,
             opt(composed_ms),
             opt(matmul_ms),
@@ -112,7 +126,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             optb(composed_peak)
         );
         rows.push(serde_json::json!({
-            "n": n, "d": args.dim, "fused_ms": fused_ms, "composed_ms": composed_ms,
+            "n": n, "d": args.dim, "min_heavy_workgroups": fewest,
+            "fused_ms": fused_ms, "composed_ms": composed_ms,
+            "fused_over_composed": composed_ms.map(|c| fused_ms / c),
+            "fused_over_matmul": matmul_ms.map(|m| fused_ms / m),
             "matmul_ms": matmul_ms, "fused_peak_bytes": fused_peak,
             "composed_peak_bytes": composed_peak, "runs": runs,
         }));

@@ -1,5 +1,5 @@
-// Joined after (src/kernels/mod.rs): lib/supcon_host.wgsl, lib/normalize.wgsl,
-// lib/uniform_params.wgsl, lib/supcon_rows.wgsl.
+// Joined after (src/kernels/mod.rs): lib/supcon_host.wgsl, lib/uniform_params.wgsl,
+// lib/supcon_stats.wgsl, lib/supcon_rows.wgsl.
 //
 // SupCon loss, step 4 of 4: dL/dfeatures, recomputing the similarity tiles (no N x N storage).
 // This is the `Strategy::Tiles` kernel (GPUs); with `Strategy::Direct` (CPU adapters) the same
@@ -13,17 +13,18 @@
 // for j in A(i) (0 when i has no positive). Because s is symmetric,
 //   dL/dz_r = (1 / tau) * sum_j (G_rj + G_jr) z_j,
 // so one pass over column tiles gives row r both its anchor part (G_rj) and its contrast part
-// (G_jr), with no float atomics and no second kernel. Keys (rows past N) are columns only: they
-// have no G_jr (not anchors) and get no gradient (no workgroup owns them as rows). The L2 normalisation is differentiated in
-// place: dL/dx_r = (g_r - z_r (z_r . g_r)) / ||x_r||, and z_r . g_r = sum_j W_rj cos_rj is
-// accumulated from the same tiles, so each workgroup may own only a CHUNK_D slice of the output
-// columns. When status != 0 (non-finite input) every gradient entry is written as
-// params.non_finite_fill (0, or NaN on the Burn path).
+// (G_jr), with no float atomics and no column kernel: the workgroup that owns row r owns its
+// whole gradient. Keys (rows past N) are columns only: they have no G_jr (not anchors) and get
+// no gradient (no workgroup owns them as rows). The L2 normalisation's projection,
+// dL/dx_r = (g_r - z_r (z_r . g_r)) / ||x_r||, needs z_r . g_r = sum_j W_rj cos_rj, which is
+// accumulated from the same tiles.
 //
-// The column loop may be cut into passes, one dispatch each over contrast rows [col_begin,
-// col_end), as in supcon_forward.wgsl (lavapipe loses results past ~8,192 barriers per workgroup).
-// Passes before the last add their raw sums to `grad` and z_r . g_r to `row_dot`; the last pass
-// adds its own and applies the normalisation's projection. With one pass neither is read.
+// The grid is (row blocks x column chunks) x splits (lib/supcon_host.wgsl): the workgroups of
+// split s sum over the contrast rows of that split only and write the raw sums sum_j W_rj z_j of
+// their TILE_R rows x CHUNK_D columns to slot s of `partial_grad`, and sum_j W_rj cos_rj to slot s
+// of `partial_dot` (the workgroups of chunk 0). supcon_backward_merge.wgsl adds the slots in
+// order, applies the projection and writes the gradient. With several passes (lavapipe's
+// barrier limit, see supcon_forward.wgsl) each pass is this kernel and a merge.
 //
 // Workgroup: 16 x 16 threads, TILE_R output rows x CHUNK_D output columns. Per column tile of
 // TILE_C rows: thread (tx, ty) computes the 4 x 4 cosines of rows 4ty..4ty+3 and columns
@@ -39,12 +40,12 @@ const WG: u32 = 16u;
 // Binding 0 is `params` (lib/supcon_host.wgsl).
 @group(0) @binding(1) var<storage, read_write> z: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> positives: array<u32>;
-@group(0) @binding(3) var<storage, read_write> inv_norm: array<f32>;
-@group(0) @binding(4) var<storage, read_write> anchor_stats: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read_write> output: Output;
-@group(0) @binding(6) var<storage, read_write> grad: array<f32>;
-// [N]: sum_j W_rj cos_rj over the passes so far (written only by the workgroups of chunk 0).
-@group(0) @binding(7) var<storage, read_write> row_dot: array<f32>;
+// Binding 3, anchor_stats: lib/supcon_stats.wgsl.
+@group(0) @binding(4) var<storage, read_write> output: Output;
+// [n_splits, N, z_stride] vec4s: the raw sums sum_j W_rj z_j of each split (view-major rows).
+@group(0) @binding(5) var<storage, read_write> partial_grad: array<vec4<f32>>;
+// [n_splits, N] (and a carry the merge uses): sum_j W_rj cos_rj of each split.
+@group(0) @binding(6) var<storage, read_write> partial_dot: array<f32>;
 
 // One block of workgroup memory, used in turn for
 // - the k-tiles of the similarity: [0, 256) rows [k][row / 4], [256, 512) columns
@@ -191,14 +192,16 @@ fn main(
 ) {
     let p = uniform_params(lid);
     let n_chunks = (p.dim + CHUNK_D - 1u) / CHUNK_D;
+    let per_split = ((p.n_rows + TILE_R - 1u) / TILE_R) * n_chunks;
     let group = wid.x + wid.y * nwg.x;
-    if (group >= ((p.n_rows + TILE_R - 1u) / TILE_R) * n_chunks) {
+    let split = group / per_split;
+    if (split >= p.n_splits) {
         return;
     }
     let tx = lid3.x;
     let ty = lid3.y;
-    let r0 = (group / n_chunks) * TILE_R;
-    let d0 = (group % n_chunks) * CHUNK_D;
+    let r0 = ((group % per_split) / n_chunks) * TILE_R;
+    let d0 = ((group % per_split) % n_chunks) * CHUNK_D;
     let last = p.n_rows - 1u;
     let last_col = p.n_contrast - 1u;
     let zs = p.z_stride;
@@ -214,12 +217,13 @@ fn main(
 
     var acc: array<vec4<f32>, 8>;  // acc[4h + i]: row 4ty+i, vec4 v0 (h = 0) or v1 (h = 1)
     var zg = vec4<f32>(0.0);       // sum_j W_rj cos_rj for rows 4ty..4ty+3
+    let cols = split_range(p, split);
     // Rows that are not anchors (contrast_mode one) only meet anchors' G_jr.
-    var col_end = p.col_end;
+    var col_end = cols.y;
     if (r0 >= p.n_anchors) {
         col_end = min(col_end, p.n_anchors);
     }
-    for (var c0 = p.col_begin; c0 < col_end; c0 += TILE_C) {
+    for (var c0 = cols.x; c0 < col_end; c0 += TILE_C) {
         let dots = dots_tiled(oa, min(c0 + lid / 4u, last_col) * zs, lid, tx, ty, zs);
         let w = weights(dots, r0, c0, tx, ty, coef, &zg);
         accumulate_half(0u, w, c0, tx, ty, v0c, v1c, &acc);
@@ -234,59 +238,20 @@ fn main(
         zg_row += scratch[ty * WG + t];
     }
 
-    let ok = output.status == STATUS_OK;
-    let first = p.col_begin == 0u;
-    let last_pass = p.col_end >= p.n_contrast;
     for (var i = 0u; i < 4u; i += 1u) {
         let r = r0 + ty * 4u + i;
         if (r >= p.n_rows) {
             continue;
         }
-        let base = memory_row(r) * p.dim;
-        if (!last_pass && d0 == 0u && tx == 0u) {
-            // Keep z_r . g_r for the next pass.
-            var prev = 0.0;
-            if (!first) {
-                prev = row_dot[r];
-            }
-            row_dot[r] = prev + zg_row[i];
+        let slot = split * p.n_rows + r;
+        if (d0 == 0u && tx == 0u) {
+            partial_dot[slot] = zg_row[i];
         }
-        var zg_total = zg_row[i];
-        if (last_pass && !first) {
-            zg_total += row_dot[r];
+        if (v0 < zs) {
+            partial_grad[slot * zs + v0] = acc[i];
         }
-        let inv = inv_norm[r];
-        // F.normalize divides by NORM_EPS when the norm is below it: no projection then.
-        let clamped = inv >= 1.0 / NORM_EPS;
-        for (var h = 0u; h < 2u; h += 1u) {
-            var v = v0;
-            if (h == 1u) {
-                v = v1;
-            }
-            if (v >= zs) {
-                continue;
-            }
-            let z_r = z[r * zs + v];
-            for (var c = 0u; c < 4u; c += 1u) {
-                let d = 4u * v + c;
-                if (d >= p.dim) {
-                    continue;
-                }
-                var g = acc[4u * h + i][c];
-                if (!first) {
-                    g += grad[base + d];  // the raw sums of the passes before
-                }
-                if (last_pass) {
-                    if (!clamped) {
-                        g -= z_r[c] * zg_total;
-                    }
-                    g *= inv;
-                    if (!ok) {
-                        g = p.non_finite_fill;
-                    }
-                }
-                grad[base + d] = g;
-            }
+        if (v1 < zs) {
+            partial_grad[slot * zs + v1] = acc[4u + i];
         }
     }
 }

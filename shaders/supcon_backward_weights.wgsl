@@ -1,5 +1,5 @@
 // Joined after (src/kernels/mod.rs): lib/supcon_host.wgsl, lib/uniform_params.wgsl,
-// lib/supcon_rows.wgsl, lib/supcon_direct.wgsl.
+// lib/supcon_stats.wgsl, lib/supcon_rows.wgsl, lib/supcon_direct.wgsl.
 //
 // SupCon loss, step 4a of the backward pass on CPU adapters (`Strategy::Direct`, see
 // src/kernels/supcon/): the weights W_rj = (G_rj + G_jr) / tau of one pass's contrast rows
@@ -25,7 +25,7 @@ const BLOCK: u32 = 8u;  // rows and columns per thread and tile
 // Binding 0 is `params` (lib/supcon_host.wgsl).
 @group(0) @binding(1) var<storage, read_write> z: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> positives: array<u32>;
-@group(0) @binding(3) var<storage, read_write> anchor_stats: array<vec4<f32>>;
+// Binding 3, anchor_stats: lib/supcon_stats.wgsl.
 @group(0) @binding(4) var<storage, read_write> output: Output;
 // [col_end - col_begin, ceil(N / 4)] vec4s: the pass's weights, transposed.
 @group(0) @binding(5) var<storage, read_write> weights_t: array<vec4<f32>>;

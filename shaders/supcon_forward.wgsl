@@ -3,25 +3,22 @@
 //
 // SupCon loss, step 2 of 4: the streaming forward pass.
 //
-// Each workgroup owns TILE_A anchors and streams over every contrast row in tiles of TILE_C,
-// computing s_ij = z_i . z_j / tau for a TILE_A x TILE_C block from the normalised rows z
+// Each workgroup owns TILE_A anchors and one split of the contrast rows (lib/supcon_host.wgsl:
+// the grid is anchor blocks x splits, so that a large GPU is filled even when N / TILE_A alone
+// gives few workgroups), and streams over its split in tiles of TILE_C, computing
+// s_ij = z_i . z_j / tau for a TILE_A x TILE_C block from the normalised rows z
 // (supcon_prepare.wgsl), then folding the block into per-anchor running statistics
 // (flash-attention style):
 //   m   running max of s_ia over a in A(i)        sa  sum of exp(s_ia - m) over A(i)
 //   mp  running max of s_ip over p in P(i)        sp  sum of exp(s_ip - mp) over P(i)
 //   pl  sum of s_ip over P(i)                     pc  |P(i)|
-// The N x N similarity or mask is never stored.
+// and writes them to the split's slot of `partials`; supcon_merge.wgsl folds the splits in order
+// and writes (lse_A, lse_P, |P|, loss) per anchor. The N x N similarity or mask is never stored.
 //
-// The column loop may be cut into passes (one dispatch each, contrast rows [col_begin, col_end)):
-// on lavapipe a workgroup that executes more than about 8,192 barriers loses results, so the host
-// bounds the barriers per workgroup (src/kernels/supcon/layout.rs, `pass_columns`). Between passes the merged
-// statistics of each anchor wait in `running`; a single pass (the common case) never touches it.
-// Output per anchor i, written by the last pass:
-//   anchor_stats[i] = (lse_A(i), lse_P(i), |P(i)|, loss_i)
-// with loss_i = -(tau / tau_base) * (pl / pc - lse_A)              (L_out, the paper's Eq. 2)
-//      loss_i = -(tau / tau_base) * (lse_P - log(pc) - lse_A)     (L_in, Eq. 3)
-// and loss_i = 0 for an anchor without a positive. supcon_backward.wgsl recomputes the blocks from
-// lse_A and lse_P.
+// The column loop may also be cut into passes (one dispatch each, contrast rows [col_begin,
+// col_end), then a merge): on lavapipe a workgroup that executes more than about 8,192 barriers
+// loses results, so the host bounds the columns of a split (src/kernels/supcon/layout.rs,
+// `pass_columns`); between passes the merged statistics of each anchor wait in `running`.
 //
 // Thread (tx, ty) of the 16 x 16 workgroup holds the 4 x 4 block of anchors 4ty..4ty+3 and
 // contrast rows 4tx..4tx+3 of the current tile; the 16 partial statistics of an anchor are merged
@@ -168,13 +165,14 @@ fn main(
     @builtin(local_invocation_index) lid: u32,
 ) {
     let p = uniform_params(lid);
-    let group = wid.x + wid.y * nwg.x;
-    if (group >= (p.n_anchors + TILE_A - 1u) / TILE_A) {
+    let block = forward_block(p, wid.x + wid.y * nwg.x);
+    if (block.y >= p.n_splits) {
         return;
     }
     let tx = lid3.x;
     let ty = lid3.y;
-    let a0 = group * TILE_A;
+    let a0 = block.x * TILE_A;
+    let cols = split_range(p, block.y);
     let last = p.n_contrast - 1u;
 
     let zs = p.z_stride;
@@ -189,24 +187,7 @@ fn main(
         vec4<f32>(0.0),
         vec4<f32>(0.0),
     );
-    if (p.col_begin > 0u && tx == 0u) {
-        // A later pass: thread tx = 0 resumes from the statistics of the passes before.
-        for (var i = 0u; i < 4u; i += 1u) {
-            let r = a0 + ty * 4u + i;
-            if (r < p.n_anchors) {
-                let s0 = running[2u * r];
-                let s1 = running[2u * r + 1u];
-                st.m[i] = s0.x;
-                st.sa[i] = s0.y;
-                st.mp[i] = s0.z;
-                st.sp[i] = s0.w;
-                st.pl[i] = s1.x;
-                st.pc[i] = s1.y;
-            }
-        }
-    }
-
-    for (var c0 = p.col_begin; c0 < p.col_end; c0 += TILE_C) {
+    for (var c0 = cols.x; c0 < cols.y; c0 += TILE_C) {
         let acc = dots_tiled(oa, min(c0 + lid / 4u, last) * zs, lid, tx, ty, zs);
         fold(&st, acc, a0, c0, tx, ty);
     }
@@ -228,8 +209,8 @@ fn main(
     if (tx == 0u) {
         for (var i = 0u; i < 4u; i += 1u) {
             let r = a0 + ty * 4u + i;
-            finish_anchor(
-                p, r, m_row[i], sa_row[i], mp_row[i], sp_row[i], pl_row[i], pc_row[i],
+            write_partial(
+                p, block.y, r, m_row[i], sa_row[i], mp_row[i], sp_row[i], pl_row[i], pc_row[i],
             );
         }
     }

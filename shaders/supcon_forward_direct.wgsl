@@ -1,10 +1,11 @@
 // Joined after (src/kernels/mod.rs): lib/supcon_host.wgsl, lib/uniform_params.wgsl,
 // lib/supcon_forward_step.wgsl, lib/supcon_rows.wgsl, lib/supcon_direct.wgsl.
 //
-// SupCon loss, step 2 of 4 on CPU adapters (`Strategy::Direct`, see src/kernels/supcon/): the streaming
-// forward pass of supcon_forward.wgsl (same statistics, same outputs, same passes; the formulas
-// are there), laid out for drivers that run a workgroup's invocations as SIMD lanes on a CPU core
-// (lavapipe): no barrier inside the column loop, and large register blocks.
+// SupCon loss, step 2 of 4 on CPU adapters (`Strategy::Direct`, see src/kernels/supcon/): the
+// streaming forward pass of supcon_forward.wgsl (same statistics, same grid of anchor blocks x
+// splits, same partial outputs; the formulas are there), laid out for drivers that run a
+// workgroup's invocations as SIMD lanes on a CPU core (lavapipe): no barrier inside the column
+// loop, and large register blocks.
 //
 // Why a second kernel: on lavapipe every load whose address differs between invocations costs a
 // scalar load per lane, and workgroup memory is no faster than cached memory, so what counts is
@@ -48,13 +49,8 @@ struct Row {
     pc: f32,  // |P(i)| so far
 }
 
-// Where anchor r starts a pass: from `running` for thread tx = 0 of a later pass, else empty.
-fn start(r: u32, tx: u32) -> Row {
-    if (params.col_begin > 0u && tx == 0u && r < params.n_anchors) {
-        let s0 = running[2u * r];
-        let s1 = running[2u * r + 1u];
-        return Row(s0.x, s0.y, s0.z, s0.w, s1.x, s1.y);
-    }
+// The state of an anchor that has seen no contrast row.
+fn empty_row() -> Row {
     return Row(NEG_BIG, 0.0, NEG_BIG, 0.0, 0.0, 0.0);
 }
 
@@ -140,13 +136,14 @@ fn main(
     @builtin(local_invocation_index) lid: u32,
 ) {
     let p = uniform_params(lid);
-    let group = wid.x + wid.y * nwg.x;
-    if (group >= (p.n_anchors + TILE_A - 1u) / TILE_A) {
+    let block = forward_block(p, wid.x + wid.y * nwg.x);
+    if (block.y >= p.n_splits) {
         return;
     }
     let tx = lid3.x;
     let ty = lid3.y;
-    let a0 = group * TILE_A;
+    let a0 = block.x * TILE_A;
+    let split = split_range(p, block.y);
     let last = p.n_contrast - 1u;
     let zs = p.z_stride;
     let rb = a0 + ty * BLOCK;  // the thread's first anchor
@@ -155,16 +152,16 @@ fn main(
     let ra_hi = min(vec4<u32>(rb + 4u) + lanes, vec4<u32>(last)) * zs;
 
     var st: array<Row, 8>;
-    st[0] = start(rb, tx);
-    st[1] = start(rb + 1u, tx);
-    st[2] = start(rb + 2u, tx);
-    st[3] = start(rb + 3u, tx);
-    st[4] = start(rb + 4u, tx);
-    st[5] = start(rb + 5u, tx);
-    st[6] = start(rb + 6u, tx);
-    st[7] = start(rb + 7u, tx);
+    st[0] = empty_row();
+    st[1] = empty_row();
+    st[2] = empty_row();
+    st[3] = empty_row();
+    st[4] = empty_row();
+    st[5] = empty_row();
+    st[6] = empty_row();
+    st[7] = empty_row();
 
-    for (var c0 = p.col_begin; c0 < p.col_end; c0 += TILE_C) {
+    for (var c0 = split.x; c0 < split.y; c0 += TILE_C) {
         let cols = vec4<u32>(c0 + tx * BLOCK) + lanes;
         let rows_lo = min(cols, vec4<u32>(last));
         let rows_hi = min(cols + vec4<u32>(4u), vec4<u32>(last));
@@ -215,8 +212,8 @@ fn main(
     if (tx == 0u) {
         for (var i = 0u; i < BLOCK; i += 1u) {
             let r = a0 + ty * BLOCK + i;
-            finish_anchor(
-                p, r, m_row[i], sa_row[i], mp_row[i], sp_row[i], pl_row[i], pc_row[i],
+            write_partial(
+                p, block.y, r, m_row[i], sa_row[i], mp_row[i], sp_row[i], pl_row[i], pc_row[i],
             );
         }
     }

@@ -23,6 +23,22 @@ struct Params {
     col_end: u32,         // (the kernels' column loop runs over several passes; see supcon/layout.rs)
     z_stride: u32,        // vec4s per row of the normalised copy z: ceil(dim / 4)
     n_contrast: u32,      // N + K: the batch's rows, then K contrast-only rows ("keys", a queue)
+    n_splits: u32,        // the pass's columns in this many splits, one slice of the grid each,
+    split_columns: u32,   // split_columns rows long (a multiple of TILE_C); see below
+    pad0: u32,
+    pad1: u32,
+}
+
+// Splits (flash-decoding): the heavy kernels' grid is (row blocks) x n_splits; the workgroups of
+// split s stream contrast rows [col_begin + s * split_columns, ...) of the pass, at most
+// split_columns of them, and write their partial results to split s's slot of a workspace that a
+// merge kernel folds in the order s = 0, 1, ... (deterministic: no atomics, no race). Splitting
+// the column loop is what fills a large GPU when N alone gives too few row blocks.
+
+// Contrast rows [begin, end) of split `split` of the current pass.
+fn split_range(p: Params, split: u32) -> vec2<u32> {
+    let begin = p.col_begin + split * p.split_columns;
+    return vec2<u32>(begin, min(begin + p.split_columns, p.col_end));
 }
 
 // Params.pos_mode: what the `positives` buffer holds. POS_MASK and POS_LABELS64 are the largest:

@@ -1,5 +1,5 @@
-// What the kernels that compare pairs of rows look up about a row: its key, whether a pair is
-// positive, its anchor statistics. Reads the bindings `params`, `positives` and `anchor_stats`.
+// What the kernels that compare pairs of rows look up about a row: its key and whether a pair is
+// positive. Reads the bindings `params` and `positives`.
 
 // What decides positives: the label (POS_LABELS), the sample index (the other modes). Key k
 // (row N + k) is sample bsz + k: its label follows the batch's, and without labels it is no
@@ -27,12 +27,4 @@ fn is_positive(key_i: u32, key_j: u32) -> bool {
         return all(li == lj);
     }
     return key_i == key_j;
-}
-
-// Anchor statistics of row r, or zeros (no contribution) when r is not an anchor.
-fn stats_of(r: u32) -> vec4<f32> {
-    if (r < params.n_anchors) {
-        return anchor_stats[r];
-    }
-    return vec4<f32>(0.0);
 }

@@ -24,7 +24,7 @@ use crate::kernels::plan::{
     Dispatch, KernelSpec, Role, SupConLaunch, similarity_launch, supcon_launch,
 };
 use crate::kernels::supcon::{
-    PositiveKind, ProblemLimits, Strategy, kernel_params, problem_layout, z_stride,
+    Pass, PositiveKind, ProblemLimits, Strategy, kernel_params, problem_layout, z_stride,
 };
 
 /// A kernel of [`crate::kernels::plan`] as a Burn source kernel (entry point `main`).
@@ -151,7 +151,7 @@ pub(crate) fn check_problem(device: &cubecl::Device, params: &LossParams) -> Res
         params.kind,
         &params.options,
         strategy(&client, params),
-        params.pass_columns,
+        params.columns(),
         limits,
     )
     .map(|_| ())
@@ -185,7 +185,7 @@ fn launch_plan(client: &Client, params: &LossParams) -> SupConLaunch {
         params.kind,
         &params.options,
         strategy(client, params),
-        params.pass_columns,
+        params.columns(),
         true,
     )
 }
@@ -196,7 +196,7 @@ fn launch_plan(client: &Client, params: &LossParams) -> SupConLaunch {
 struct ParamBlocks<'a> {
     like: &'a CubeTensor,
     params: &'a LossParams,
-    passes: &'a [(u32, u32)],
+    passes: &'a [Pass],
     handles: Vec<Option<cubecl::server::Handle>>,
 }
 
@@ -225,7 +225,8 @@ impl<'a> ParamBlocks<'a> {
 }
 
 /// The tensors a loss direction binds, by [`Role`]; `None` for a role its dispatches never bind
-/// (`running` only forward; the scratch `discard`, `grad`, `row_dot` and `weights` only backward).
+/// (`partials` and `running` only forward; `discard`, `grad`, `row_dot` and `scratch` only
+/// backward).
 struct LossTensors<'a> {
     features: &'a CubeTensor,
     keys: &'a CubeTensor,
@@ -234,11 +235,12 @@ struct LossTensors<'a> {
     z: &'a CubeTensor,
     anchor_stats: &'a CubeTensor,
     output: &'a CubeTensor,
+    partials: Option<&'a CubeTensor>,
     running: Option<&'a CubeTensor>,
     discard: Option<&'a CubeTensor>,
     grad: Option<&'a CubeTensor>,
     row_dot: Option<&'a CubeTensor>,
-    weights: Option<&'a CubeTensor>,
+    scratch: Option<&'a CubeTensor>,
 }
 
 /// Launches `dispatches` of `plan` in order, binding each role to its tensor of `t`.
@@ -262,11 +264,12 @@ fn launch_loss(
         Role::Z => t.z.handle.clone(),
         Role::AnchorStats => t.anchor_stats.handle.clone(),
         Role::Output => t.output.handle.clone(),
+        Role::Partials => bound(t.partials, role),
         Role::Running => bound(t.running, role),
         Role::Discard => bound(t.discard, role),
         Role::Grad => bound(t.grad, role),
         Role::RowDot => bound(t.row_dot, role),
-        Role::Weights => bound(t.weights, role),
+        Role::Scratch => bound(t.scratch, role),
         Role::A | Role::B | Role::Similarity => {
             unreachable!("{role:?}: a similarity role in a SupCon dispatch")
         }
@@ -316,6 +319,7 @@ impl SupConBackend for CubeBackend {
         let n_anchors = params.n_anchors();
         let stats = empty_f32(&x, Shape::new([n_anchors, 4]));
         let output = empty_f32(&x, Shape::new([4]));
+        let partials = empty_f32(&x, Shape::new([plan.partials_len as usize]));
         let running = empty_f32(&x, Shape::new([plan.running_len as usize]));
         let inv_norm = empty_f32(&x, Shape::new([params.shape.contrast_rows() as usize]));
         let z = empty_z(&x, &params);
@@ -327,11 +331,12 @@ impl SupConBackend for CubeBackend {
             z: &z,
             anchor_stats: &stats,
             output: &output,
+            partials: Some(&partials),
             running: Some(&running),
             discard: None,
             grad: None,
             row_dot: None,
-            weights: None,
+            scratch: None,
         };
         launch_loss(&params, &plan, &plan.forward, &tensors);
         (stats, inv_norm, output)
@@ -362,7 +367,7 @@ impl SupConBackend for CubeBackend {
         );
         let discard = empty_f32(&x, Shape::new([params.shape.contrast_rows() as usize]));
         let z = empty_z(&x, &params);
-        let weights = empty_f32(&x, Shape::new([plan.weights_bytes as usize / 4]));
+        let scratch = empty_f32(&x, Shape::new([plan.scratch_bytes as usize / 4]));
         let tensors = LossTensors {
             features: &x,
             keys: &keys,
@@ -371,11 +376,12 @@ impl SupConBackend for CubeBackend {
             z: &z,
             anchor_stats: &anchor_stats,
             output: &output,
+            partials: None,
             running: None,
             discard: Some(&discard),
             grad: Some(&grad),
             row_dot: Some(&row_dot),
-            weights: Some(&weights),
+            scratch: Some(&scratch),
         };
         launch_loss(&params, &plan, &plan.backward, &tensors);
         // The gradient in the features' own dtype (the kernels compute in f32).

@@ -78,6 +78,7 @@ impl SupConLossConfig {
             options,
             implementation: self.implementation,
             pass_columns: None,
+            split_columns: None,
             strategy: None,
         })
     }
@@ -89,6 +90,7 @@ pub struct SupConLoss {
     options: SupConOptions,
     implementation: Implementation,
     pass_columns: Option<u32>,
+    split_columns: Option<u32>,
     strategy: Option<crate::Strategy>,
 }
 
@@ -98,6 +100,14 @@ impl SupConLoss {
     /// [`LossParams::pass_columns`]). For tests of the multi-pass path; the loss is the same.
     pub fn with_pass_columns(mut self, columns: u32) -> Self {
         self.pass_columns = Some(columns);
+        self
+    }
+
+    /// The fused kernels' passes cut into splits of `columns` contrast rows (run side by side)
+    /// instead of the plan's rule (see [`LossParams::split_columns`]). For tests of the split
+    /// path on any device, and measurements; the loss is the same up to float rounding.
+    pub fn with_split_columns(mut self, columns: u32) -> Self {
+        self.split_columns = Some(columns);
         self
     }
 
@@ -327,6 +337,7 @@ impl SupConLoss {
                 kind,
                 options: self.options,
                 pass_columns: self.pass_columns,
+                split_columns: self.split_columns,
                 strategy: self.strategy,
             };
             let cube = cube_device(&device).expect("a fused device is a cubecl device");

@@ -26,6 +26,9 @@ pub struct LossParams {
     /// Contrast rows per pass of the kernels' column loop; `None`: the default,
     /// [`default_pass_columns`](crate::kernels::supcon::default_pass_columns).
     pub pass_columns: Option<u32>,
+    /// Contrast rows per split of a pass (the slices its grid runs side by side); `None`: the
+    /// plan's rule, enough splits to fill a GPU (one on a CPU adapter).
+    pub split_columns: Option<u32>,
     /// How the kernels compute their blocks; `None`: [`Strategy::Direct`] on a software adapter
     /// (no physical card), [`Strategy::Tiles`] on a GPU.
     pub strategy: Option<Strategy>,
@@ -43,6 +46,14 @@ impl LossParams {
     /// Contrast rows `[begin, end)` of each pass of the column loop.
     pub fn passes(&self) -> Vec<(u32, u32)> {
         crate::kernels::plan::forward_passes(self.shape, self.pass_columns)
+    }
+
+    /// The overrides of the column loop's cut.
+    pub(crate) fn columns(&self) -> crate::kernels::plan::Columns {
+        crate::kernels::plan::Columns {
+            pass: self.pass_columns,
+            split: self.split_columns,
+        }
     }
 }
 

@@ -66,20 +66,31 @@ pub mod shaders {
         "lib/supcon_direct.wgsl",
         "supcon_forward_direct.wgsl",
     );
+    /// SupCon step 2b: the splits' statistics folded in order into each anchor's.
+    pub const SUPCON_MERGE: &str = join!("lib/supcon_host.wgsl", "supcon_merge.wgsl");
     /// SupCon step 3: the scalar loss, anchor weight and status word.
     pub const SUPCON_REDUCE: &str = join!("lib/supcon_host.wgsl", "supcon_reduce.wgsl");
-    /// SupCon step 4: the gradient with respect to the raw features (`Strategy::Tiles`).
+    /// SupCon step 4: the raw gradient sums of each split of the contrast rows
+    /// (`Strategy::Tiles`).
     pub const SUPCON_BACKWARD: &str = join!(
         "lib/supcon_host.wgsl",
-        "lib/normalize.wgsl",
         "lib/uniform_params.wgsl",
+        "lib/supcon_stats.wgsl",
         "lib/supcon_rows.wgsl",
         "supcon_backward.wgsl",
+    );
+    /// SupCon step 4b (`Strategy::Tiles`): the splits added in order, the normalisation's
+    /// projection, the gradient in the caller's layout.
+    pub const SUPCON_BACKWARD_MERGE: &str = join!(
+        "lib/supcon_host.wgsl",
+        "lib/normalize.wgsl",
+        "supcon_backward_merge.wgsl",
     );
     /// SupCon step 4a with `Strategy::Direct`: one pass's weights W_rj, transposed.
     pub const SUPCON_BACKWARD_WEIGHTS: &str = join!(
         "lib/supcon_host.wgsl",
         "lib/uniform_params.wgsl",
+        "lib/supcon_stats.wgsl",
         "lib/supcon_rows.wgsl",
         "lib/supcon_direct.wgsl",
         "supcon_backward_weights.wgsl",
@@ -99,8 +110,10 @@ pub mod shaders {
         ("supcon_prepare.wgsl", SUPCON_PREPARE),
         ("supcon_forward.wgsl", SUPCON_FORWARD),
         ("supcon_forward_direct.wgsl", SUPCON_FORWARD_DIRECT),
+        ("supcon_merge.wgsl", SUPCON_MERGE),
         ("supcon_reduce.wgsl", SUPCON_REDUCE),
         ("supcon_backward.wgsl", SUPCON_BACKWARD),
+        ("supcon_backward_merge.wgsl", SUPCON_BACKWARD_MERGE),
         ("supcon_backward_weights.wgsl", SUPCON_BACKWARD_WEIGHTS),
         ("supcon_backward_apply.wgsl", SUPCON_BACKWARD_APPLY),
     ];

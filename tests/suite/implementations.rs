@@ -35,6 +35,14 @@ enum Implementation {
 
 use Implementation::*;
 
+/// How the kernels' column loops are cut (see `SupConLoss::with_pass_columns` and
+/// `with_split_columns`): `None` leaves each to the plan.
+#[derive(Clone, Copy, Debug, Default)]
+struct Cut {
+    pass: Option<u32>,
+    split: Option<u32>,
+}
+
 impl Implementation {
     /// Every implementation this build has: the raw ones need an adapter (a failure under
     /// CI=true, a printed skip elsewhere), the composed one never does.
@@ -69,7 +77,11 @@ impl Implementation {
         options: &SupConOptions,
         pass_columns: Option<u32>,
     ) -> Computed {
-        self.compute_with_keys(x, shape, positives, None, options, pass_columns)
+        let cut = Cut {
+            pass: pass_columns,
+            split: None,
+        };
+        self.compute_with_keys(x, shape, positives, None, options, cut)
     }
 
     /// [`compute`](Self::compute) with `shape.keys` contrast-only rows `keys` (`None`: none).
@@ -80,7 +92,7 @@ impl Implementation {
         positives: Positives<'_>,
         keys: Option<Keys<'_>>,
         options: &SupConOptions,
-        pass_columns: Option<u32>,
+        cut: Cut,
     ) -> Computed {
         match self {
             Raw {
@@ -94,8 +106,11 @@ impl Implementation {
                 }
                 .expect("a GPU (checked by `all`)");
                 let mut loss = raw_kernels(default_limits).with_strategy(strategy);
-                if let Some(columns) = pass_columns {
+                if let Some(columns) = cut.pass {
                     loss = loss.with_pass_columns(columns);
+                }
+                if let Some(columns) = cut.split {
+                    loss = loss.with_split_columns(columns);
                 }
                 let (d, q) = (&ctx.device, &ctx.queue);
                 let got = match keys {
@@ -117,8 +132,12 @@ impl Implementation {
                 let loss = burn_ops::config(options, supcon_wgpu::backend::Implementation::Fused)
                     .init()
                     .with_strategy(strategy);
-                let loss = match pass_columns {
+                let loss = match cut.pass {
                     Some(columns) => loss.with_pass_columns(columns),
+                    None => loss,
+                };
+                let loss = match cut.split {
+                    Some(columns) => loss.with_split_columns(columns),
                     None => loss,
                 };
                 common::burn_tensors::loss_and_grad_with_keys(
@@ -138,7 +157,18 @@ impl Implementation {
         }
     }
 
-    /// Whether `pass_columns` changes what this implementation runs (the composed ops have no
+    /// The strategy of the fused kernels (`None`: no kernels).
+    fn strategy(self) -> Option<Strategy> {
+        match self {
+            Raw { strategy, .. } => Some(strategy),
+            #[cfg(feature = "burn")]
+            BurnFused { strategy } => Some(strategy),
+            #[cfg(feature = "burn")]
+            BurnComposed => None,
+        }
+    }
+
+    /// Whether a [`Cut`] changes what this implementation runs (the composed ops have no
     /// column loop).
     fn has_passes(self) -> bool {
         match self {
@@ -455,19 +485,21 @@ fn small_temperatures_with_thousands_of_dims() {
 /// gradient for the keys.
 #[test]
 fn keys_every_option() {
-    // (bsz, n_views, dim, K, pass columns)
+    // (bsz, n_views, dim, K, pass columns, split columns)
     let shapes = [
-        (5, 3, 7, 0, None),
-        (3, 2, 5, 1, None),
-        (20, 2, 24, 63, Some(64)),
-        (17, 1, 130, 1000, None),
-        (40, 2, 9, 1000, Some(64)),
+        (5, 3, 7, 0, None, None),
+        (3, 2, 5, 1, None, None),
+        (20, 2, 24, 63, Some(64), None),
+        (20, 2, 24, 63, None, Some(64)),
+        (17, 1, 130, 1000, None, None),
+        (40, 2, 9, 1000, Some(64), None),
+        (40, 2, 9, 1000, Some(512), Some(128)),
     ];
     let temperatures = [(0.1, 0.07), (0.5, 0.5)];
     for_every_implementation(|implementation| {
         let mut rng = rng(23);
         let mut cases = 0;
-        for (si, &(bsz, nv, dim, k, columns)) in shapes.iter().enumerate() {
+        for (si, &(bsz, nv, dim, k, pass, split)) in shapes.iter().enumerate() {
             let shape = SupConShape::new(bsz, nv, dim).with_keys(k);
             let x = random_features(&mut rng, shape.len() as usize);
             let key_x = random_features(&mut rng, shape.keys_len() as usize);
@@ -495,16 +527,16 @@ fn keys_every_option() {
                         features: &key_x,
                         positives: key_positives,
                     };
-                    let pass = columns.filter(|_| implementation.has_passes());
+                    let cut = Cut { pass, split };
                     let got = implementation.compute_with_keys(
                         &x,
                         shape,
                         positives,
                         Some(keys),
                         &options,
-                        pass,
+                        cut,
                     );
-                    let what = format!("{implementation:?} keys (passes of {pass:?})");
+                    let what = format!("{implementation:?} keys ({cut:?})");
                     assert_matches_reference_with_keys(
                         &what, &got, &x, shape, positives, keys, &options,
                     );
@@ -513,5 +545,141 @@ fn keys_every_option() {
             }
         }
         assert!(cases > 60, "{cases} cases");
+    });
+}
+
+/// Splits (slices of the contrast rows that one dispatch runs side by side, merged in order):
+/// every option with labels, SimCLR and a mask, forced on both strategies (`Tiles` also splits
+/// by its own rule on any N below ~65,000); splits of one tile, ragged last splits, splits
+/// inside passes, dims that are not a multiple of the kernels' 16-wide slices.
+#[test]
+fn splits_every_option() {
+    // (bsz, n_views, dim, cut)
+    let cases = [
+        (
+            101,
+            3,
+            17,
+            Cut {
+                pass: None,
+                split: Some(64),
+            },
+        ),
+        (
+            65,
+            2,
+            130,
+            Cut {
+                pass: Some(192),
+                split: Some(64),
+            },
+        ),
+        (
+            64,
+            3,
+            36,
+            Cut {
+                pass: None,
+                split: Some(128),
+            },
+        ),
+    ];
+    for_every_implementation(|implementation| {
+        if !implementation.has_passes() {
+            return;
+        }
+        let mut rng = rng(29);
+        let mut count = 0;
+        for &(bsz, nv, dim, cut) in &cases {
+            let shape = SupConShape::new(bsz, nv, dim);
+            let x = random_features(&mut rng, shape.len() as usize);
+            let (labels, mask) = positives_of(&mut rng, bsz, 1 + bsz as i32 / 6);
+            for options in option_grid(&[(0.1, 0.07)]) {
+                for positives in [
+                    Positives::Labels(&labels),
+                    Positives::None,
+                    Positives::Mask(&mask),
+                ] {
+                    let got =
+                        implementation.compute_with_keys(&x, shape, positives, None, &options, cut);
+                    let what = format!("{implementation:?} ({cut:?})");
+                    assert_matches_reference(
+                        &what,
+                        &got,
+                        &x,
+                        shape,
+                        positives,
+                        &options,
+                        LOSS_TOLERANCE,
+                    );
+                    count += 1;
+                }
+            }
+        }
+        assert_eq!(count, 3 * 8 * 3, "{implementation:?}");
+    });
+}
+
+/// Thousands of rows in many splits with ragged last blocks (issue 27's shapes): N = 5,000 and
+/// 6,002, dims that are not a multiple of 16, each strategy split by the plan's rule (`Tiles`)
+/// or forced (`Direct`, which takes one split by itself).
+#[test]
+fn splits_at_thousands_of_rows() {
+    let shapes = [(2_500u32, 2u32, 36u32, 100i32), (3_001, 2, 20, 40)];
+    for_every_implementation(|implementation| {
+        let mut rng = rng(31);
+        for &(bsz, nv, dim, classes) in &shapes {
+            let shape = SupConShape::new(bsz, nv, dim);
+            let x = random_features(&mut rng, shape.len() as usize);
+            let labels = random_labels(&mut rng, bsz as usize, classes);
+            let direct = implementation.strategy() == Some(Strategy::Direct);
+            let cut = Cut {
+                pass: None,
+                split: direct.then_some(960),
+            };
+            let options = SupConOptions::new(0.1);
+            let positives = Positives::Labels(&labels);
+            let got = implementation.compute_with_keys(&x, shape, positives, None, &options, cut);
+            let what = format!("{implementation:?} ({cut:?})");
+            assert_matches_reference(&what, &got, &x, shape, positives, &options, LOSS_TOLERANCE);
+        }
+    });
+}
+
+/// The splits are merged in a fixed order: the same input gives the same loss and gradient bit
+/// for bit, run after run (the crash test's exact resume relies on it).
+#[test]
+fn splits_are_deterministic() {
+    let shape = SupConShape::new(700, 2, 40);
+    let mut rng = rng(37);
+    let x = random_features(&mut rng, shape.len() as usize);
+    let labels = random_labels(&mut rng, 700, 30);
+    let options = SupConOptions::new(0.1);
+    for_every_implementation(|implementation| {
+        if !implementation.has_passes() {
+            return;
+        }
+        let cut = Cut {
+            pass: None,
+            split: Some(192),
+        };
+        let positives = Positives::Labels(&labels);
+        let first = implementation.compute_with_keys(&x, shape, positives, None, &options, cut);
+        for _ in 0..2 {
+            let again = implementation.compute_with_keys(&x, shape, positives, None, &options, cut);
+            assert_eq!(
+                first.loss.to_bits(),
+                again.loss.to_bits(),
+                "{implementation:?}"
+            );
+            assert!(
+                first
+                    .grad
+                    .iter()
+                    .zip(&again.grad)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{implementation:?}: the gradient differs between runs"
+            );
+        }
     });
 }

@@ -105,7 +105,15 @@ fn every_library_file_validates_after_what_it_needs() {
 
 #[test]
 fn every_shader_validates_and_translates() {
-    assert_eq!(shaders::ALL.len(), 9);
+    // Every kernel file of shaders/ is embedded, once.
+    let files: BTreeSet<String> =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".wgsl"))
+            .collect();
+    let embedded: BTreeSet<String> = shaders::ALL.iter().map(|(n, _)| n.to_string()).collect();
+    assert_eq!((embedded.len(), &embedded), (shaders::ALL.len(), &files));
     for (name, source) in shaders::ALL {
         let (module, info) = parse(name, source);
 

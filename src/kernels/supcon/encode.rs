@@ -21,8 +21,11 @@ pub struct SupConPlan {
     pub(super) param_stride: u64,
     /// The dispatches of the forward and backward passes.
     pub(super) launch: SupConLaunch,
-    /// One backward pass's weights, transposed (`Strategy::Direct`; minimal otherwise).
-    pub(super) weights: wgpu::Buffer,
+    /// The backward workspace: one pass's weights, transposed (`Strategy::Direct`), or the
+    /// splits' raw gradient sums (`Strategy::Tiles`).
+    pub(super) scratch: wgpu::Buffer,
+    /// The forward kernels' per-split statistics.
+    pub(super) partials: wgpu::Buffer,
     pub(super) running: wgpu::Buffer,
     pub(super) row_dot: wgpu::Buffer,
     /// `[N + K, ceil(dim/4)]` vec4s: the normalised rows, view-major, then the keys (written by
@@ -65,6 +68,22 @@ impl SupConPlan {
     pub fn passes(&self) -> usize {
         self.launch.forward_passes().len()
     }
+    /// Number of splits of the forward and of the backward column loop (the most of any
+    /// pass): slices of the contrast rows that one dispatch runs side by side.
+    pub fn splits(&self) -> (u32, u32) {
+        let most = |passes: &[crate::kernels::supcon::Pass]| {
+            passes.iter().map(|p| p.splits).max().unwrap_or(1)
+        };
+        (
+            most(self.launch.forward_passes()),
+            most(self.launch.backward_passes()),
+        )
+    }
+    /// Workgroups of each dispatch whose work grows as N² (the forward and backward kernels),
+    /// forward then backward: what fills a GPU.
+    pub fn heavy_workgroups(&self) -> Vec<u64> {
+        self.launch.heavy().map(|d| d.groups).collect()
+    }
     /// Number of passes of the backward column loop (each one dispatch with
     /// [`Strategy::Tiles`], two with [`Strategy::Direct`]).
     pub fn backward_passes(&self) -> usize {
@@ -79,10 +98,11 @@ impl SupConPlan {
     pub fn workspace_bytes(&self) -> u64 {
         [
             &self.params,
+            &self.partials,
             &self.running,
             &self.row_dot,
             &self.z,
-            &self.weights,
+            &self.scratch,
             &self.inv_norm,
             &self.anchor_stats,
             &self.output,
@@ -257,13 +277,14 @@ impl SupConPlan {
                     Role::AnchorStats => {
                         binding(&self.anchor_stats, u64::from(self.n_anchors) * 16)
                     }
+                    Role::Partials => self.partials.as_entire_buffer_binding(),
                     Role::Running => self.running.as_entire_buffer_binding(),
                     Role::Output => self.output.as_entire_buffer_binding(),
                     Role::Grad => grad
                         .clone()
                         .expect("only backward dispatches bind the gradient"),
                     Role::RowDot => self.row_dot.as_entire_buffer_binding(),
-                    Role::Weights => self.weights.as_entire_buffer_binding(),
+                    Role::Scratch => self.scratch.as_entire_buffer_binding(),
                     Role::A | Role::B | Role::Similarity => {
                         unreachable!("a similarity role in a SupCon dispatch")
                     }

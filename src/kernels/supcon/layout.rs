@@ -5,11 +5,11 @@ use super::{
     mask_words,
 };
 use crate::Result;
-use crate::kernels::plan::{SupConLaunch, supcon_launch};
+use crate::kernels::plan::{Columns, SupConLaunch, supcon_launch};
 
 /// Contrast rows per column tile of the forward and backward kernels (`TILE_C` of
 /// `shaders/lib/supcon_host.wgsl`; a unit test checks the value).
-const TILE_COLUMNS: u32 = 64;
+pub(crate) const TILE_COLUMNS: u32 = 64;
 
 /// Most workgroup barriers one workgroup of the forward or backward kernel executes in one pass.
 ///
@@ -29,8 +29,20 @@ pub fn default_pass_columns(dim: u32) -> u32 {
     (tiles * u64::from(TILE_COLUMNS)).min(u64::from(u32::MAX / 2)) as u32
 }
 
-/// The backward passes and the bytes of the weights workspace. With [`Strategy::Tiles`] the
-/// backward kernel takes the forward's passes and needs no workspace. With
+/// One pass of a column loop (one dispatch of the heavy kernel, then its merge): contrast rows
+/// `[begin, end)`, cut into `splits` slices of `split_columns` rows (a multiple of the column
+/// tile; the last slice may be shorter) that the kernel's grid runs side by side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Pass {
+    pub begin: u32,
+    pub end: u32,
+    pub splits: u32,
+    pub split_columns: u32,
+}
+
+/// The backward passes' column ranges and the bytes of the Direct weights workspace. With
+/// [`Strategy::Tiles`] the backward kernel takes the forward's ranges (its workspace, the
+/// splits' partial sums, is sized by the plan). With
 /// [`Strategy::Direct`] each pass is two barrier-free kernels, `supcon_backward_weights` (the
 /// pass's weights W_rj, stored transposed: `P·⌈N/4⌉` vec4s) and `supcon_backward_apply`; `P`
 /// columns per pass are as many as fit in the larger of the normalised copy's size and 8 MiB
@@ -43,7 +55,7 @@ pub(crate) fn backward_passes(
 ) -> (Vec<(u32, u32)>, u64) {
     let n_rows = shape.rows() as u32;
     match strategy {
-        Strategy::Tiles => (forward.to_vec(), 16),
+        Strategy::Tiles => (forward.to_vec(), 0),
         Strategy::Direct => {
             // Weights of the N rows that get a gradient against N + K contrast rows.
             let n4 = u64::from(n_rows.div_ceil(4));
@@ -70,20 +82,35 @@ pub(crate) fn running_len(n_anchors: u64, forward_passes: usize) -> u64 {
     if forward_passes > 1 { 8 * n_anchors } else { 8 }
 }
 
-/// f32s of `row_dot` (z_r · g_r per row): needed with several backward passes, and always with
-/// [`Strategy::Direct`], whose first backward kernel hands it to the second; else a minimal 1.
-pub(crate) fn row_dot_len(strategy: Strategy, rows: u64, backward_passes: usize) -> u64 {
-    if backward_passes > 1 || strategy == Strategy::Direct {
-        rows
-    } else {
-        1
+/// f32s of `row_dot` (z_r · g_r per row): with [`Strategy::Direct`] one per row (its first
+/// backward kernel hands it to the second, and it carries the sum between passes); with
+/// [`Strategy::Tiles`] one per row and split, and one more per row that carries the sum between
+/// passes (`max_splits`: the most splits of a backward pass).
+pub(crate) fn row_dot_len(strategy: Strategy, rows: u64, max_splits: u32) -> u64 {
+    match strategy {
+        Strategy::Direct => rows,
+        Strategy::Tiles => (u64::from(max_splits) + 1) * rows,
     }
 }
 
-/// The column ranges `[begin, end)` of the passes over `n_rows` contrast rows, `pass_columns`
-/// rows each (rounded down to whole tiles, at least one).
+/// f32s of `partials`, the forward kernels' per-split statistics: 8 per anchor and split.
+pub(crate) fn partials_len(n_anchors: u64, max_splits: u32) -> u64 {
+    8 * n_anchors * u64::from(max_splits)
+}
+
+/// Bytes of the splits' raw gradient sums of [`Strategy::Tiles`]: `⌈dim/4⌉` vec4s per row and
+/// split.
+pub(crate) fn partial_grad_bytes(shape: SupConShape, max_splits: u32) -> u64 {
+    u64::from(max_splits) * shape.rows() * u64::from(z_stride(shape.dim)) * 16
+}
+
+/// The column ranges `[begin, end)` of the passes over `n_rows` contrast rows: as few passes as
+/// hold at most `pass_columns` rows each (rounded down to whole tiles, at least one), of equal
+/// length in whole tiles but the last (so that no pass is a sliver that leaves a GPU idle).
 pub(crate) fn column_passes(n_rows: u32, pass_columns: u32) -> Vec<(u32, u32)> {
-    let step = (pass_columns / TILE_COLUMNS).max(1) * TILE_COLUMNS;
+    let most = (pass_columns / TILE_COLUMNS).max(1) * TILE_COLUMNS;
+    let passes = n_rows.div_ceil(most);
+    let step = n_rows.div_ceil(passes).next_multiple_of(TILE_COLUMNS);
     (0..n_rows.div_ceil(step))
         .map(|p| (p * step, ((p + 1) * step).min(n_rows)))
         .collect()
@@ -142,6 +169,10 @@ pub(crate) struct Params {
     pub(super) z_stride: u32,
     /// N + K.
     pub(super) n_contrast: u32,
+    pub(super) n_splits: u32,
+    pub(super) split_columns: u32,
+    pub(super) pad0: u32,
+    pub(super) pad1: u32,
 }
 
 impl Params {
@@ -161,11 +192,13 @@ impl Params {
         self.n_anchors
     }
 
-    /// The same parameters for the pass over contrast rows `[begin, end)`.
-    pub(crate) fn for_pass(self, (begin, end): (u32, u32)) -> Params {
+    /// The same parameters for one pass of a column loop.
+    pub(crate) fn for_pass(self, pass: Pass) -> Params {
         Params {
-            col_begin: begin,
-            col_end: end,
+            col_begin: pass.begin,
+            col_end: pass.end,
+            n_splits: pass.splits,
+            split_columns: pass.split_columns,
             ..self
         }
     }
@@ -209,6 +242,10 @@ pub(crate) fn kernel_params(
         col_end: shape.contrast_rows() as u32,
         z_stride: z_stride(shape.dim),
         n_contrast: shape.contrast_rows() as u32,
+        n_splits: 1,
+        split_columns: shape.contrast_rows() as u32,
+        pad0: 0,
+        pad1: 0,
     }
 }
 
@@ -245,6 +282,7 @@ impl ProblemLimits {
 pub(crate) struct ProblemLayout {
     /// The passes and dispatches (the backward ones without recomputing `z`).
     pub launch: SupConLaunch,
+    pub partials_bytes: u64,
     pub running_bytes: u64,
     pub row_dot_bytes: u64,
     pub z_bytes: u64,
@@ -262,7 +300,7 @@ pub(crate) fn problem_layout(
     kind: PositiveKind,
     options: &SupConOptions,
     strategy: Strategy,
-    pass_columns: Option<u32>,
+    columns: Columns,
     limits: ProblemLimits,
 ) -> Result<ProblemLayout> {
     shape.validate()?;
@@ -282,8 +320,9 @@ pub(crate) fn problem_layout(
         }
         PositiveKind::Mask => Some(u64::from(shape.bsz) * u64::from(mask_words(shape.bsz))),
     };
-    let launch = supcon_launch(shape, kind, options, strategy, pass_columns, false);
+    let launch = supcon_launch(shape, kind, options, strategy, columns, false);
     let layout = ProblemLayout {
+        partials_bytes: 4 * launch.partials_len,
         running_bytes: 4 * launch.running_len,
         row_dot_bytes: 4 * launch.row_dot_len,
         z_bytes: z_bytes(shape),
@@ -299,7 +338,8 @@ pub(crate) fn problem_layout(
     if let Some(len) = positives_len {
         check("positives", len * 4)?;
     }
-    check("backward weights", layout.launch.weights_bytes)?;
+    check("backward workspace", layout.launch.scratch_bytes)?;
+    check("split anchor statistics", layout.partials_bytes)?;
     check("running anchor statistics", layout.running_bytes)?;
     check("row dots", layout.row_dot_bytes)?;
     for d in layout.launch.forward.iter().chain(&layout.launch.backward) {
@@ -342,6 +382,10 @@ mod tests {
             col_end,
             z_stride,
             n_contrast,
+            n_splits,
+            split_columns,
+            pad0,
+            pad1,
         });
         assert_eq!(struct_layout(&wgsl, "Params"), params);
         let output = rust_layout!(SupConOutput {

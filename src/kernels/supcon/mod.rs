@@ -5,15 +5,22 @@
 //! 1. `supcon_prepare`: inverse L2 norm of every row (and the non-finite check), and the
 //!    normalised rows `z` in view-major order, padded to whole vec4s (what steps 2 and 4 read),
 //! 2. `supcon_forward` ([`Strategy::Tiles`]) or `supcon_forward_direct` ([`Strategy::Direct`]):
-//!    per-anchor log-sum-exps and losses, streaming over column tiles,
+//!    per-anchor statistics over one split of the contrast rows, streaming over column tiles;
+//!    then `supcon_merge` folds the splits in a fixed order into per-anchor log-sum-exps and
+//!    losses,
 //! 3. `supcon_reduce`: the scalar loss, the anchor weight and the status word,
-//! 4. (only for the gradient) dL/dfeatures, recomputing the tiles: `supcon_backward`
-//!    ([`Strategy::Tiles`]) or, per pass, `supcon_backward_weights` then `supcon_backward_apply`
-//!    ([`Strategy::Direct`]).
+//! 4. (only for the gradient) dL/dfeatures, recomputing the tiles: `supcon_backward` (raw sums
+//!    per split) then `supcon_backward_merge` ([`Strategy::Tiles`]) or, per pass,
+//!    `supcon_backward_weights` then `supcon_backward_apply` ([`Strategy::Direct`]).
 //!
-//! Steps 2 and 4 loop over column tiles; that loop is cut into passes (one dispatch each) so that
-//! no workgroup executes more than [`MAX_BARRIERS_PER_WORKGROUP`] barriers (see
-//! [`default_pass_columns`]). Extra device memory is O(N) (a few floats per row), never O(N²).
+//! Steps 2 and 4 loop over column tiles. The loop is cut into splits that one dispatch runs side
+//! by side (flash-decoding: the grid is row blocks × splits, so that a GPU gets about 1,024
+//! workgroups even where N/64 row blocks are few; each split writes partial results to its own
+//! slot, and a merge adds the slots in order, so the result is deterministic), and, when it is
+//! long, into passes (one dispatch each) so that no workgroup executes more than
+//! [`MAX_BARRIERS_PER_WORKGROUP`] barriers (see [`default_pass_columns`]). Extra device memory is
+//! O(splits · N) (a few floats per anchor and split; the backward's raw sums, `⌈dim/4⌉` vec4s per
+//! row and split, at most ~32 MiB by the split rule), never O(N²).
 
 pub mod conformance;
 mod encode;
@@ -22,21 +29,20 @@ mod options;
 pub mod reference;
 
 pub use encode::SupConPlan;
-#[cfg(feature = "burn")]
-pub(crate) use layout::z_stride;
 pub use layout::{
     MAX_BARRIERS_PER_WORKGROUP, STATUS_NON_FINITE, STATUS_OK, SupConOutput, default_pass_columns,
 };
 pub(crate) use layout::{
-    Params, ProblemLayout, ProblemLimits, backward_passes, column_passes, kernel_params,
-    param_stride, problem_layout, row_dot_len, running_len,
+    Params, Pass, ProblemLayout, ProblemLimits, TILE_COLUMNS, backward_passes, column_passes,
+    kernel_params, param_stride, partial_grad_bytes, partials_len, problem_layout, row_dot_len,
+    running_len, z_stride,
 };
 pub use options::{
     ContrastMode, Keys, MAX_TEMPERATURE, MIN_TEMPERATURE, PositiveKind, Positives, Reduction,
     Strategy, SupConOptions, SupConShape, Variant, mask_words, pack_mask,
 };
 
-use super::plan::SUPCON_KERNELS;
+use super::plan::{Columns, SUPCON_KERNELS};
 use super::{Kernel, check_device};
 use crate::Error;
 use crate::Result;
@@ -47,7 +53,7 @@ use wgpu::util::DeviceExt;
 pub struct SupConLoss {
     /// The pipelines of [`SUPCON_KERNELS`], in its order.
     kernels: Vec<Kernel>,
-    pass_columns: Option<u32>,
+    columns: Columns,
     strategy: Strategy,
 }
 
@@ -74,7 +80,7 @@ impl SupConLoss {
                     .iter()
                     .map(|spec| Kernel::new(device, spec))
                     .collect(),
-                pass_columns: None,
+                columns: Columns::default(),
                 strategy: Strategy::for_adapter(&device.adapter_info()),
             })
         })
@@ -85,7 +91,17 @@ impl SupConLoss {
     /// depend on it beyond float rounding; it exists to test the multi-pass path on small inputs
     /// and to bound a workgroup's work further on devices that need it.
     pub fn with_pass_columns(mut self, columns: u32) -> Self {
-        self.pass_columns = Some(columns);
+        self.columns.pass = Some(columns);
+        self
+    }
+
+    /// Plans every later problem with the passes cut into splits of `columns` contrast rows
+    /// (rounded down to a multiple of 64, at least 64), run side by side by the heavy kernels'
+    /// grid, instead of the plan's rule (enough splits to give [`Strategy::Tiles`] about 1,024
+    /// workgroups; one split with [`Strategy::Direct`]). The result does not depend on it beyond
+    /// float rounding; it exists to test the split path on any device and to measure.
+    pub fn with_split_columns(mut self, columns: u32) -> Self {
+        self.columns.split = Some(columns);
         self
     }
 
@@ -115,7 +131,7 @@ impl SupConLoss {
             kind,
             options,
             self.strategy,
-            self.pass_columns,
+            self.columns,
             ProblemLimits::of(device),
         )?;
         let params = kernel_params(shape, kind, options);
@@ -124,6 +140,7 @@ impl SupConLoss {
         let param_stride = param_stride(device.limits().min_storage_buffer_offset_alignment);
         let ProblemLayout {
             launch,
+            partials_bytes,
             running_bytes,
             row_dot_bytes,
             z_bytes,
@@ -150,13 +167,14 @@ impl SupConLoss {
                     usage: wgpu::BufferUsages::STORAGE,
                 }),
                 param_stride,
-                weights: super::storage_buffer(
+                scratch: super::storage_buffer(
                     device,
-                    "supcon weights",
-                    launch.weights_bytes,
+                    "supcon backward scratch",
+                    launch.scratch_bytes,
                     copy,
                 ),
                 launch,
+                partials: super::storage_buffer(device, "supcon partials", partials_bytes, copy),
                 running: super::storage_buffer(device, "supcon running", running_bytes, copy),
                 row_dot: super::storage_buffer(device, "supcon row_dot", row_dot_bytes, copy),
                 z: super::storage_buffer(device, "supcon z", z_bytes, copy),
