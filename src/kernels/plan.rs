@@ -359,48 +359,37 @@ pub(crate) fn supcon_launch(
         backward.push(prepare(Discard));
     }
     for (pass, p) in (first_back..).zip(&back_passes) {
-        match strategy {
-            Strategy::Tiles => backward.extend([
-                Dispatch {
-                    kernel: &SUPCON_BACKWARD,
-                    groups: row_blocks * chunks * u64::from(p.splits),
-                    bindings: vec![
-                        Params(pass),
-                        Z,
-                        Positives,
-                        AnchorStats,
-                        Output,
-                        Scratch,
-                        RowDot,
-                    ],
-                },
-                Dispatch {
-                    kernel: &SUPCON_BACKWARD_MERGE,
-                    groups: (rows * u64::from(z_stride(shape.dim))).div_ceil(PREPARE_ROWS),
-                    bindings: vec![Params(pass), Z, InvNorm, Output, Scratch, RowDot, Grad],
-                },
-            ]),
-            Strategy::Direct => backward.extend([
-                Dispatch {
-                    kernel: &SUPCON_BACKWARD_WEIGHTS,
-                    groups: row_blocks,
-                    bindings: vec![
-                        Params(pass),
-                        Z,
-                        Positives,
-                        AnchorStats,
-                        Output,
-                        Scratch,
-                        RowDot,
-                    ],
-                },
-                Dispatch {
-                    kernel: &SUPCON_BACKWARD_APPLY,
-                    groups: row_blocks * chunks,
-                    bindings: vec![Params(pass), Z, InvNorm, Output, Scratch, Grad, RowDot],
-                },
-            ]),
-        }
+        // The heavy kernel (the splits' raw sums, or the pass's weights), then the one that
+        // turns its output into the gradient.
+        let (kernel, groups) = match strategy {
+            Strategy::Tiles => (&SUPCON_BACKWARD, row_blocks * chunks * u64::from(p.splits)),
+            Strategy::Direct => (&SUPCON_BACKWARD_WEIGHTS, row_blocks),
+        };
+        backward.push(Dispatch {
+            kernel,
+            groups,
+            bindings: vec![
+                Params(pass),
+                Z,
+                Positives,
+                AnchorStats,
+                Output,
+                Scratch,
+                RowDot,
+            ],
+        });
+        backward.push(match strategy {
+            Strategy::Tiles => Dispatch {
+                kernel: &SUPCON_BACKWARD_MERGE,
+                groups: (rows * u64::from(z_stride(shape.dim))).div_ceil(PREPARE_ROWS),
+                bindings: vec![Params(pass), Z, InvNorm, Output, Scratch, RowDot, Grad],
+            },
+            Strategy::Direct => Dispatch {
+                kernel: &SUPCON_BACKWARD_APPLY,
+                groups: row_blocks * chunks,
+                bindings: vec![Params(pass), Z, InvNorm, Output, Scratch, Grad, RowDot],
+            },
+        });
     }
     let back_splits = most_splits(&back_passes);
     SupConLaunch {

@@ -328,30 +328,63 @@ fn column_loop_in_passes() {
     // Passes of 64 contrast rows (one tile): the statistics of the forward pass and the raw
     // gradient sums of the backward pass are carried across dispatches. N = 2 (one pass), 130
     // (3 passes, the last of 2 rows), 192 (3 full), 303 (5).
-    let shapes = [(1, 2, 5), (65, 2, 3), (64, 3, 130), (101, 3, 17)];
+    let cut = Cut {
+        pass: Some(64),
+        split: None,
+    };
+    let shapes = [
+        (1, 2, 5, cut),
+        (65, 2, 3, cut),
+        (64, 3, 130, cut),
+        (101, 3, 17, cut),
+    ];
     for_every_implementation(|implementation| {
-        if !implementation.has_passes() {
-            return;
+        if implementation.has_passes() {
+            let cases = every_option_on(implementation, &shapes, (0.5, 0.1), 13, 5);
+            assert_eq!(cases, 4 * 8 * 3, "{implementation:?}");
         }
-        let mut rng = rng(13);
-        let mut cases = 0;
-        for &(bsz, nv, dim) in &shapes {
-            let shape = SupConShape::new(bsz, nv, dim);
-            let x = random_features(&mut rng, shape.len() as usize);
-            let (labels, mask) = positives_of(&mut rng, bsz, 1 + bsz as i32 / 5);
-            for options in option_grid(&[(0.5, 0.1)]) {
-                for positives in [
-                    Positives::Labels(&labels),
-                    Positives::None,
-                    Positives::Mask(&mask),
-                ] {
-                    check(implementation, &x, shape, positives, &options, Some(64));
-                    cases += 1;
-                }
+    });
+}
+
+/// Checks every option of [`option_grid`] at one `(τ, τ_base)` with labels (a class per
+/// `per_class` samples), SimCLR and a random mask, on each `(bsz, n_views, dim, cut)`, against
+/// the reference; returns the number of cases.
+fn every_option_on(
+    implementation: Implementation,
+    shapes: &[(u32, u32, u32, Cut)],
+    temperature: (f64, f64),
+    seed: u64,
+    per_class: i32,
+) -> usize {
+    let mut rng = rng(seed);
+    let mut cases = 0;
+    for &(bsz, nv, dim, cut) in shapes {
+        let shape = SupConShape::new(bsz, nv, dim);
+        let x = random_features(&mut rng, shape.len() as usize);
+        let (labels, mask) = positives_of(&mut rng, bsz, 1 + bsz as i32 / per_class);
+        for options in option_grid(&[temperature]) {
+            for positives in [
+                Positives::Labels(&labels),
+                Positives::None,
+                Positives::Mask(&mask),
+            ] {
+                let got =
+                    implementation.compute_with_keys(&x, shape, positives, None, &options, cut);
+                let what = format!("{implementation:?} ({cut:?})");
+                assert_matches_reference(
+                    &what,
+                    &got,
+                    &x,
+                    shape,
+                    positives,
+                    &options,
+                    LOSS_TOLERANCE,
+                );
+                cases += 1;
             }
         }
-        assert_eq!(cases, 4 * 8 * 3, "{implementation:?}");
-    });
+    }
+    cases
 }
 
 #[test]
@@ -585,38 +618,10 @@ fn splits_every_option() {
         ),
     ];
     for_every_implementation(|implementation| {
-        if !implementation.has_passes() {
-            return;
+        if implementation.has_passes() {
+            let count = every_option_on(implementation, &cases, (0.1, 0.07), 29, 6);
+            assert_eq!(count, 3 * 8 * 3, "{implementation:?}");
         }
-        let mut rng = rng(29);
-        let mut count = 0;
-        for &(bsz, nv, dim, cut) in &cases {
-            let shape = SupConShape::new(bsz, nv, dim);
-            let x = random_features(&mut rng, shape.len() as usize);
-            let (labels, mask) = positives_of(&mut rng, bsz, 1 + bsz as i32 / 6);
-            for options in option_grid(&[(0.1, 0.07)]) {
-                for positives in [
-                    Positives::Labels(&labels),
-                    Positives::None,
-                    Positives::Mask(&mask),
-                ] {
-                    let got =
-                        implementation.compute_with_keys(&x, shape, positives, None, &options, cut);
-                    let what = format!("{implementation:?} ({cut:?})");
-                    assert_matches_reference(
-                        &what,
-                        &got,
-                        &x,
-                        shape,
-                        positives,
-                        &options,
-                        LOSS_TOLERANCE,
-                    );
-                    count += 1;
-                }
-            }
-        }
-        assert_eq!(count, 3 * 8 * 3, "{implementation:?}");
     });
 }
 
