@@ -19,7 +19,7 @@ use supcon_wgpu::pipeline::augment::{AugmentConfig, Recipe};
 use supcon_wgpu::pipeline::data::{self, Cifar, FolderChannels, ImageDataset, Split};
 use supcon_wgpu::pipeline::eval::LinearEvalConfig;
 use supcon_wgpu::pipeline::model::{HeadKind, ModelPreset, Stem};
-use supcon_wgpu::pipeline::train::{Method, RunInfo, RunOptions, TrainConfig, run};
+use supcon_wgpu::pipeline::train::{Method, ResumeFrom, RunInfo, RunOptions, TrainConfig, run};
 use supcon_wgpu::pipeline::{PipelineError, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -197,9 +197,19 @@ struct Args {
     /// Output folder (default: runs/<method>-<dataset>).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Continue from the newest checkpoint in the output folder.
+    /// Continue from the newest checkpoint in the output folder (its files are verified against
+    /// their checksums first).
     #[arg(long, conflicts_with = "overwrite")]
     resume: bool,
+    /// With --resume: `latest` (the newest checkpoint; a damaged file is an error that names
+    /// it) or `previous` (the newest checkpoint before it whose files verify; the epochs after
+    /// it are trained again).
+    #[arg(long, requires = "resume", value_parser = parse_resume_from, default_value = "latest")]
+    resume_from: ResumeFrom,
+    /// How many checkpoints stay on disk: the newest and the ones --resume-from previous can
+    /// go back to.
+    #[arg(long, value_parser = at_least_one, default_value_t = 2)]
+    keep_checkpoints: usize,
     /// Start over in an output folder that holds another run (its checkpoints, metrics,
     /// summary, encoder and plots are deleted first).
     #[arg(long)]
@@ -207,6 +217,15 @@ struct Args {
     /// Stop after this many epochs in total (checkpointed; continue later with --resume).
     #[arg(long, value_parser = at_least_one)]
     stop_after_epochs: Option<usize>,
+}
+
+/// `--resume-from`: `latest` or `previous`.
+fn parse_resume_from(text: &str) -> std::result::Result<ResumeFrom, String> {
+    match text {
+        "latest" => Ok(ResumeFrom::Latest),
+        "previous" => Ok(ResumeFrom::Previous),
+        other => Err(format!("{other:?}: latest or previous")),
+    }
 }
 
 /// A count that must be at least `min`: refused when the flags are read, before any work.
@@ -470,6 +489,8 @@ fn main_inner(args: &Args) -> Result<()> {
     };
     let options = RunOptions {
         resume: args.resume,
+        resume_from: args.resume_from,
+        keep_checkpoints: args.keep_checkpoints,
         overwrite: args.overwrite,
         stop_after_epochs: args.stop_after_epochs,
     };

@@ -16,7 +16,7 @@ use supcon_wgpu::pipeline::data;
 use supcon_wgpu::pipeline::eval::LinearEvalConfig;
 use supcon_wgpu::pipeline::model::{ModelPreset, Stem};
 use supcon_wgpu::pipeline::train::{
-    EpochMetrics, LrSchedule, Method, RunOptions, RunPaths, Summary, TrainConfig,
+    EpochMetrics, LrSchedule, Method, ResumeFrom, RunOptions, RunPaths, Summary, TrainConfig,
     prepare_run_folder, run,
 };
 
@@ -194,6 +194,73 @@ fn pretrain_checkpoint_resume_evaluate() {
         a.linear_eval_test_accuracy,
         b.linear_eval_test_accuracy
     );
+
+    // Two checkpoints are kept (the default): epochs 2 and 3 of 3.
+    let kept: Vec<String> = {
+        let mut v: Vec<String> = std::fs::read_dir(b_dir.join("checkpoints"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".state.json"))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(kept, ["epoch-0002.state.json", "epoch-0003.state.json"]);
+
+    // One byte flipped near the end of the newest model file: the resume names the file and
+    // loads nothing; going back to the previous checkpoint (only when asked) trains epoch 3
+    // again and repeats the uninterrupted run.
+    let newest = b_dir.join("checkpoints/epoch-0003.model.bpk");
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let at = bytes.len() - 10;
+    bytes[at] ^= 0x01;
+    std::fs::write(&newest, &bytes).unwrap();
+    let err = run(&cfg, &train, &test, &b_dir, &resume, &device, &info()).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, PipelineError::Checkpoint { .. })
+            && text.contains("epoch-0003.model.bpk")
+            && text.contains("damaged")
+            && text.contains("--resume-from previous"),
+        "{err}"
+    );
+    let previous = RunOptions {
+        resume: true,
+        resume_from: ResumeFrom::Previous,
+        ..RunOptions::default()
+    };
+    let c = run(&cfg, &train, &test, &b_dir, &previous, &device, &info())
+        .unwrap()
+        .unwrap();
+    assert_same_run(
+        &ha,
+        &history(&b_dir),
+        "resumed from the previous checkpoint",
+    );
+    assert!(
+        (a.linear_eval_test_accuracy - c.linear_eval_test_accuracy).abs()
+            <= 1.0 / test.labels.len() as f64 + 1e-12,
+        "{} vs {}",
+        a.linear_eval_test_accuracy,
+        c.linear_eval_test_accuracy
+    );
+    // The retrained epoch 3 replaced the damaged one, and verifies.
+    run(&cfg, &train, &test, &b_dir, &resume, &device, &info())
+        .unwrap()
+        .expect("a summary");
+    for bad in [
+        RunOptions {
+            keep_checkpoints: 0,
+            ..RunOptions::default()
+        },
+        RunOptions {
+            resume_from: ResumeFrom::Previous,
+            ..RunOptions::default()
+        },
+    ] {
+        let err = run(&cfg, &train, &test, &out_dir("bad"), &bad, &device, &info()).unwrap_err();
+        assert!(matches!(err, PipelineError::Config(_)), "{err}");
+    }
 
     // A checkpoint from another configuration, and a corrupt one, are clear errors.
     let mut other = cfg.clone();

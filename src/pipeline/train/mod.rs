@@ -34,7 +34,7 @@ use super::eval::{
 use super::model::{HeadKind, ModelPreset, PretrainModel, ProjectionHead, Stem};
 use super::{PipelineError, Result, write_atomic};
 
-pub use checkpoint::{RunLock, RunOptions, RunPaths, prepare_run_folder};
+pub use checkpoint::{ResumeFrom, RunLock, RunOptions, RunPaths, prepare_run_folder};
 pub use report::{EpochMetrics, RunInfo, Summary};
 
 use checkpoint::{RunState, export_encoder, load_checkpoint, save_checkpoint};
@@ -413,7 +413,7 @@ pub fn run(
         plain,
         paths,
     };
-    let mut state = start(&ctx, &ad, options.resume)?;
+    let mut state = start(&ctx, &ad, options)?;
     let pretrainer = Pretrainer::new(config, train, &ad)?;
     let mut time = PretrainTime::default();
     let mut final_features: Option<(Tensor<2>, Tensor<2>)> = None;
@@ -442,7 +442,7 @@ pub fn run(
         state.history.push(metrics);
         state.epoch = epoch + 1;
         // The checkpoint first: metrics.jsonl never runs ahead of what a resume restores.
-        save_checkpoint(&ctx.paths, config, &state)?;
+        save_checkpoint(&ctx.paths, config, &state, options.keep_checkpoints)?;
         write_metrics(&ctx.paths, &state.history)?;
     }
 
@@ -470,9 +470,9 @@ fn check_inputs(config: &TrainConfig, train: &ImageDataset, test: &ImageDataset)
     Ok(())
 }
 
-/// The fresh model (seeded) and optimizer on the autodiff device `ad`; with `resume`, the
-/// newest checkpoint loaded into them.
-fn start(ctx: &RunContext, ad: &Device, resume: bool) -> Result<RunState> {
+/// The fresh model (seeded) and optimizer on the autodiff device `ad`; with `options.resume`,
+/// the checkpoint `options.resume_from` says loaded into them (verified first).
+fn start(ctx: &RunContext, ad: &Device, options: &RunOptions) -> Result<RunState> {
     let (config, train) = (ctx.config, ctx.train);
     let model = super::seeded_init(ad, config.seed, || build_model(config, train, ad));
     let queue = (config.queue_size > 0)
@@ -485,10 +485,10 @@ fn start(ctx: &RunContext, ad: &Device, resume: bool) -> Result<RunState> {
         epoch: 0,
         step: 0,
     };
-    if !resume {
+    if !options.resume {
         return Ok(state);
     }
-    let state = load_checkpoint(&ctx.paths, config, state)?;
+    let state = load_checkpoint(&ctx.paths, config, state, options.resume_from)?;
     // A process killed between its checkpoint and its metrics left them one epoch behind.
     write_metrics(&ctx.paths, &state.history)?;
     log::info!("resuming after epoch {} (step {})", state.epoch, state.step);
