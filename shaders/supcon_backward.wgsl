@@ -44,7 +44,7 @@ const WG: u32 = 16u;
 @group(0) @binding(4) var<storage, read_write> output: Output;
 // [n_splits, N, z_stride] vec4s: the raw sums sum_j W_rj z_j of each split (view-major rows).
 @group(0) @binding(5) var<storage, read_write> partial_grad: array<vec4<f32>>;
-// [n_splits, N] (and a carry the merge uses): sum_j W_rj cos_rj of each split.
+// A carry the merge uses [N], then [n_splits, N]: sum_j W_rj cos_rj of each split.
 @group(0) @binding(6) var<storage, read_write> partial_dot: array<f32>;
 
 // One block of workgroup memory, used in turn for
@@ -245,7 +245,7 @@ fn main(
         }
         let slot = split * p.n_rows + r;
         if (d0 == 0u && tx == 0u) {
-            partial_dot[slot] = zg_row[i];
+            partial_dot[p.n_rows + slot] = zg_row[i];
         }
         if (v0 < zs) {
             partial_grad[slot * zs + v0] = acc[i];

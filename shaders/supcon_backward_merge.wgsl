@@ -8,8 +8,8 @@
 // (non-finite input) every entry is params.non_finite_fill (0, or NaN on the Burn path).
 //
 // With several passes (one backward dispatch and one merge each), a pass before the last leaves
-// its raw sums in `grad` (at the caller's layout) and z_r . g_r in the carry after the splits'
-// slots of `partial_dot`; the next adds them in. One invocation per vec4 of a row: invocation
+// its raw sums in `grad` (at the caller's layout) and z_r . g_r in the carry, the
+// first slot of `partial_dot`; the next adds them in. One invocation per vec4 of a row: invocation
 // (r, 0) is the only one that reads and writes row r's carry (the others need the dot only in
 // the last pass, which writes no carry), so no invocation reads what another writes.
 
@@ -21,7 +21,7 @@ const WORKGROUP: u32 = 256u;
 @group(0) @binding(3) var<storage, read_write> output: Output;
 // [n_splits, N, z_stride] vec4s (supcon_backward.wgsl).
 @group(0) @binding(4) var<storage, read_write> partial_grad: array<vec4<f32>>;
-// [n_splits, N] then the carry [N].
+// The carry [N], then [n_splits, N] (the carry first: passes may differ in their splits).
 @group(0) @binding(5) var<storage, read_write> partial_dot: array<f32>;
 @group(0) @binding(6) var<storage, read_write> grad: array<f32>;
 
@@ -41,7 +41,7 @@ fn main(
     let v = t % zs;
     let first = params.col_begin == 0u;
     let last_pass = params.col_end >= params.n_contrast;
-    let carry = params.n_splits * n + r;
+    let carry = r;
 
     var g = vec4<f32>(0.0);
     for (var s = 0u; s < params.n_splits; s += 1u) {
@@ -64,7 +64,7 @@ fn main(
                 dot_sum = partial_dot[carry];
             }
             for (var s = 0u; s < params.n_splits; s += 1u) {
-                dot_sum += partial_dot[s * n + r];
+                dot_sum += partial_dot[(s + 1u) * n + r];
             }
             partial_dot[carry] = dot_sum;
         }
@@ -82,7 +82,7 @@ fn main(
         zg = partial_dot[carry];
     }
     for (var s = 0u; s < params.n_splits; s += 1u) {
-        zg += partial_dot[s * n + r];
+        zg += partial_dot[(s + 1u) * n + r];
     }
     let inv = inv_norm[r];
     // F.normalize divides by NORM_EPS when the norm is below it: no projection then.

@@ -84,8 +84,9 @@ pub(crate) fn running_len(n_anchors: u64, forward_passes: usize) -> u64 {
 
 /// f32s of `row_dot` (z_r · g_r per row): with [`Strategy::Direct`] one per row (its first
 /// backward kernel hands it to the second, and it carries the sum between passes); with
-/// [`Strategy::Tiles`] one per row and split, and one more per row that carries the sum between
-/// passes (`max_splits`: the most splits of a backward pass).
+/// [`Strategy::Tiles`] one per row that carries the sum between passes, then one per row and
+/// split (`max_splits`: the most splits of a backward pass; the carry comes first because passes
+/// may differ in their splits).
 pub(crate) fn row_dot_len(strategy: Strategy, rows: u64, max_splits: u32) -> u64 {
     match strategy {
         Strategy::Direct => rows,
