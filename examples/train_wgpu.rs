@@ -493,6 +493,7 @@ fn main_inner(args: &Args) -> Result<()> {
         keep_checkpoints: args.keep_checkpoints,
         overwrite: args.overwrite,
         stop_after_epochs: args.stop_after_epochs,
+        on_epoch_end: None,
     };
     let Some(summary) = run(&config, &train, &test, &out, &options, &device, &info)? else {
         println!("checkpoint: {}", out.join("checkpoints").display());

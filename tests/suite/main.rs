@@ -16,6 +16,7 @@ mod pipeline_data;
 mod pipeline_lars;
 mod pipeline_model;
 mod pipeline_plot;
+mod pipeline_soak;
 mod pipeline_train;
 mod reference;
 mod shaders;

@@ -403,6 +403,17 @@ pub(super) fn export_encoder(encoder: &ResNet, paths: &RunPaths) -> Result<()> {
     write_atomic(&paths.encoder(), &bytes)
 }
 
+/// Called after each epoch's checkpoint and metrics are written, with the epochs completed and
+/// the optimizer steps taken so far (progress reports, memory sampling).
+#[derive(Clone)]
+pub struct EpochObserver(pub std::sync::Arc<dyn Fn(usize, usize) + Send + Sync>);
+
+impl std::fmt::Debug for EpochObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EpochObserver")
+    }
+}
+
 /// How a process takes part in a run.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -420,6 +431,8 @@ pub struct RunOptions {
     /// Stop after this many epochs in total (checkpoint written, no evaluation): a time-boxed
     /// slice of a longer run, continued later with `resume`.
     pub stop_after_epochs: Option<usize>,
+    /// Called at the end of every epoch (after its checkpoint).
+    pub on_epoch_end: Option<EpochObserver>,
 }
 
 impl Default for RunOptions {
@@ -430,6 +443,7 @@ impl Default for RunOptions {
             keep_checkpoints: 2,
             overwrite: false,
             stop_after_epochs: None,
+            on_epoch_end: None,
         }
     }
 }

@@ -34,7 +34,9 @@ use super::eval::{
 use super::model::{HeadKind, ModelPreset, PretrainModel, ProjectionHead, Stem};
 use super::{PipelineError, Result, write_atomic};
 
-pub use checkpoint::{ResumeFrom, RunLock, RunOptions, RunPaths, prepare_run_folder};
+pub use checkpoint::{
+    EpochObserver, ResumeFrom, RunLock, RunOptions, RunPaths, prepare_run_folder,
+};
 pub use report::{EpochMetrics, RunInfo, Summary};
 
 use checkpoint::{RunState, export_encoder, load_checkpoint, save_checkpoint};
@@ -444,6 +446,9 @@ pub fn run(
         // The checkpoint first: metrics.jsonl never runs ahead of what a resume restores.
         save_checkpoint(&ctx.paths, config, &state, options.keep_checkpoints)?;
         write_metrics(&ctx.paths, &state.history)?;
+        if let Some(observer) = &options.on_epoch_end {
+            (observer.0)(state.epoch, state.step);
+        }
     }
 
     if stop < config.epochs {

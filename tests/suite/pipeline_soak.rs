@@ -1,0 +1,188 @@
+//! Memory over a long run: the small model trained on the digits for many steps in a process of
+//! its own (the test binary runs itself as `soak_child`, so other tests' allocations do not
+//! count), host RSS and Burn's reserved device memory sampled at every epoch end (22 steps).
+//! The window starts after the first kNN pass (step ~200: from then on every kind of work has
+//! run once — its first run compiles kernels and fills caches, a one-time ~15 MiB of host
+//! memory on lavapipe) and ends before the last epoch (whose features are kept for the linear
+//! evaluation). Within it neither memory may grow by more than a bound of 8 KiB per step
+//! (at least 4 MiB): a leak of a few KiB per step would exceed it.
+//!
+//! `cargo test` runs 300 steps; the 2,000-step version (README, "Reliability"):
+//! `cargo test --test suite pipeline_soak::soak_2000_steps -- --ignored --nocapture`.
+#![cfg(feature = "pipeline")]
+#![cfg(target_os = "linux")]
+
+use crate::common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+
+use common::gpu;
+use common::pipeline::info;
+use supcon_wgpu::pipeline::data;
+use supcon_wgpu::pipeline::eval::LinearEvalConfig;
+use supcon_wgpu::pipeline::train::{EpochObserver, Method, RunOptions, TrainConfig, run};
+
+const STEPS_ENV: &str = "SUPCON_SOAK_STEPS";
+const DIR_ENV: &str = "SUPCON_SOAK_DIR";
+/// Memory the run may gain per step of the window, and at least.
+const BOUND_PER_STEP: u64 = 8 << 10;
+const BOUND_FLOOR: u64 = 4 << 20;
+/// Steps between kNN passes.
+const KNN_STEPS: usize = 200;
+
+/// Training steps per epoch: the digits' training split (1,437 images) in batches of 64.
+const STEPS_PER_EPOCH: usize = 22;
+
+/// The pipeline tests' small model on every digit of the training split, kNN about every 200
+/// steps, `epochs` epochs.
+fn config(epochs: usize) -> TrainConfig {
+    TrainConfig {
+        epochs,
+        warmup_epochs: 1,
+        knn_every: KNN_STEPS / STEPS_PER_EPOCH,
+        max_steps_per_epoch: None,
+        // The linear evaluation after the last sample is not what is measured: keep it short.
+        linear: LinearEvalConfig {
+            epochs: 2,
+            batch_size: 256,
+            ..LinearEvalConfig::default()
+        },
+        ..common::pipeline::config(Method::SupCon)
+    }
+}
+
+/// Resident host memory of this process, from /proc/self/status.
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS")
+        * 1024
+}
+
+/// The training process: prints `sample STEP RSS DEVICE` at every epoch end.
+#[test]
+#[ignore = "the training process of the soak tests; runs only under their environment"]
+fn soak_child() {
+    let (Ok(steps), Ok(dir)) = (std::env::var(STEPS_ENV), std::env::var(DIR_ENV)) else {
+        return;
+    };
+    let steps: usize = steps.parse().expect("a step count");
+    let (device, _) = supcon_wgpu::backend::device::request_burn_device().expect("device");
+    let all = data::digits().unwrap();
+    let (train, test) = data::stratified_split(&all.labels, 0.2, 0).unwrap();
+    let (train, test) = (all.subset(&train), all.subset(&test));
+    let probe = device.clone();
+    let options = RunOptions {
+        on_epoch_end: Some(EpochObserver(Arc::new(move |_, step| {
+            let reserved = probe.memory_pool_usage().map_or(0, |u| u.bytes_reserved);
+            println!("sample {step} {} {reserved}", rss_bytes());
+        }))),
+        ..RunOptions::default()
+    };
+    let epochs = steps.div_ceil(STEPS_PER_EPOCH);
+    run(
+        &config(epochs),
+        &train,
+        &test,
+        &PathBuf::from(dir),
+        &options,
+        &device,
+        &info(),
+    )
+    .unwrap()
+    .expect("the run finishes");
+}
+
+/// Runs `steps` steps in a child process and checks the growth after the first quarter.
+fn soak(steps: usize) {
+    if gpu().is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("supcon-soak-{}-{steps}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
+    let out = Command::new(std::env::current_exe().unwrap())
+        .arg(format!("{module}::soak_child"))
+        .args(["--exact", "--ignored", "--test-threads=1", "--nocapture"])
+        .env(STEPS_ENV, steps.to_string())
+        .env(DIR_ENV, &dir)
+        .output()
+        .expect("spawn the training process");
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the soak run failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let samples: Vec<[u64; 3]> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("sample "))
+        .map(|l| {
+            let v: Vec<u64> = l.split(' ').map(|x| x.parse().unwrap()).collect();
+            [v[0], v[1], v[2]]
+        })
+        .collect();
+    let last = *samples.last().expect("samples");
+    assert!(last[0] as usize >= steps, "{} steps run", last[0]);
+    // After the first kNN pass, before the last epoch.
+    let first_knn = (KNN_STEPS / STEPS_PER_EPOCH * STEPS_PER_EPOCH) as u64;
+    let window: Vec<[u64; 3]> = samples[..samples.len() - 1]
+        .iter()
+        .copied()
+        .filter(|s| s[0] > first_knn)
+        .collect();
+    assert!(window.len() >= 2, "{samples:?}");
+    let (start, end) = (window[0], window[window.len() - 1]);
+    let bound = BOUND_FLOOR.max(BOUND_PER_STEP * (end[0] - start[0]));
+    let grew = |i: usize| {
+        window
+            .iter()
+            .map(|s| s[i])
+            .max()
+            .unwrap()
+            .saturating_sub(start[i])
+    };
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    eprintln!(
+        "soak: {} steps, {} samples; steps {} to {}: host RSS {:.1} -> {:.1} MiB (max growth \
+         {:.2} MiB), device reserved {:.1} -> {:.1} MiB (max growth {:.2} MiB); bound {:.1} MiB",
+        last[0],
+        samples.len(),
+        start[0],
+        end[0],
+        mib(start[1]),
+        mib(end[1]),
+        mib(grew(1)),
+        mib(start[2]),
+        mib(end[2]),
+        mib(grew(2)),
+        mib(bound),
+    );
+    assert!(
+        grew(1) <= bound,
+        "host memory grew by {:.1} MiB",
+        mib(grew(1))
+    );
+    assert!(
+        grew(2) <= bound,
+        "device memory grew by {:.1} MiB",
+        mib(grew(2))
+    );
+}
+
+#[test]
+fn soak_300_steps() {
+    soak(300);
+}
+
+#[test]
+#[ignore = "about 18 minutes on lavapipe (2 cores); README's figure"]
+fn soak_2000_steps() {
+    soak(2_000);
+}
