@@ -217,6 +217,10 @@ struct Args {
     /// Stop after this many epochs in total (checkpointed; continue later with --resume).
     #[arg(long, value_parser = at_least_one)]
     stop_after_epochs: Option<usize>,
+    /// Run even when the device memory check says a step does not fit (its estimate is an
+    /// upper bound); a step that then fails on the device ends the run with an error.
+    #[arg(long)]
+    skip_memory_check: bool,
 }
 
 /// `--resume-from`: `latest` or `previous`.
@@ -494,6 +498,7 @@ fn main_inner(args: &Args) -> Result<()> {
         overwrite: args.overwrite,
         stop_after_epochs: args.stop_after_epochs,
         on_epoch_end: None,
+        skip_memory_check: args.skip_memory_check,
     };
     let Some(summary) = run(&config, &train, &test, &out, &options, &device, &info)? else {
         println!("checkpoint: {}", out.join("checkpoints").display());

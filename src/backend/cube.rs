@@ -1,8 +1,12 @@
-//! [`SupConBackend`] on burn-wgpu: the `.wgsl` files launched through Burn's raw-kernel path.
+//! [`SupConBackend`] on burn-wgpu: the `.wgsl` files launched through Burn's raw-kernel path,
+//! or as plain wgpu dispatches on the device's own handles.
 //!
-//! Only the wgpu runtime with its WGSL compiler can run them: Burn's `vulkan` / `metal` features
-//! make cubecl compile to SPIR-V / MSL, which rejects a WGSL source kernel. On any other cubecl
-//! runtime (CUDA, ROCm, CPU) the operations panic with a message that says so; the high-level
+//! Where cubecl compiles Burn's kernels to WGSL it takes the kernels as source kernels. Burn's
+//! `vulkan` / `metal` features make it compile to SPIR-V / MSL, and it rejects a WGSL source
+//! kernel there: on a device made by [`super::device::burn_device`] (which records its wgpu
+//! handles) the same plan runs as wgpu dispatches on the tensors' buffers instead
+//! ([`RawDevice`]). On any other cubecl runtime (CUDA, ROCm, CPU), or a SPIR-V / MSL device Burn
+//! made itself, the operations panic with a message that says so; the high-level
 //! [`SupConLoss`](super::SupConLoss) picks the composed implementation there instead.
 
 use burn::backend::wgpu::{
@@ -17,9 +21,12 @@ use cubecl::client::Client;
 use cubecl::server::KernelArguments;
 use cubecl::{CubeCount, CubeDim, RuntimeId, prelude::KernelId};
 
+use std::sync::{Arc, Mutex};
+
 use super::ops::{LossParams, SupConBackend};
 use crate::Result;
 use crate::error::to_u32;
+use crate::kernels::Kernel;
 use crate::kernels::plan::{
     Dispatch, KernelSpec, Role, SupConLaunch, similarity_launch, supcon_launch,
 };
@@ -46,8 +53,148 @@ impl KernelSource for WgslKernel {
 /// Workgroups per grid dimension every WebGPU device allows.
 const MAX_GROUPS_PER_DIM: u32 = 65_535;
 
-/// Launches `dispatches` in order, binding to each role the handle `handle` gives for it.
+/// The application's wgpu handles under a Burn device that [`super::device::burn_device`] made,
+/// with the kernels' pipelines built on them once.
+///
+/// cubecl runs a WGSL source kernel only where it compiles Burn's own kernels to WGSL; with
+/// Burn's `vulkan` (SPIR-V) or `metal` (MSL) compiler it refuses one. There the kernels run as
+/// plain wgpu dispatches on the same `wgpu::Device` and `Queue`, on the tensors' own buffers
+/// (cubecl's resources): the same WGSL, the same launch plan, the same bindings.
+pub(crate) struct RawDevice {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    kernels: Mutex<Vec<Kernel>>,
+}
+
+impl RawDevice {
+    /// The pipeline of `spec`, built on first use.
+    fn kernel(&self, spec: &'static KernelSpec) -> Kernel {
+        let mut kernels = self.kernels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = kernels.iter().find(|k| k.spec.name == spec.name) {
+            return k.clone();
+        }
+        let kernel = Kernel::new(&self.device, spec);
+        kernels.push(kernel.clone());
+        kernel
+    }
+}
+
+/// Every registered device's handles, by its cubecl device.
+static RAW_DEVICES: Mutex<Vec<(cubecl::Device, Arc<RawDevice>)>> = Mutex::new(Vec::new());
+
+/// Records the wgpu handles under the Burn device `cube` (registered by
+/// [`super::device::burn_device`]).
+pub(crate) fn register_raw(cube: cubecl::Device, device: wgpu::Device, queue: wgpu::Queue) {
+    let mut all = RAW_DEVICES.lock().unwrap_or_else(|e| e.into_inner());
+    all.retain(|(d, _)| *d != cube);
+    all.push((
+        cube,
+        Arc::new(RawDevice {
+            device,
+            queue,
+            kernels: Mutex::new(Vec::new()),
+        }),
+    ));
+}
+
+/// The registered handles of `cube`, if any.
+fn raw_device(cube: &cubecl::Device) -> Option<Arc<RawDevice>> {
+    let all = RAW_DEVICES.lock().unwrap_or_else(|e| e.into_inner());
+    all.iter()
+        .find(|(d, _)| d == cube)
+        .map(|(_, raw)| raw.clone())
+}
+
+/// Whether cubecl compiles this client's kernels to WGSL (and so accepts the WGSL source
+/// kernels).
+fn compiles_wgsl(client: &Client) -> bool {
+    client.name().ends_with("<wgsl>")
+}
+
+/// Whether the kernels can run on `cube`: Burn's wgpu runtime with its WGSL compiler, or with
+/// another compiler on a device whose wgpu handles are registered.
+pub(crate) fn runs_kernels(cube: &cubecl::Device) -> bool {
+    cube.runtime() == RuntimeId::Wgpu
+        && (compiles_wgsl(&cube.client()) || raw_device(cube).is_some())
+}
+
+/// Launches `dispatches` in order, binding to each role the handle `handle` gives for it:
+/// through cubecl's source-kernel path where it compiles WGSL, else as wgpu dispatches on the
+/// device's registered handles ([`RawDevice`]).
 fn launch_all(
+    reference: &CubeTensor,
+    dispatches: &[Dispatch],
+    handle: impl FnMut(Role) -> cubecl::server::Handle,
+) {
+    if compiles_wgsl(&reference.client) {
+        return launch_source(reference, dispatches, handle);
+    }
+    let raw = raw_device(&reference.device).unwrap_or_else(|| {
+        panic!(
+            "supcon-wgpu: this Burn device compiles to {} and was not made by \
+             supcon_wgpu::backend::device::burn_device (or request_burn_device), so the WGSL \
+             kernels have no wgpu handles to run on; make the device with one of those, or use \
+             Implementation::Composed",
+            reference.client.name()
+        )
+    });
+    launch_raw(&raw, &reference.client, dispatches, handle);
+}
+
+/// [`launch_all`] as wgpu dispatches on `raw`: each binding is the buffer range cubecl holds
+/// for its tensor (`get_resource` runs the work that writes it first); cubecl's recorded work
+/// is submitted before the dispatches, so the one queue orders them after what produced their
+/// inputs and before whatever reads their outputs.
+fn launch_raw(
+    raw: &RawDevice,
+    client: &Client,
+    dispatches: &[Dispatch],
+    mut handle: impl FnMut(Role) -> cubecl::server::Handle,
+) {
+    type Server = cubecl::wgpu::WgpuServer<cubecl::wgpu::AutoCompiler>;
+    let mut encoder = raw
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("supcon-wgpu"),
+        });
+    // Held until the submission: a held resource's allocation is not handed out again.
+    let mut held = Vec::new();
+    for d in dispatches {
+        let resources = d
+            .bindings
+            .iter()
+            .map(|role| {
+                client
+                    .get_resource::<Server>(handle(*role))
+                    .unwrap_or_else(|e| panic!("supcon-wgpu: the buffer of {role:?}: {e:?}"))
+            })
+            .collect::<Vec<_>>();
+        let bindings: Vec<wgpu::BufferBinding> = resources
+            .iter()
+            .map(|managed| {
+                let r = managed.resource();
+                wgpu::BufferBinding {
+                    buffer: &r.buffer,
+                    offset: r.offset,
+                    // wgpu wants binding sizes in whole words (cubecl pads its own likewise).
+                    size: std::num::NonZeroU64::new(r.size.next_multiple_of(4)),
+                }
+            })
+            .collect();
+        raw.kernel(d.kernel)
+            .dispatch(&raw.device, &mut encoder, d.groups, &bindings)
+            .unwrap_or_else(|e| panic!("supcon-wgpu: {e}"));
+        held.push(resources);
+    }
+    client
+        .flush()
+        .unwrap_or_else(|e| panic!("supcon-wgpu: flushing Burn's work before the loss: {e:?}"));
+    raw.queue.submit([encoder.finish()]);
+    drop(held);
+}
+
+/// [`launch_all`] through cubecl's source-kernel path (its WGSL compiler).
+fn launch_source(
     reference: &CubeTensor,
     dispatches: &[Dispatch],
     mut handle: impl FnMut(Role) -> cubecl::server::Handle,

@@ -39,7 +39,8 @@ pub fn burn_device(
     queue: wgpu::Queue,
 ) -> Result<Device> {
     let backend = adapter.get_info().backend;
-    Device::wgpu_options()
+    let handles = (device.clone(), queue.clone());
+    let burn = Device::wgpu_options()
         .setup(WgpuSetup {
             instance,
             adapter,
@@ -48,7 +49,12 @@ pub fn burn_device(
             backend,
         })
         .init()
-        .map_err(|e| Error::Unsupported(format!("Burn could not adopt the wgpu device: {e}")))
+        .map_err(|e| Error::Unsupported(format!("Burn could not adopt the wgpu device: {e}")))?;
+    // The fused ops run on these handles where cubecl compiles to SPIR-V or MSL.
+    if let Some(cube) = super::loss::cube_device(&burn) {
+        super::cube::register_raw(cube, handles.0, handles.1);
+    }
+    Ok(burn)
 }
 
 /// Finds an adapter (honouring `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and `WGPU_POWER_PREF`,
@@ -61,6 +67,18 @@ pub fn request_burn_device() -> Result<(Device, wgpu::AdapterInfo)> {
         &instance, None,
     ))
     .map_err(|e| Error::NoAdapter(e.to_string()))?;
+    // With Burn's SPIR-V compiler (feature `vulkan`), a Vulkan device as cubecl requests it:
+    // SPIR-V passthrough and the extensions its kernels use (cooperative matrices, f16).
+    #[cfg(feature = "vulkan")]
+    if adapter.get_info().backend == wgpu::Backend::Vulkan {
+        let requested =
+            pollster::block_on(cubecl::wgpu::vulkan::try_request_vulkan_device(&adapter))
+                .map_err(|e| Error::RequestDevice(e.to_string()))?;
+        if let Some((device, queue)) = requested {
+            let info = adapter.get_info();
+            return Ok((burn_device(instance, adapter, device, queue)?, info));
+        }
+    }
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
         label: Some("supcon-wgpu (Burn)"),
         required_features: burn_features(&adapter),
@@ -70,4 +88,38 @@ pub fn request_burn_device() -> Result<(Device, wgpu::AdapterInfo)> {
     .map_err(|e| Error::RequestDevice(e.to_string()))?;
     let info = adapter.get_info();
     Ok((burn_device(instance, adapter, device, queue)?, info))
+}
+
+/// What Burn can allocate on `device`, `None` on a device that is not Burn's wgpu runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryLimits {
+    /// The largest tensor: cubecl's page size, the device's
+    /// `min(max_storage_buffer_binding_size, max_buffer_size)`.
+    pub max_tensor_bytes: u64,
+    /// The device's memory as cubecl reads it from the graphics API (the largest device-local
+    /// heap under Burn's SPIR-V compiler); `None` where it has no figure (the WGSL compiler:
+    /// WebGPU states no capacity).
+    pub max_memory: Option<u64>,
+    /// Whether the adapter is a CPU (lavapipe and the like), whose memory is the host's.
+    pub is_cpu: bool,
+}
+
+/// The [`MemoryLimits`] of `device`.
+pub fn memory_limits(device: &Device) -> Option<MemoryLimits> {
+    let cube = super::loss::cube_device(device)?;
+    let client = cube.client();
+    let properties = client.properties();
+    Some(MemoryLimits {
+        max_tensor_bytes: properties.memory.max_page_size,
+        max_memory: properties.memory.max_memory(),
+        is_cpu: properties.identity.physical.is_none(),
+    })
+}
+
+/// The name of the compiler cubecl uses on `device`, as cubecl names its runtime:
+/// `wgpu<wgsl>`, `wgpu<spirv>` (Burn's `vulkan` feature on a Vulkan adapter) or `wgpu<msl>`;
+/// `None` on a device that is not Burn's wgpu runtime.
+pub fn compiler_name(device: &Device) -> Option<&'static str> {
+    let cube = super::loss::cube_device(device)?;
+    Some(cube.client().name())
 }

@@ -406,11 +406,11 @@ pub fn try_cosine_similarity(a: Tensor<2>, b: Tensor<2>) -> Result<Tensor<2>> {
 
 /// Whether `device` can run the WGSL kernels: Burn's wgpu runtime (autodiff or not).
 pub fn fused_available(device: &Device) -> bool {
-    cube_device(device).is_some_and(|cube| cube.runtime() == cubecl::RuntimeId::Wgpu)
+    cube_device(device).is_some_and(|cube| super::cube::runs_kernels(&cube))
 }
 
 /// The cubecl device under `device` (autodiff or not), if it is one.
-fn cube_device(device: &Device) -> Option<cubecl::Device> {
+pub(crate) fn cube_device(device: &Device) -> Option<cubecl::Device> {
     fn find(device: &DispatchDevice) -> Option<cubecl::Device> {
         match device {
             DispatchDevice::Cube(cube) => Some(cube.clone()),

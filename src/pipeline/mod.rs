@@ -12,6 +12,7 @@ pub mod augment;
 pub mod data;
 pub mod eval;
 pub mod lars;
+pub mod memory;
 pub mod model;
 pub mod plot;
 pub mod train;
@@ -75,6 +76,14 @@ pub enum PipelineError {
     /// The loss became NaN or infinite.
     #[error("training diverged: {0}")]
     Diverged(String),
+    /// A training step does not fit the device's memory ([`memory::preflight`]); found before
+    /// anything ran.
+    #[error("{0}")]
+    DeviceMemory(String),
+    /// The device failed during a run (Burn panicked inside a step or an evaluation); nothing
+    /// was saved from the failing epoch.
+    #[error("{0}")]
+    DeviceFailed(String),
 }
 
 /// Shorthand for pipeline results.

@@ -151,22 +151,121 @@ impl ResNetConfig {
                 ),
             },
         };
-        let mut blocks = Vec::new();
+        let blocks = self
+            .block_plan()
+            .into_iter()
+            .map(|(cin, width, stride)| match self.block {
+                BlockKind::Basic => Block::Basic(BasicBlock::new(cin, width, stride, device)),
+                BlockKind::Bottleneck => {
+                    Block::Bottleneck(Bottleneck::new(cin, width, stride, device))
+                }
+            })
+            .collect();
+        ResNet { stem, blocks }
+    }
+
+    /// Every residual block as (input channels, width, stride): the first block of every stage
+    /// after the first halves the resolution.
+    fn block_plan(&self) -> Vec<(usize, usize, usize)> {
+        let mut plan = Vec::new();
         let mut in_ch = self.stem_width;
         for (stage, (&n, &width)) in self.blocks.iter().zip(&self.widths).enumerate() {
             for b in 0..n {
                 let stride = if stage > 0 && b == 0 { 2 } else { 1 };
-                let block = match self.block {
-                    BlockKind::Basic => Block::Basic(BasicBlock::new(in_ch, width, stride, device)),
-                    BlockKind::Bottleneck => {
-                        Block::Bottleneck(Bottleneck::new(in_ch, width, stride, device))
-                    }
-                };
+                plan.push((in_ch, width, stride));
                 in_ch = width * self.block.expansion();
-                blocks.push(block);
             }
         }
-        ResNet { stem, blocks }
+        plan
+    }
+
+    /// The feature maps one image makes in the encoder's forward pass (convolution outputs,
+    /// the stem's max-pool), in order, for `height × width` input images: what the device
+    /// memory preflight ([`crate::pipeline::memory`]) sizes a step by. Batch norm, ReLU and the
+    /// residual sum make maps of the same shape as the convolution before them.
+    pub fn feature_maps(&self, height: usize, width: usize) -> Vec<FeatureMap> {
+        // A convolution or pooling window of size k, stride s, padding p.
+        let out = |x: usize, k: usize, s: usize, p: usize| (x + 2 * p).saturating_sub(k) / s + 1;
+        let mut maps = Vec::new();
+        // A convolution of `cin` inputs, a k×k kernel, and its batch norm (4 values a channel).
+        let mut push = |name: String, (cin, k): (usize, usize), channels: usize, h, w| {
+            maps.push(FeatureMap {
+                name,
+                channels,
+                height: h,
+                width: w,
+                weights: if k == 0 {
+                    0
+                } else {
+                    cin * channels * k * k + 4 * channels
+                },
+            })
+        };
+        let (k, s, p) = match self.stem {
+            Stem::Cifar => (3, 1, 1),
+            Stem::ImageNet => (7, 2, 3),
+        };
+        let (mut h, mut w) = (out(height, k, s, p), out(width, k, s, p));
+        push(
+            "stem convolution".into(),
+            (self.in_channels, k),
+            self.stem_width,
+            h,
+            w,
+        );
+        if self.stem == Stem::ImageNet {
+            (h, w) = (out(h, 3, 2, 1), out(w, 3, 2, 1));
+            push("stem max-pool".into(), (0, 0), self.stem_width, h, w);
+        }
+        for (i, (cin, width, stride)) in self.block_plan().into_iter().enumerate() {
+            let (ho, wo) = (out(h, 3, stride, 1), out(w, 3, stride, 1));
+            let cout = width * self.block.expansion();
+            let name = |layer: &str| format!("block {} {layer}", i + 1);
+            match self.block {
+                BlockKind::Basic => {
+                    push(name("conv1"), (cin, 3), width, ho, wo);
+                    push(name("conv2"), (width, 3), width, ho, wo);
+                }
+                BlockKind::Bottleneck => {
+                    push(name("conv1"), (cin, 1), width, h, w);
+                    push(name("conv2"), (width, 3), width, ho, wo);
+                    push(name("conv3"), (width, 1), cout, ho, wo);
+                }
+            }
+            if stride != 1 || cin != cout {
+                push(name("shortcut"), (cin, 1), cout, ho, wo);
+            }
+            (h, w) = (ho, wo);
+        }
+        maps
+    }
+}
+
+/// One feature map of an image in the encoder ([`ResNetConfig::feature_maps`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeatureMap {
+    /// The layer that makes it, e.g. `block 3 conv1`.
+    pub name: String,
+    /// Channels.
+    pub channels: usize,
+    /// Height.
+    pub height: usize,
+    /// Width.
+    pub width: usize,
+    /// The weights of the layer that makes it: its kernel and its batch norm's scale, shift
+    /// and running statistics (none for a pooling layer).
+    pub weights: usize,
+}
+
+impl FeatureMap {
+    /// Values per image.
+    pub fn len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    /// Whether the map is empty (a zero-sized layer).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

@@ -365,7 +365,7 @@ fn non_finite_features_give_nan_loss_and_gradient() {
             // Without autodiff too.
             #[allow(deprecated)]
             let plain_device = if strategy.is_some() {
-                Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)
+                crate::common::burn_tensors::wgpu_device().unwrap().inner()
             } else {
                 Device::ndarray()
             };

@@ -14,6 +14,7 @@ mod pipeline_augment;
 mod pipeline_crash;
 mod pipeline_data;
 mod pipeline_lars;
+mod pipeline_memory;
 mod pipeline_model;
 mod pipeline_plot;
 mod pipeline_soak;

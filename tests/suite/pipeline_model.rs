@@ -207,3 +207,26 @@ fn small_linear_evaluations_run_on_the_cpu() {
     // No overflow on absurd sizes.
     assert_eq!(linear_eval_device(usize::MAX, 2, 2, &gpu_like), gpu_like);
 }
+
+/// The weights [`ResNetConfig::feature_maps`] counts per layer (what the memory preflight sizes
+/// the optimizer state by) are the encoder's: Burn's `num_params` of every preset and stem.
+#[test]
+fn feature_maps_count_the_weights() {
+    let device = cpu();
+    for preset in [
+        ModelPreset::Small,
+        ModelPreset::ResNet18,
+        ModelPreset::ResNet34,
+        ModelPreset::ResNet50,
+    ] {
+        for (stem, channels) in [(Stem::Cifar, 1), (Stem::ImageNet, 3)] {
+            let config = preset.config(channels, stem);
+            let counted: usize = config.feature_maps(32, 32).iter().map(|m| m.weights).sum();
+            assert_eq!(
+                counted,
+                config.init(&device).num_params(),
+                "{preset:?} {stem:?}"
+            );
+        }
+    }
+}

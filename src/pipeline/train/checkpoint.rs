@@ -433,6 +433,10 @@ pub struct RunOptions {
     pub stop_after_epochs: Option<usize>,
     /// Called at the end of every epoch (after its checkpoint).
     pub on_epoch_end: Option<EpochObserver>,
+    /// Run even when the device memory preflight ([`crate::pipeline::memory::preflight`])
+    /// says a step does not fit (its estimate is an upper bound, and may be pessimistic for a
+    /// backend that allocates less); a step that then fails on the device is an error.
+    pub skip_memory_check: bool,
 }
 
 impl Default for RunOptions {
@@ -444,6 +448,7 @@ impl Default for RunOptions {
             overwrite: false,
             stop_after_epochs: None,
             on_epoch_end: None,
+            skip_memory_check: false,
         }
     }
 }

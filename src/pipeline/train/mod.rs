@@ -10,6 +10,7 @@ mod queue;
 mod report;
 mod step;
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::time::Instant;
 
@@ -31,6 +32,7 @@ use super::data::ImageDataset;
 use super::eval::{
     LinearEvalConfig, LinearEvalResult, knn_accuracy, linear_eval, linear_eval_device,
 };
+use super::memory::{self, DeviceMemory};
 use super::model::{HeadKind, ModelPreset, PretrainModel, ProjectionHead, Stem};
 use super::{PipelineError, Result, write_atomic};
 
@@ -402,6 +404,7 @@ pub fn run(
 ) -> Result<Option<Summary>> {
     let started = Instant::now();
     check_inputs(config, train, test)?;
+    check_memory(config, train, device, options)?;
     let paths = RunPaths {
         out: out.to_path_buf(),
     };
@@ -424,18 +427,37 @@ pub fn run(
         .unwrap_or(config.epochs)
         .min(config.epochs);
     for epoch in state.epoch..stop {
-        let ran;
-        (state.model, ran) = pretrainer.epoch(
-            state.model,
-            &mut state.optim,
-            &mut state.queue,
-            &mut state.step,
-            epoch,
-            &ctx.paths,
-        )?;
+        let first_step = state.step;
+        // A kernel that fails inside Burn panics (on the read-back that follows it): the panic
+        // ends the run as an error naming the step, before anything of this epoch is saved.
+        let (model, ran) = catch_unwind(AssertUnwindSafe(|| {
+            pretrainer.epoch(
+                state.model,
+                &mut state.optim,
+                &mut state.queue,
+                &mut state.step,
+                epoch,
+                &ctx.paths,
+            )
+        }))
+        .map_err(|panic| {
+            let at = format!(
+                "step {} (the epoch's step {})",
+                state.step + 1,
+                state.step - first_step + 1
+            );
+            device_failed(&ctx.paths, epoch, &at, &panic_message(&*panic))
+        })??;
+        state.model = model;
         time.seconds += ran.seconds;
         time.images += ran.seen;
-        let EpochEnd { metrics, features } = report::end_of_epoch(&ctx, &state.model, &ran, epoch)?;
+        let EpochEnd { metrics, features } = catch_unwind(AssertUnwindSafe(|| {
+            report::end_of_epoch(&ctx, &state.model, &ran, epoch)
+        }))
+        .map_err(|panic| {
+            let what = "the evaluation at its end";
+            device_failed(&ctx.paths, epoch, what, &panic_message(&*panic))
+        })??;
         if features.is_some() {
             // The model is final: stage 2 reuses these features.
             final_features = features;
@@ -459,6 +481,68 @@ pub fn run(
         return Ok(None);
     }
     finish(&ctx, info, &state, final_features, started, time).map(Some)
+}
+
+/// The device memory preflight ([`memory::preflight`]) on a Burn wgpu device: a step that
+/// cannot fit is an error before anything is written or launched (unless
+/// [`RunOptions::skip_memory_check`], then a warning).
+fn check_memory(
+    config: &TrainConfig,
+    train: &ImageDataset,
+    device: &Device,
+    options: &RunOptions,
+) -> Result<()> {
+    let Some(limits) = DeviceMemory::of(device) else {
+        return Ok(());
+    };
+    let step = match memory::preflight(config, train, &limits) {
+        Ok(step) => step,
+        Err(e) if options.skip_memory_check => {
+            log::warn!("{e} (checked anyway: --skip-memory-check)");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    log::info!(
+        "device memory of a step (estimate): largest tensor {:.1} MiB ({}) of {:.1} MiB \
+         allowed, about {:.0} MiB in all{}",
+        mib(step.largest_bytes),
+        step.largest_name,
+        mib(limits.max_tensor_bytes),
+        mib(step.total_bytes),
+        match limits.total_bytes {
+            Some(t) => format!(" of {:.0} MiB available", mib(t)),
+            None => " (the device reports no memory size: not checked)".to_string(),
+        }
+    );
+    Ok(())
+}
+
+/// The text of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+/// The error of a device that failed during epoch `epoch` (0-based) at `what`, with `message`
+/// (Burn's): nothing of the epoch is saved; the last checkpoint stays as it was.
+fn device_failed(paths: &RunPaths, epoch: usize, what: &str, message: &str) -> PipelineError {
+    let kept = match checkpoint::latest_epoch(paths) {
+        Some(e) => format!(
+            "the last good checkpoint (epoch {e}) is kept in {}; continue with --resume",
+            paths.checkpoints().display()
+        ),
+        None => "no checkpoint was written".to_string(),
+    };
+    PipelineError::DeviceFailed(format!(
+        "the device failed in epoch {}, {what}: {message}; nothing of this epoch was saved \
+         ({kept})",
+        epoch + 1
+    ))
 }
 
 /// The checks of the settings and the data sets that come before anything is written.

@@ -18,7 +18,7 @@ use super::{LrSchedule, Method, TrainConfig};
 use crate::backend::{GradCache, GradCacheConfig, SupConLoss, SupConLossConfig};
 use crate::pipeline::augment::augment;
 use crate::pipeline::data::ImageDataset;
-use crate::pipeline::eval::{batch_tensor, label_tensor, to_vec};
+use crate::pipeline::eval::{batch_tensor, label_tensor};
 use crate::pipeline::model::PretrainModel;
 use crate::pipeline::{PipelineError, Result, SplitMix64};
 
@@ -136,10 +136,10 @@ impl<'a> Pretrainer<'a> {
             *step += 1;
             let in_epoch = *step - first_step;
             if in_epoch.is_multiple_of(READ_EVERY) || in_epoch == self.steps {
-                let sum = loss_acc
-                    .clone()
-                    .map(|t| to_vec(t).first().copied().unwrap_or(f32::NAN) as f64)
-                    .unwrap_or(0.0);
+                let sum = match loss_acc.clone() {
+                    Some(t) => read_loss(t, paths, epoch, *step)?,
+                    None => 0.0,
+                };
                 if !sum.is_finite() {
                     return Err(diverged(
                         paths,
@@ -258,6 +258,24 @@ impl<'a> Pretrainer<'a> {
         });
         Ok(optim.step(lr, model, grads))
     }
+}
+
+/// The running loss read back after step `step` of epoch `epoch` (0-based); a device that
+/// failed since the last read is [`PipelineError::DeviceFailed`].
+fn read_loss(t: Tensor<1>, paths: &RunPaths, epoch: usize, step: usize) -> Result<f64> {
+    let data = t.try_into_data().map_err(|e| {
+        super::device_failed(
+            paths,
+            epoch,
+            &format!("by step {step} (at the read-back of the loss after it)"),
+            &e.to_string(),
+        )
+    })?;
+    let values = data
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap_or_default();
+    Ok(values.first().copied().unwrap_or(f32::NAN) as f64)
 }
 
 /// The seed of epoch `epoch`'s generator: SplitMix64's mix of (seed, epoch). Each epoch's

@@ -5,10 +5,23 @@ use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
 use supcon_wgpu::backend::SupConLoss;
 use supcon_wgpu::{Positives, SupConShape};
 
-/// The autodiff wgpu device, or a clear skip (a failure under CI=true), as the other GPU tests.
+/// The autodiff wgpu device, or a clear skip (a failure under CI=true), as the other GPU tests:
+/// one Burn device on the crate's own wgpu handles (`request_burn_device`), so that in a build
+/// with Burn's SPIR-V compiler (feature `vulkan`) the fused ops run on it too.
 pub fn wgpu_device() -> Option<Device> {
+    static DEVICE: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
     gpu()?;
-    Some(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice).autodiff())
+    let device = DEVICE.get_or_init(|| {
+        let (device, adapter) =
+            supcon_wgpu::backend::device::request_burn_device().expect("a Burn device");
+        eprintln!(
+            "Burn tests run on {} through {}",
+            adapter.name,
+            supcon_wgpu::backend::device::compiler_name(&device).unwrap_or("?")
+        );
+        device
+    });
+    Some(device.clone().autodiff())
 }
 
 #[allow(deprecated)]
