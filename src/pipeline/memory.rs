@@ -314,7 +314,6 @@ pub fn preflight(
 mod tests {
     use super::*;
     use crate::pipeline::augment::AugmentConfig;
-    use crate::pipeline::eval::LinearEvalConfig;
     use crate::pipeline::model::{ModelPreset, Stem};
 
     fn images(n: usize, [c, h, w]: [usize; 3]) -> ImageDataset {
@@ -331,28 +330,8 @@ mod tests {
     fn resnet18(method: Method, batch: usize) -> TrainConfig {
         TrainConfig {
             method,
-            model: ModelPreset::ResNet18,
-            stem: Stem::Cifar,
-            head: HeadKind::Mlp,
-            projection_dim: 128,
-            epochs: 1,
-            batch_size: batch,
-            lr: 0.1,
-            momentum: 0.9,
-            weight_decay: 0.0,
-            lars: false,
-            warmup_epochs: 0,
-            temperature: 0.1,
-            base_temperature: None,
-            seed: 0,
             augment: AugmentConfig::digits(vec![0.5; 3], vec![0.3; 3]),
-            linear: LinearEvalConfig::default(),
-            knn_k: 1,
-            knn_every: 1,
-            max_steps_per_epoch: None,
-            grad_cache_chunk: None,
-            queue_size: 0,
-            momentum_encoder: None,
+            ..crate::pipeline::train::test_config(ModelPreset::ResNet18, batch)
         }
     }
 

@@ -40,6 +40,19 @@ fn random_images(n: usize, [c, h, w]: [usize; 3], seed: u64) -> ImageDataset {
     }
 }
 
+/// `n_train` and `n_test` random images of `[c, h, w]` (see [`random_images`]).
+fn train_test(
+    n_train: usize,
+    n_test: usize,
+    image: [usize; 3],
+    seed: u64,
+) -> (ImageDataset, ImageDataset) {
+    let all = random_images(n_train + n_test, image, seed);
+    let train: Vec<usize> = (0..n_train).collect();
+    let test: Vec<usize> = (n_train..n_train + n_test).collect();
+    (all.subset(&train), all.subset(&test))
+}
+
 /// A Burn device on lavapipe whose buffers hold at most `max_tensor` bytes (the adapter's other
 /// limits unchanged): a small model meets the limit a ResNet meets at full size.
 fn limited_device(max_tensor: u64) -> Device {
@@ -98,11 +111,7 @@ fn resnet18_batch_1024_is_refused_with_the_largest_chunk_that_fits() {
     }
     let (device, _) = supcon_wgpu::backend::device::request_burn_device().unwrap();
     let limits = DeviceMemory::of(&device).expect("a wgpu device has limits");
-    let images = random_images(1100, [3, 32, 32], 2);
-    let (train, test) = (
-        images.subset(&(0..1024).collect::<Vec<_>>()),
-        images.subset(&(1024..1100).collect::<Vec<_>>()),
-    );
+    let (train, test) = train_test(1024, 76, [3, 32, 32], 2);
     let cfg = TrainConfig {
         model: ModelPreset::ResNet18,
         batch_size: 1024,
@@ -165,11 +174,7 @@ fn resnet18_batch_1024_runs_with_the_suggested_chunk() {
     }
     let (device, _) = supcon_wgpu::backend::device::request_burn_device().unwrap();
     let limits = DeviceMemory::of(&device).unwrap();
-    let images = random_images(1100, [3, 32, 32], 2);
-    let (train, test) = (
-        images.subset(&(0..1024).collect::<Vec<_>>()),
-        images.subset(&(1024..1100).collect::<Vec<_>>()),
-    );
+    let (train, test) = train_test(1024, 76, [3, 32, 32], 2);
     let mut cfg = TrainConfig {
         model: ModelPreset::ResNet18,
         epochs: 1,
@@ -212,11 +217,7 @@ fn small_model_at_its_limit() {
     if gpu().is_none() {
         return;
     }
-    let images = random_images(600, [1, 16, 16], 3);
-    let (train, test) = (
-        images.subset(&(0..512).collect::<Vec<_>>()),
-        images.subset(&(512..600).collect::<Vec<_>>()),
-    );
+    let (train, test) = train_test(512, 88, [1, 16, 16], 3);
     let limited = limited_device(8 * MIB);
     let limits = DeviceMemory::of(&limited).unwrap();
     assert_eq!(limits.max_tensor_bytes, 8 * MIB);

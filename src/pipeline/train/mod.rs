@@ -656,6 +656,36 @@ fn linear_stage(
     Ok(linear)
 }
 
+/// A run's settings for the unit tests: `model` at `batch` images, one epoch, no warmup.
+#[cfg(test)]
+pub(crate) fn test_config(model: ModelPreset, batch: usize) -> TrainConfig {
+    TrainConfig {
+        method: Method::SupCon,
+        model,
+        stem: Stem::Cifar,
+        head: HeadKind::Mlp,
+        projection_dim: 128,
+        epochs: 1,
+        batch_size: batch,
+        lr: 0.1,
+        momentum: 0.9,
+        weight_decay: 0.0,
+        lars: false,
+        warmup_epochs: 0,
+        temperature: 0.1,
+        base_temperature: None,
+        seed: 0,
+        augment: AugmentConfig::digits(vec![0.3], vec![0.4]),
+        linear: LinearEvalConfig::default(),
+        knn_k: 1,
+        knn_every: 1,
+        max_steps_per_epoch: None,
+        grad_cache_chunk: None,
+        queue_size: 0,
+        momentum_encoder: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -664,31 +694,8 @@ mod tests {
     /// for a later epoch); a set smaller than a batch is one step of all of it.
     #[test]
     fn epochs_are_whole_batches() {
-        let mut config = TrainConfig {
-            method: Method::SupCon,
-            model: ModelPreset::Small,
-            stem: Stem::Cifar,
-            head: HeadKind::Mlp,
-            projection_dim: 8,
-            epochs: 1,
-            batch_size: 256,
-            lr: 0.1,
-            momentum: 0.9,
-            weight_decay: 0.0,
-            lars: false,
-            warmup_epochs: 0,
-            temperature: 0.1,
-            base_temperature: None,
-            seed: 0,
-            augment: AugmentConfig::digits(vec![0.3], vec![0.4]),
-            linear: LinearEvalConfig::default(),
-            knn_k: 1,
-            knn_every: 1,
-            max_steps_per_epoch: None,
-            grad_cache_chunk: None,
-            queue_size: 0,
-            momentum_encoder: None,
-        };
+        let mut config = test_config(ModelPreset::Small, 256);
+        config.projection_dim = 8;
         let shape =
             |c: &TrainConfig, n| (c.steps_per_epoch(n), c.step_images(n), c.forward_rows(n));
         assert_eq!(shape(&config, 1438), (5, 256, 512));
