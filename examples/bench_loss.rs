@@ -11,7 +11,7 @@
 //! cargo run --release --example bench_loss -- [--sizes 1024,4096,16384,65536] [--runs 5] [--json PATH]
 //! ```
 
-use burn::tensor::{Device, DeviceKind, Distribution, Int, Tensor};
+use burn::tensor::{Device, Distribution, Int, Tensor};
 use clap::Parser;
 use std::time::Instant;
 use supcon_wgpu::backend::{Implementation, SupConLossConfig};
@@ -49,8 +49,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )?;
         Ok(plan.heavy_workgroups().into_iter().min().unwrap_or(0))
     };
-    println!("adapter: {adapter}");
-    let device = Device::wgpu(DeviceKind::DefaultDevice).autodiff();
+    // The crate's own Burn device: with the `vulkan` feature Burn compiles to SPIR-V and the
+    // fused ops run on its registered wgpu handles.
+    let (device, _) = supcon_wgpu::backend::device::request_burn_device()?;
+    let compiler = supcon_wgpu::backend::device::compiler_name(&device).unwrap_or("?");
+    println!("adapter: {adapter}; Burn compiles to {compiler}");
+    let device = device.autodiff();
 
     println!(
         "{:>7} {:>5} {:>8} {:>10} {:>12} {:>10} {:>10} {:>10} {:>14} {:>14}",
@@ -135,8 +139,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }));
     }
     if let Some(path) = args.json {
-        let json =
-            serde_json::to_string_pretty(&serde_json::json!({ "adapter": adapter, "rows": rows }))?;
+        let json = serde_json::to_string_pretty(
+            &serde_json::json!({ "adapter": adapter, "compiler": compiler, "rows": rows }),
+        )?;
         let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, json)?;
         std::fs::rename(&tmp, &path)?;
