@@ -6,9 +6,13 @@ use crate::{Error, Result};
 
 /// An adapter, its device and queue.
 pub struct GpuContext {
+    /// The wgpu instance the adapter came from.
     pub instance: wgpu::Instance,
+    /// The adapter (the physical device).
     pub adapter: wgpu::Adapter,
+    /// The logical device the kernels run on.
     pub device: wgpu::Device,
+    /// Its queue.
     pub queue: wgpu::Queue,
 }
 

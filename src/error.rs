@@ -33,8 +33,11 @@ pub enum Error {
     /// A host slice has the wrong number of elements.
     #[error("`{name}` has {got} elements, expected {expected}")]
     LengthMismatch {
+        /// The argument.
         name: &'static str,
+        /// Elements the problem needs.
         expected: usize,
+        /// Elements given.
         got: usize,
     },
     /// A positives buffer was given that the chosen positive kind does not use, or none was given
@@ -48,14 +51,19 @@ pub enum Error {
     /// A caller's buffer is smaller than the problem needs.
     #[error("buffer `{name}` is {got} bytes, the problem needs at least {needed}")]
     BufferTooSmall {
+        /// The buffer's role.
         name: &'static str,
+        /// Bytes the problem needs.
         needed: u64,
+        /// The buffer's size in bytes.
         got: u64,
     },
     /// A caller's buffer lacks a usage flag the kernels need.
     #[error("buffer `{name}` lacks the usage flag(s) {missing:?}")]
     MissingUsage {
+        /// The buffer's role.
         name: &'static str,
+        /// The usage flags it lacks.
         missing: wgpu::BufferUsages,
     },
     /// One storage binding would exceed the device's `max_storage_buffer_binding_size`.
@@ -64,15 +72,21 @@ pub enum Error {
          (max_storage_buffer_binding_size)"
     )]
     ExceedsBindingLimit {
+        /// The binding's role.
         name: &'static str,
+        /// Bytes it needs.
         needed: u64,
+        /// The device's `max_storage_buffer_binding_size`.
         limit: u64,
     },
     /// The dispatch needs more workgroups than a 2-D grid of the device allows.
     #[error("{what} needs {groups} workgroups, more than the device's 2-D grid allows ({limit}^2)")]
     TooManyWorkgroups {
+        /// The kernel.
         what: &'static str,
+        /// Workgroups it needs.
         groups: u64,
+        /// The device's `max_compute_workgroups_per_dimension`.
         limit: u32,
     },
     /// The device's limits are below what the kernels were written for.

@@ -23,6 +23,7 @@
 //! `L_out,i = −(τ/τ_base) · (1/|P(i)|) Σ_{p∈P(i)} (s_ip − log Σ_{a∈A(i)} exp s_ia)`.
 //! Features arrive as `[bsz, n_views, dim]` and are flattened view-major, as in the reference
 //! PyTorch code.
+#![deny(missing_docs)]
 
 #[cfg(feature = "burn")]
 pub mod backend;

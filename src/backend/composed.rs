@@ -56,7 +56,9 @@ pub fn supcon_loss(
 /// positives; without labels keys are negatives only).
 #[derive(Clone, Debug)]
 pub struct ComposedKeys {
+    /// The keys' features, `[K, dim]` (normalised inside the loss, detached).
     pub features: Tensor<2>,
+    /// Their labels, `[K]`; `None` without labels (SimCLR: keys are negatives only).
     pub labels: Option<Tensor<1, Int>>,
 }
 

@@ -11,7 +11,9 @@ use burn::backend::{
     Backend, backend_extension,
     tensor::{FloatTensor, IntTensor},
 };
-use burn::tensor::{DType, Shape};
+use burn::tensor::DType;
+#[cfg(feature = "fusion")]
+use burn::tensor::Shape;
 
 use crate::kernels::supcon::{PositiveKind, Strategy, SupConOptions, SupConShape};
 
@@ -22,6 +24,7 @@ pub struct LossParams {
     pub shape: SupConShape,
     /// How the positives tensor is read.
     pub kind: PositiveKind,
+    /// τ, τ_base, contrast mode, variant and reduction.
     pub options: SupConOptions,
     /// Contrast rows per pass of the kernels' column loop; `None`: the default,
     /// [`default_pass_columns`](crate::kernels::supcon::default_pass_columns).

@@ -14,8 +14,11 @@
 
 use super::{Keys, Positives, SupConOptions, SupConShape, reference};
 
+/// Relative error allowed on the loss.
 pub const LOSS_TOLERANCE: f64 = 1e-4;
+/// Relative error allowed on the golden case's loss.
 pub const GOLDEN_LOSS_TOLERANCE: f64 = 1e-5;
+/// Floor of |loss| in the relative error (a loss near 0 is compared absolutely at this size).
 pub const LOSS_FLOOR: f64 = 1e-3;
 /// Floor of the per-anchor losses' scale (a loss of 0 is compared absolutely at this size).
 pub const ANCHOR_LOSS_FLOOR: f64 = 1e-3;

@@ -38,12 +38,15 @@ pub struct SupConPlan {
 }
 
 impl SupConPlan {
+    /// The problem's shape the plan was made for.
     pub fn shape(&self) -> SupConShape {
         self.shape
     }
+    /// The options the plan was made for.
     pub fn options(&self) -> &SupConOptions {
         &self.options
     }
+    /// How the plan reads the positives.
     pub fn positive_kind(&self) -> PositiveKind {
         self.kind
     }

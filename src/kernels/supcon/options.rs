@@ -77,8 +77,12 @@ pub struct SupConOptions {
     pub temperature: f64,
     /// τ_base: the loss is scaled by τ / τ_base (the reference PyTorch code uses 0.07 for both).
     pub base_temperature: f64,
+    /// Which rows are anchors: all views (`All`) or the first view only (`One`).
     pub contrast_mode: ContrastMode,
+    /// Where the mean over positives sits: outside the log (`Out`, the paper's best) or inside
+    /// (`In`).
     pub variant: Variant,
+    /// How the anchors' losses become one number.
     pub reduction: Reduction,
 }
 
@@ -99,18 +103,22 @@ impl SupConOptions {
             reduction: Reduction::AllAnchors,
         }
     }
+    /// With τ_base = `base_temperature`.
     pub fn with_base_temperature(mut self, base_temperature: f64) -> Self {
         self.base_temperature = base_temperature;
         self
     }
+    /// With the given contrast mode.
     pub fn with_contrast_mode(mut self, contrast_mode: ContrastMode) -> Self {
         self.contrast_mode = contrast_mode;
         self
     }
+    /// With the given variant.
     pub fn with_variant(mut self, variant: Variant) -> Self {
         self.variant = variant;
         self
     }
+    /// With the given reduction.
     pub fn with_reduction(mut self, reduction: Reduction) -> Self {
         self.reduction = reduction;
         self
@@ -154,13 +162,18 @@ fn temperature_in_range(t: f64) -> bool {
 /// are not anchors and get no gradient. With K = 0 the loss is the plain one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SupConShape {
+    /// Samples in the batch.
     pub bsz: u32,
+    /// Views of each sample (N = bsz · n_views rows).
     pub n_views: u32,
+    /// Feature dimension.
     pub dim: u32,
+    /// Contrast-only rows (keys) beside the batch.
     pub keys: u32,
 }
 
 impl SupConShape {
+    /// A batch of `bsz` samples with `n_views` views of `dim` features each, no keys.
     pub fn new(bsz: u32, n_views: u32, dim: u32) -> Self {
         SupConShape {
             bsz,
@@ -260,6 +273,7 @@ pub enum Positives<'a> {
 }
 
 impl Positives<'_> {
+    /// The kind of these positives (what the kernels read).
     pub fn kind(&self) -> PositiveKind {
         match self {
             Positives::Labels(_) => PositiveKind::Labels,
@@ -348,7 +362,9 @@ impl Positives<'_> {
 /// [`SupConLoss::loss_and_grad_with_keys`]: super::SupConLoss::loss_and_grad_with_keys
 #[derive(Clone, Copy, Debug)]
 pub struct Keys<'a> {
+    /// The keys' features, `[K, dim]` row-major.
     pub features: &'a [f32],
+    /// Their labels (K of them), or [`Positives::None`].
     pub positives: Positives<'a>,
 }
 

@@ -5,9 +5,11 @@ use super::{ContrastMode, Positives, Reduction, SupConOptions, SupConShape, Vari
 /// What the reference computes.
 #[derive(Clone, Debug)]
 pub struct Output {
+    /// The reduced loss.
     pub loss: f64,
     /// Per anchor, view-major.
     pub anchor_loss: Vec<f64>,
+    /// Anchors with at least one positive (the others count 0).
     pub n_valid_anchors: usize,
     /// dL/dfeatures in the `[bsz, n_views, dim]` layout.
     pub grad: Vec<f64>,
