@@ -213,6 +213,31 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
 }
 
+/// The kNN monitor and the linear evaluation keep the encoder features of every training
+/// image in one tensor, `[images, feature_dim]` f32: that tensor must fit one buffer too.
+fn check_features(config: &TrainConfig, train: &ImageDataset, device: &DeviceMemory) -> Result<()> {
+    let dim = config
+        .model
+        .config(train.channels, config.stem)
+        .feature_dim();
+    let bytes = (train.len() * dim) as u64 * VALUE_BYTES;
+    if bytes <= device.max_tensor_bytes {
+        return Ok(());
+    }
+    Err(PipelineError::DeviceMemory(format!(
+        "the evaluation (kNN monitor and linear evaluation) keeps the {}-dimensional features of \
+         the {} training images in one tensor of {}, above the {} the device allows one buffer \
+         (min of max_storage_buffer_binding_size and max_buffer_size); at most {} training \
+         images fit with {}: use fewer images or a model with smaller features",
+        dim,
+        train.len(),
+        mib(bytes),
+        mib(device.max_tensor_bytes),
+        device.max_tensor_bytes / (dim as u64 * VALUE_BYTES),
+        config.model.name(),
+    )))
+}
+
 /// The largest `n` in `1..=max` for which `fits(n)` holds (`fits` monotone), if any.
 fn largest_fitting(max: usize, fits: impl Fn(usize) -> bool) -> Option<usize> {
     if !fits(1) {
@@ -234,6 +259,7 @@ pub fn preflight(
     train: &ImageDataset,
     device: &DeviceMemory,
 ) -> Result<StepMemory> {
+    check_features(config, train, device)?;
     let step = estimate(config, train);
     if step.fits(device) {
         return Ok(step);
@@ -442,6 +468,33 @@ mod tests {
         };
         let err = preflight(&config, &train, &device).unwrap_err().to_string();
         assert!(err.contains("the batch of 1024 images alone"), "{err}");
+    }
+
+    /// ResNet-50's 2,048-d features of 20,000 images are 156.25 MiB: above 128 MiB, refused
+    /// whatever the chunk, with the number of images that fit (16,384).
+    #[test]
+    fn evaluation_features_must_fit_one_buffer() {
+        let train = images(20_000, [1, 8, 8]);
+        let device = DeviceMemory {
+            max_tensor_bytes: 128 * MIB,
+            total_bytes: None,
+        };
+        let config = TrainConfig {
+            model: ModelPreset::ResNet50,
+            grad_cache_chunk: Some(1),
+            ..resnet18(Method::SupCon, 64)
+        };
+        let err = preflight(&config, &train, &device).unwrap_err().to_string();
+        assert!(
+            err.contains("features of the 20000 training images"),
+            "{err}"
+        );
+        assert!(
+            err.contains("156.2 MiB") && err.contains("at most 16384"),
+            "{err}"
+        );
+        let fewer = images(16_384, [1, 8, 8]);
+        assert!(preflight(&config, &fewer, &device).is_ok());
     }
 
     #[test]
