@@ -100,15 +100,31 @@ pub(crate) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> PipelineEr
 /// lock meanwhile. The generator is shared by everything on the device, so without the lock
 /// concurrent runs in one process interleave their draws and the weights stop depending on the
 /// seed alone.
-pub(crate) fn seeded_init<T>(
+///
+/// Burn initialises parameters lazily, on their first use: every parameter is drawn here, under
+/// the lock, or its values would come from whatever the generator holds at that later moment
+/// (another run's draws in between).
+pub(crate) fn seeded_init<M: burn::module::Module>(
     device: &burn::tensor::Device,
     seed: u64,
-    init: impl FnOnce() -> T,
-) -> T {
+    init: impl FnOnce() -> M,
+) -> M {
+    /// Reads every float parameter once, which initialises a lazy one.
+    struct Materialize;
+    impl burn::module::ModuleVisitor for Materialize {
+        fn visit_float<const D: usize>(
+            &mut self,
+            param: &burn::module::Param<burn::tensor::Tensor<D>>,
+        ) {
+            let _ = param.val();
+        }
+    }
     static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
     device.seed(seed);
-    init()
+    let module = init();
+    module.visit(&mut Materialize);
+    module
 }
 
 /// Writes `bytes` to `path` atomically and durably: a temporary file in the same folder (a name
