@@ -15,7 +15,7 @@
 //! After training, the frozen encoder's features are scored with a kNN classifier on the
 //! held-out split.
 //!
-//! What had to be adapted to burn-train (see README.md, "Using the loss in burn-train"):
+//! What had to be adapted to burn-train (see docs/burn.md, "Using the loss in burn-train"):
 //! - A data set item is one image, but SupCon needs two augmented views of each: the `Batcher`
 //!   makes both views on the device and hands the model one `[2b, c, h, w]` batch.
 //! - The batcher draws the random augmentation itself (burn-train has no augmentation stage);

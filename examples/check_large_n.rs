@@ -2,7 +2,7 @@
 //! prototypes, so every s_ij depends only on the two classes and the loss is computable in O(K²)
 //! on the CPU. `cargo run --example check_large_n -- 16384` (prints loss, expected, relative
 //! error, n_valid and time); `-- N D` sets the feature dimension (default 128). Used to find the
-//! open bug on lavapipe (see README): wrong when a workgroup runs more than ~8,192 barriers.
+//! open bug on lavapipe (see docs/performance.md, "Large N on lavapipe"): wrong when a workgroup runs more than ~8,192 barriers.
 
 use supcon_wgpu::device::{Limits, request_device};
 use supcon_wgpu::{Positives, SupConLoss, SupConOptions, SupConShape};

@@ -481,7 +481,7 @@ fn main_inner(args: &Args) -> Result<()> {
     if !supcon_wgpu::backend::BURN_AUTOTUNE && !matches!(config.model, ModelPreset::Small) {
         log::warn!(
             "{} runs on Burn's fixed kernels: this build lacks the `autotune` feature, and tuned \
-             kernels train ResNets faster (README, \"Autotune and the first run\"); rebuild with \
+             kernels train ResNets faster (docs/training.md, \"Autotune and the first run\"); rebuild with \
              `cargo run --release --features autotune --example train_wgpu -- ...`",
             config.model.name()
         );

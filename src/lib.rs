@@ -13,6 +13,10 @@
 //! - `pipeline` (feature `pipeline`, which needs `burn`): the training application behind
 //!   `examples/train_wgpu.rs`.
 //!
+//! Where to start: [`SupConLoss`] (the loss and its gradient on a caller's wgpu device, in one
+//! call or recorded into the caller's encoder with [`SupConPlan::encode_forward`]),
+//! [`CosineSimilarity`], and in Burn `backend::SupConLossConfig`; each has an example.
+//!
 //! Both features are on by default; `default-features = false` leaves the kernels on wgpu alone,
 //! which also build for `wasm32-unknown-unknown` (WebGPU), where the convenience calls that block
 //! on a read-back (`SupConLoss::loss`, `CosineSimilarity::compute`) are left out: record the
@@ -42,3 +46,29 @@ pub use kernels::supcon::{
 };
 /// The wgpu version the kernels are built against (the one burn-wgpu 0.22.1 uses).
 pub use wgpu;
+
+// The Rust code blocks of README.md and of the guide in docs/ are doc-tests: `cargo test`
+// compiles each of them (and runs those not marked `no_run`), so an example a user copies
+// cannot silently stop building. The guide's Burn pages need the Burn extension (and
+// burn-train for its Learner example).
+#[cfg(all(doctest, feature = "pipeline"))]
+#[doc = include_str!("../README.md")]
+mod readme_examples {}
+#[cfg(all(doctest, feature = "learner"))]
+#[doc = include_str!("../docs/burn.md")]
+mod guide_burn_examples {}
+#[cfg(doctest)]
+#[doc = include_str!("../docs/wgpu.md")]
+mod guide_wgpu_examples {}
+#[cfg(all(doctest, feature = "pipeline"))]
+#[doc = include_str!("../docs/training.md")]
+mod guide_training_examples {}
+#[cfg(doctest)]
+#[doc = include_str!("../docs/browser.md")]
+mod guide_browser_examples {}
+#[cfg(doctest)]
+#[doc = include_str!("../docs/performance.md")]
+mod guide_performance_examples {}
+#[cfg(doctest)]
+#[doc = include_str!("../docs/testing.md")]
+mod guide_testing_examples {}

@@ -21,17 +21,32 @@ pub fn burn_features(adapter: &wgpu::Adapter) -> wgpu::Features {
 /// Request the wgpu device with the features of [`burn_features`] and every limit the adapter
 /// has (Burn's allocator needs the full limits):
 ///
-/// ```rust,ignore
-/// let (device, queue) = adapter.request_device(&wgpu::DeviceDescriptor {
-///     required_features: supcon_wgpu::backend::device::burn_features(&adapter),
+/// ```no_run
+/// use supcon_wgpu::backend::device::{burn_device, burn_features};
+/// use supcon_wgpu::backend::fused_available;
+/// use supcon_wgpu::{SupConLoss, wgpu};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // The application's wgpu handles (`supcon_wgpu::wgpu` is the wgpu version Burn uses).
+/// let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+/// let adapter = pollster::block_on(instance.request_adapter(&Default::default()))?;
+/// let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+///     required_features: burn_features(&adapter),
 ///     required_limits: adapter.limits(),
 ///     ..Default::default()
-/// }).await?;
-/// let burn_device = supcon_wgpu::backend::device::burn_device(instance, adapter, device, queue)?;
+/// }))?;
+///
+/// // Burn adopts clones of them; the application goes on using its own.
+/// let burn = burn_device(instance, adapter, device.clone(), queue.clone())?;
+/// assert!(fused_available(&burn)); // the loss in Burn takes the fused kernels on it
+/// let raw = SupConLoss::new(&device)?; // and so do the raw kernels, on the same GPU context
+/// # let _ = raw;
+/// # Ok(())
+/// # }
 /// ```
 ///
-/// The application keeps using its queue; flush Burn's pending work (`burn_device.sync()`)
-/// before it reads buffers that Burn wrote. Register a setup once and clone the returned device.
+/// The application keeps using its queue; flush Burn's pending work (`burn.sync()`) before it
+/// reads buffers that Burn wrote. Register a setup once and clone the returned device.
 pub fn burn_device(
     instance: wgpu::Instance,
     adapter: wgpu::Adapter,
@@ -60,6 +75,26 @@ pub fn burn_device(
 /// Finds an adapter (honouring `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and `WGPU_POWER_PREF`,
 /// preferring a high-performance GPU), requests a device with everything Burn needs, and
 /// returns the Burn device on it with the adapter's description.
+///
+/// ```no_run
+/// use burn::tensor::{Distribution, Int, Tensor};
+/// use supcon_wgpu::backend::SupConLossConfig;
+/// use supcon_wgpu::backend::device::{compiler_name, request_burn_device};
+///
+/// # fn main() -> supcon_wgpu::Result<()> {
+/// let (device, adapter) = request_burn_device()?;
+/// println!("{} through {}", adapter.name, compiler_name(&device).unwrap_or("?"));
+///
+/// let device = device.autodiff();
+/// let normal = Distribution::Normal(0.0, 1.0);
+/// let features = Tensor::<3>::random([256, 2, 128], normal, &device).require_grad();
+/// let labels = Tensor::<1, Int>::arange(0..256, &device).remainder_scalar(10);
+/// let loss = SupConLossConfig::new().try_init()?.try_forward(features.clone(), Some(labels))?;
+/// let grads = loss.backward(); // the fused forward and backward kernels
+/// assert!(features.grad(&grads).is_some());
+/// # Ok(())
+/// # }
+/// ```
 pub fn request_burn_device() -> Result<(Device, wgpu::AdapterInfo)> {
     let instance =
         wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());

@@ -49,10 +49,44 @@ pub trait CachedForward<const D: usize>: Module {
 
 /// Gradient caching with chunks of at most `chunk` items (images) of every view.
 ///
-/// ```rust,ignore
-/// let cache = GradCacheConfig::new(32).init();
-/// let step = cache.step(&model, &[view1, view2], |features| loss.try_forward(features, labels))?;
-/// let model = optim.step(lr, model, step.grads);
+/// ```
+/// use burn::module::Module;
+/// use burn::nn::{Linear, LinearConfig};
+/// use burn::optim::SgdConfig;
+/// use burn::tensor::{Device, Distribution, Int, Tensor};
+/// use supcon_wgpu::backend::{CachedForward, GradCacheConfig, SupConLossConfig};
+///
+/// #[derive(Module, Debug)]
+/// struct Encoder {
+///     linear: Linear,
+/// }
+///
+/// impl CachedForward<2> for Encoder {
+///     fn forward_tracked(&self, input: Tensor<2>) -> Tensor<2> {
+///         self.linear.forward(input)
+///     }
+/// }
+///
+/// # fn main() -> supcon_wgpu::Result<()> {
+/// #[allow(deprecated)] // Burn 0.22 deprecates NdArray for Flex (built here by `learner` only)
+/// let device = Device::ndarray().autodiff();
+/// let model = Encoder { linear: LinearConfig::new(16, 8).init(&device) };
+/// let loss = SupConLossConfig::new().init();
+/// let mut optim = SgdConfig::new().init();
+///
+/// // Two views of a batch of 6 items, through the model 4 items at a time.
+/// let normal = Distribution::Normal(0.0, 1.0);
+/// let views = [0, 1].map(|_| Tensor::<2>::random([6, 16], normal, &device));
+/// let labels = Tensor::<1, Int>::from_ints([0, 1, 2, 0, 1, 2], &device);
+/// let cache = GradCacheConfig::new(4).try_init()?;
+/// let step = cache.step(&model, &views, |features| loss.try_forward(features, Some(labels)))?;
+///
+/// assert!(step.loss.into_scalar::<f32>() > 0.0);
+/// assert!(step.grads.get::<2>(model.linear.weight.id).is_some());
+/// let model = optim.step(0.1, model, step.grads);
+/// # let _ = model;
+/// # Ok(())
+/// # }
 /// ```
 #[derive(Config, Debug)]
 pub struct GradCacheConfig {
@@ -68,6 +102,14 @@ impl GradCacheConfig {
     }
 
     /// The gradient cache; a chunk of 0 items is an [`Error::InvalidShape`].
+    ///
+    /// ```
+    /// use supcon_wgpu::Error;
+    /// use supcon_wgpu::backend::GradCacheConfig;
+    ///
+    /// assert_eq!(GradCacheConfig::new(32).try_init().map(|c| c.chunk()).ok(), Some(32));
+    /// assert!(matches!(GradCacheConfig::new(0).try_init(), Err(Error::InvalidShape(_))));
+    /// ```
     pub fn try_init(&self) -> Result<GradCache> {
         if self.chunk == 0 {
             return Err(Error::InvalidShape(
@@ -116,8 +158,15 @@ impl GradCache {
     /// Each chunk feeds the model its items of every view together (view 0's rows, then view
     /// 1's, ...), so a chunk is `n_views × chunk` rows, and the same rows in both passes.
     ///
+    /// [`GradCacheConfig`] has a complete example (a model, one step, the optimizer's update).
+    ///
     /// # Shapes
     /// - `views`: `n_views ≥ 1` tensors `[batch, ...]`, all of one shape
+    ///
+    /// # Errors
+    /// [`Error::InvalidShape`] for no view, views of different shapes or an empty batch;
+    /// [`Error::Unsupported`] for views off an autodiff device or a loss or model that records
+    /// no graph; and any error of `loss`.
     pub fn step<const D: usize, M, L>(
         &self,
         model: &M,

@@ -36,6 +36,22 @@ pub enum Implementation {
 /// - Official TensorFlow code: `scale_by_temperature = true` multiplies the loss by τ, which is
 ///   `base_temperature = Some(1.0)`.
 /// - Default: `base_temperature = None`, meaning τ_base = τ: exactly the paper's Eq. 2 mean.
+///
+/// [`try_init`](Self::try_init) checks the temperatures:
+///
+/// ```
+/// use supcon_wgpu::Error;
+/// use supcon_wgpu::backend::SupConLossConfig;
+///
+/// // The reference PyTorch code's settings.
+/// let config = SupConLossConfig::new()
+///     .with_temperature(0.07)
+///     .with_base_temperature(Some(0.07));
+/// assert!(config.try_init().is_ok());
+///
+/// let config = SupConLossConfig::new().with_temperature(0.0);
+/// assert!(matches!(config.try_init(), Err(Error::InvalidTemperature(t)) if t == 0.0));
+/// ```
 #[derive(Config, Debug)]
 pub struct SupConLossConfig {
     /// τ, dividing the cosine similarities.
@@ -84,7 +100,8 @@ impl SupConLossConfig {
     }
 }
 
-/// The supervised contrastive loss. Create it with [`SupConLossConfig`].
+/// The supervised contrastive loss. Create it with [`SupConLossConfig`]; the
+/// [module docs](crate::backend) show a forward and backward pass.
 #[derive(Clone, Debug)]
 pub struct SupConLoss {
     options: SupConOptions,
@@ -134,6 +151,30 @@ impl SupConLoss {
     /// # Panics
     /// On bad input, with the message of [`try_forward`](Self::try_forward)'s error, as Burn's
     /// own ops do.
+    ///
+    /// # Example
+    /// The composed ops on Burn's CPU backend against the crate's f64 reference:
+    ///
+    /// ```
+    /// use burn::tensor::{Device, Int, Tensor, TensorData};
+    /// use supcon_wgpu::backend::SupConLossConfig;
+    /// use supcon_wgpu::kernels::supcon::{conformance::LOSS_TOLERANCE, reference};
+    /// use supcon_wgpu::{Positives, SupConOptions, SupConShape};
+    ///
+    /// #[allow(deprecated)] // Burn 0.22 deprecates NdArray for Flex (built here by `learner` only)
+    /// let device = Device::ndarray();
+    /// let x: Vec<f32> = (0..3 * 2 * 4).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
+    /// let features = Tensor::<3>::from_data(TensorData::new(x.clone(), [3, 2, 4]), &device);
+    /// let labels = Tensor::<1, Int>::from_ints([0, 1, 0], &device);
+    ///
+    /// let loss = SupConLossConfig::new().with_temperature(0.5).init();
+    /// let got: f32 = loss.forward(features, Some(labels)).into_scalar();
+    ///
+    /// let x: Vec<f64> = x.into_iter().map(f64::from).collect();
+    /// let (shape, options) = (SupConShape::new(3, 2, 4), SupConOptions::new(0.5));
+    /// let want = reference::supcon(&x, shape, Positives::Labels(&[0, 1, 0]), &options).loss;
+    /// assert!((f64::from(got) - want).abs() <= LOSS_TOLERANCE * want.abs());
+    /// ```
     pub fn forward(&self, features: Tensor<3>, labels: Option<Tensor<1, Int>>) -> Tensor<1> {
         self.try_forward(features, labels)
             .unwrap_or_else(|e| panic!("SupConLoss::forward: {e}"))
@@ -184,6 +225,32 @@ impl SupConLoss {
     /// # Panics
     /// On bad input, with the message of [`try_forward_with_keys`](Self::try_forward_with_keys)'s
     /// error.
+    ///
+    /// # Example
+    /// A queue of four keys, two of them positives of sample 0; the tracked queue gets no
+    /// gradient:
+    ///
+    /// ```
+    /// use burn::tensor::{Device, Distribution, Int, Tensor};
+    /// use supcon_wgpu::backend::SupConLossConfig;
+    ///
+    /// #[allow(deprecated)] // Burn 0.22 deprecates NdArray for Flex (built here by `learner` only)
+    /// let device = Device::ndarray().autodiff();
+    /// let normal = Distribution::Normal(0.0, 1.0);
+    /// let features = Tensor::<3>::random([2, 2, 8], normal, &device).require_grad();
+    /// let keys = Tensor::<2>::random([4, 8], normal, &device).require_grad();
+    /// let labels = Tensor::<1, Int>::from_ints([0, 1], &device);
+    /// let key_labels = Tensor::<1, Int>::from_ints([0, 2, 0, 3], &device);
+    ///
+    /// let loss = SupConLossConfig::new().init();
+    /// let value =
+    ///     loss.forward_with_keys(features.clone(), Some(labels), keys.clone(), Some(key_labels));
+    /// let grads = value.backward();
+    /// let value: f32 = value.into_scalar();
+    /// assert!(value.is_finite() && value > 0.0);
+    /// assert!(features.grad(&grads).is_some());
+    /// assert!(keys.grad(&grads).is_none());
+    /// ```
     pub fn forward_with_keys(
         &self,
         features: Tensor<3>,

@@ -1,10 +1,31 @@
 //! Burn backend extension: the WGSL SupCon and cosine-similarity kernels inside Burn 0.22.
 //!
-//! ```rust,ignore
+//! ```
+//! use burn::tensor::{Device, Int, Tensor};
 //! use supcon_wgpu::backend::SupConLossConfig;
-//! let loss = SupConLossConfig::new().with_temperature(0.1).init();
-//! let value = loss.forward(features /* [bsz, n_views, dim] */, Some(labels /* [bsz] */));
-//! value.backward(); // on an autodiff device
+//!
+//! # fn main() -> supcon_wgpu::Result<()> {
+//! // Burn's CPU backend, with autodiff: `Implementation::Auto` takes the composed ops there,
+//! // the fused WGSL kernels on a wgpu device (`Device::wgpu(..)`, `device::request_burn_device`).
+//! #[allow(deprecated)] // Burn 0.22 deprecates NdArray for Flex (built here by `learner` only)
+//! let device = Device::ndarray().autodiff();
+//! // [bsz = 2, n_views = 2, dim = 3]: raw projection-head output, labels [bsz].
+//! let features = Tensor::<3>::from_floats(
+//!     [[[1.0, 0.2, 0.0], [0.9, 0.3, 0.1]], [[0.0, 1.0, 0.5], [0.1, 0.8, 0.6]]],
+//!     &device,
+//! )
+//! .require_grad();
+//! let labels = Tensor::<1, Int>::from_ints([0, 1], &device);
+//!
+//! let loss_fn = SupConLossConfig::new().with_temperature(0.1).try_init()?;
+//! let loss = loss_fn.try_forward(features.clone(), Some(labels))?; // `None`: SimCLR
+//! let grads = loss.backward();
+//!
+//! let value: f32 = loss.into_scalar();
+//! assert!(value.is_finite() && value > 0.0);
+//! assert_eq!(features.grad(&grads).expect("a gradient").dims(), [2, 2, 3]);
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! - On a burn-wgpu device (autodiff or not, fusion on or off) the loss runs the fused kernels of

@@ -10,7 +10,8 @@
 //! parameters into tensors and applies every op to the whole batch with Burn tensor ops, so it
 //! runs on any Burn backend (wgpu, NdArray, ...). Crop and resize are two batched matrix
 //! products with per-sample bilinear interpolation matrices built on the device; the colour ops
-//! are element-wise. [`reference`] applies the same parameters pixel by pixel in f64.
+//! are element-wise. [`reference`](mod@reference) applies the same parameters pixel by pixel in
+//! f64.
 //!
 //! On 1-channel images the colour ops (saturation, hue, grayscale) are skipped; brightness and
 //! contrast still apply when jitter is on.

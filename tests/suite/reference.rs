@@ -18,7 +18,7 @@ fn golden_loss_matches_the_independent_reference() {
         &SupConOptions::new(0.07),
     );
     // From tests/golden/supcon_golden.py, an independent float64 transcription of the
-    // reference PyTorch code (see README: the 9.828058371189472 could not be reproduced).
+    // reference PyTorch code (see docs/testing.md: the 9.828058371189472 could not be reproduced).
     let want = GOLDEN_LOSS;
     assert!(
         (out.loss - want).abs() < 1e-12,

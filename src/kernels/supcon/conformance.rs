@@ -1,6 +1,6 @@
 //! The golden case and the one tolerance table every implementation of the loss (raw wgpu, Burn
-//! fused, Burn composed, the browser page) is held to against the f64 [`reference`](super::reference);
-//! everything but the reference computes in f32.
+//! fused, Burn composed, the browser page) is held to against the f64
+//! [`reference`](mod@reference); everything but the reference computes in f32.
 //!
 //! - loss: relative error ≤ [`LOSS_TOLERANCE`] ([`GOLDEN_LOSS_TOLERANCE`] on the golden case),
 //!   |loss| floored at [`LOSS_FLOOR`];
@@ -28,7 +28,8 @@ pub fn golden_shape() -> SupConShape {
     SupConShape::new(6, 2, 5)
 }
 
-/// The golden case's features, f[b][v][k] = sin(0.37(b+1)(k+1) + 0.11v) + 0.1cos(1.3b − 0.7k + v).
+/// The golden case's features,
+/// `f[b][v][k] = sin(0.37(b+1)(k+1) + 0.11v) + 0.1cos(1.3b − 0.7k + v)`.
 pub fn golden_features() -> Vec<f64> {
     let mut f = Vec::new();
     for b in 0..6 {

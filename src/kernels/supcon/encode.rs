@@ -169,12 +169,61 @@ impl SupConPlan {
         }
     }
 
-    /// Records the forward pass (prepare, forward, reduce) into `encoder`.
+    /// Records the forward pass (prepare, forward, reduce) into `encoder`. The loss lands in
+    /// [`output`](Self::output) on the device; nothing is read back.
     ///
     /// # Shapes
     /// - `features`: `[bsz, n_views, dim]` f32, usage STORAGE.
     /// - `positives`: `[bsz]` labels (32-bit, or 64-bit with [`PositiveKind::Labels64`]),
     ///   `[bsz, ceil(bsz/32)]` packed mask, or `None` (SimCLR).
+    ///
+    /// # Example
+    /// The application's buffers, its encoder, and its own read-back of the output block:
+    ///
+    /// ```no_run
+    /// use supcon_wgpu::device::{Limits, request_device};
+    /// use supcon_wgpu::kernels::supcon::STATUS_OK;
+    /// use supcon_wgpu::wgpu::{self, util::DeviceExt};
+    /// use supcon_wgpu::{PositiveKind, SupConLoss, SupConOptions, SupConOutput, SupConShape};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let gpu = request_device(Limits::WebGpuDefault)?;
+    /// let (device, queue) = (&gpu.device, &gpu.queue);
+    /// let shape = SupConShape::new(4, 2, 3);
+    /// let plan = SupConLoss::new(device)?.plan(
+    ///     device,
+    ///     shape,
+    ///     PositiveKind::Labels,
+    ///     &SupConOptions::new(0.1),
+    /// )?;
+    ///
+    /// let storage = |contents: &[u8]| {
+    ///     let (label, usage) = (None, wgpu::BufferUsages::STORAGE);
+    ///     device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label, contents, usage })
+    /// };
+    /// let x: Vec<f32> = (0..shape.len()).map(|i| (i as f32 * 0.37).sin()).collect();
+    /// let features = storage(bytemuck::cast_slice(&x));
+    /// let labels = storage(bytemuck::cast_slice(&[0i32, 1, 0, 1]));
+    /// let readback = device.create_buffer(&wgpu::BufferDescriptor {
+    ///     label: None,
+    ///     size: 16,
+    ///     usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::MAP_READ,
+    ///     mapped_at_creation: false,
+    /// });
+    ///
+    /// let mut encoder = device.create_command_encoder(&Default::default());
+    /// plan.encode_forward(device, &mut encoder, &features, Some(&labels))?;
+    /// encoder.copy_buffer_to_buffer(plan.output(), 0, &readback, 0, 16);
+    /// queue.submit([encoder.finish()]);
+    ///
+    /// readback.map_async(wgpu::MapMode::Read, .., |mapped| mapped.expect("mapped"));
+    /// device.poll(wgpu::PollType::wait_indefinitely())?;
+    /// let out: SupConOutput = bytemuck::pod_read_unaligned(&readback.get_mapped_range(..)?);
+    /// assert_eq!(out.status, STATUS_OK);
+    /// assert!(out.loss > 0.0);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn encode_forward(
         &self,
         device: &wgpu::Device,

@@ -117,7 +117,8 @@ pub(crate) fn column_passes(n_rows: u32, pass_columns: u32) -> Vec<(u32, u32)> {
         .collect()
 }
 
-/// The 16-byte result block `supcon_reduce.wgsl` writes ([`SupConPlan::output`]).
+/// The 16-byte result block `supcon_reduce.wgsl` writes
+/// ([`SupConPlan::output`](super::SupConPlan::output)).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct SupConOutput {

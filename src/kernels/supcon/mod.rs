@@ -49,6 +49,32 @@ use crate::Result;
 use wgpu::util::DeviceExt;
 
 /// The SupCon kernels' pipelines on one device: create once, plan per problem shape.
+///
+/// The convenience calls upload, run and read back in one go (they block; the `_async` twins
+/// await instead). To record the kernels into your own encoder on your own buffers, see
+/// [`plan`](Self::plan) and [`SupConPlan::encode_forward`].
+///
+/// ```no_run
+/// use supcon_wgpu::device::{Limits, request_device};
+/// use supcon_wgpu::{Positives, SupConLoss, SupConOptions, SupConShape};
+///
+/// # fn main() -> supcon_wgpu::Result<()> {
+/// let gpu = request_device(Limits::WebGpuDefault)?;
+/// let supcon = SupConLoss::new(&gpu.device)?; // once per device
+///
+/// // Features [bsz = 4, n_views = 2, dim = 3], row-major, and one label per sample.
+/// let shape = SupConShape::new(4, 2, 3);
+/// let features: Vec<f32> = (0..shape.len()).map(|i| (i as f32 * 0.37).sin()).collect();
+/// let labels = Positives::Labels(&[0, 1, 0, 1]);
+/// let options = SupConOptions::new(0.1);
+///
+/// let out = supcon.loss_and_grad(&gpu.device, &gpu.queue, &features, shape, labels, &options)?;
+/// assert!(out.loss.is_finite() && out.loss > 0.0);
+/// assert_eq!(out.n_valid_anchors, 8);
+/// assert_eq!(out.grad.map(|g| g.len()), Some(features.len())); // dL/dfeatures
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct SupConLoss {
     /// The pipelines of [`SUPCON_KERNELS`], in its order.
@@ -119,6 +145,33 @@ impl SupConLoss {
 
     /// Validates a problem and allocates its O(N) workspace (parameters, inverse norms, anchor
     /// statistics, output block). A plan is reused for every batch of the same shape.
+    ///
+    /// Errors: a shape the kernels cannot take (fewer than two contrast rows, beyond 32-bit
+    /// indexing), options out of range, or a problem beyond the device's limits (a binding over
+    /// `max_storage_buffer_binding_size`, too many workgroups).
+    ///
+    /// ```no_run
+    /// use supcon_wgpu::device::{Limits, request_device};
+    /// use supcon_wgpu::{Error, PositiveKind, SupConLoss, SupConOptions, SupConShape};
+    ///
+    /// # fn main() -> supcon_wgpu::Result<()> {
+    /// let gpu = request_device(Limits::WebGpuDefault)?;
+    /// let device = &gpu.device;
+    /// let supcon = SupConLoss::new(device)?;
+    /// let options = SupConOptions::new(0.1);
+    ///
+    /// let shape = SupConShape::new(256, 2, 128);
+    /// let plan = supcon.plan(device, shape, PositiveKind::Labels, &options)?;
+    /// assert_eq!(plan.n_anchors(), 512);
+    /// println!("{} bytes of workspace, {} pass(es)", plan.workspace_bytes(), plan.passes());
+    ///
+    /// // One sample in one view has nothing to contrast with.
+    /// let one_row = SupConShape::new(1, 1, 128);
+    /// let err = supcon.plan(device, one_row, PositiveKind::None, &options);
+    /// assert!(matches!(err, Err(Error::InvalidShape(_))));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn plan(
         &self,
         device: &wgpu::Device,
