@@ -11,12 +11,14 @@
 //! cargo run --release --example train_wgpu -- --dataset folder --data-dir ROOT --image-size 32
 //! ```
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
 use supcon_wgpu::pipeline::augment::{AugmentConfig, Recipe};
-use supcon_wgpu::pipeline::data::{self, Cifar, FolderChannels, ImageDataset, Split};
+use supcon_wgpu::pipeline::data::{
+    self, Cifar, DataError, FolderChannels, FolderOptions, ImageDataset, Split,
+};
 use supcon_wgpu::pipeline::eval::LinearEvalConfig;
 use supcon_wgpu::pipeline::model::{HeadKind, ModelPreset, Stem};
 use supcon_wgpu::pipeline::train::{Method, ResumeFrom, RunInfo, RunOptions, TrainConfig, run};
@@ -121,6 +123,10 @@ struct Args {
     /// Channels of --dataset folder images.
     #[arg(long, value_enum, default_value = "auto")]
     channels: ChannelsArg,
+    /// --dataset folder: leave out files that cannot be read or decoded (each named in the log)
+    /// instead of stopping at the first.
+    #[arg(long)]
+    skip_bad_images: bool,
     /// Augmentation recipe (auto: from the images' channels).
     #[arg(long, value_enum, default_value = "auto")]
     recipe: RecipeArg,
@@ -355,7 +361,51 @@ fn load(args: &Args) -> Result<(ImageDataset, ImageDataset, &'static str)> {
                 ChannelsArg::One => FolderChannels::Gray,
                 ChannelsArg::Three => FolderChannels::Rgb,
             };
-            let (a, b) = split(data::load_image_folder(&dir()?, args.image_size, channels)?)?;
+            let options = FolderOptions {
+                channels,
+                skip_bad_images: args.skip_bad_images,
+                ..FolderOptions::new(args.image_size)
+            };
+            let root = dir()?;
+            let hint = |e: &DataError| {
+                if matches!(e, DataError::ImageDecode { .. } | DataError::Io { .. }) {
+                    log::error!(
+                        "--skip-bad-images leaves files that cannot be read or decoded out"
+                    );
+                }
+            };
+            let report = |loaded: data::FolderLoad, from: &Path| {
+                for bad in &loaded.skipped {
+                    log::warn!("skipped {}: {}", bad.path.display(), bad.error);
+                }
+                if !loaded.skipped.is_empty() {
+                    log::warn!(
+                        "--skip-bad-images: {} file(s) of {} left out ({} images loaded)",
+                        loaded.skipped.len(),
+                        from.display(),
+                        loaded.dataset.len()
+                    );
+                }
+                loaded.dataset
+            };
+            let (a, b) = match data::split_folders(&root)? {
+                // train/ and val/ (or test/): the split as given.
+                Some((train, test)) => {
+                    log::info!(
+                        "{} comes split: training on {}, testing on {}",
+                        root.display(),
+                        train.display(),
+                        test.display()
+                    );
+                    let (a, b) =
+                        data::load_split_image_folder(&train, &test, &options).inspect_err(hint)?;
+                    (report(a, &train), report(b, &test))
+                }
+                None => {
+                    let loaded = data::load_image_folder_with(&root, &options).inspect_err(hint)?;
+                    split(report(loaded, &root))?
+                }
+            };
             (a, b, "folder")
         }
         DatasetArg::Cifar10 | DatasetArg::Cifar100 | DatasetArg::Cifar100Coarse => {

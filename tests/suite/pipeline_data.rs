@@ -628,6 +628,212 @@ fn image_folder_corrupt_png() {
     assert!(err.to_string().contains("b_broken.png"), "{err}");
 }
 
+/// CRC-32 (IEEE) of `bytes`, as PNG chunks carry it.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A PNG whose header says `side × side` gray pixels, followed by one small data chunk: what a
+/// decoder must refuse from the header alone.
+fn png_header_only(side: u32) -> Vec<u8> {
+    let chunk = |kind: &[u8], data: &[u8]| {
+        let mut c = (data.len() as u32).to_be_bytes().to_vec();
+        let mut body = kind.to_vec();
+        body.extend_from_slice(data);
+        c.extend_from_slice(&body);
+        c.extend_from_slice(&crc32(&body).to_be_bytes());
+        c
+    };
+    let mut ihdr = side.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&side.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 0, 0, 0, 0]); // 8-bit gray, no interlace
+    let mut png = vec![0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
+    png.extend(chunk(b"IHDR", &ihdr));
+    png.extend(chunk(
+        b"IDAT",
+        &[0x78, 0x9C, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+    ));
+    png.extend(chunk(b"IEND", &[]));
+    png
+}
+
+/// A folder with every kind of bad entry the loader decides on, beside good images:
+/// `(root, good image count, the bad files' paths)`.
+fn folder_with_bad_files(tmp: &TempDir) -> (PathBuf, usize, Vec<PathBuf>) {
+    use std::os::unix::ffi::OsStrExt;
+    let root = tmp.path().to_path_buf();
+    let cat = root.join("cat");
+    let dog = root.join("dog");
+    // A class name that is not UTF-8.
+    let odd = root.join(std::ffi::OsStr::from_bytes(b"\xffodd"));
+    for d in [&cat, &dog, &odd, &cat.join("sub")] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    rgb_image(4, 4, gradient).save(cat.join("a.png")).unwrap();
+    rgb_image(4, 4, |_, _| [1, 2, 3])
+        .save(cat.join("sub").join("nested.png"))
+        .unwrap();
+    for i in 0..2 {
+        rgb_image(4, 4, |x, _| [x as u8 * 9, i, 7])
+            .save(dog.join(format!("d{i}.png")))
+            .unwrap();
+    }
+    rgb_image(4, 4, |_, y| [y as u8, 5, 6])
+        .save(odd.join("o.png"))
+        .unwrap();
+    let mut png = std::io::Cursor::new(Vec::new());
+    rgb_image(16, 16, gradient)
+        .write_to(&mut png, image::ImageFormat::Png)
+        .unwrap();
+    let png = png.into_inner();
+    let mut jpeg = std::io::Cursor::new(Vec::new());
+    rgb_image(64, 64, gradient)
+        .write_to(&mut jpeg, image::ImageFormat::Jpeg)
+        .unwrap();
+    let jpeg = jpeg.into_inner();
+    let bad = vec![
+        (cat.join("b_truncated.png"), png[..png.len() / 2].to_vec()),
+        (cat.join("b_truncated.jpg"), jpeg[..jpeg.len() / 2].to_vec()),
+        (cat.join("c_empty.png"), Vec::new()),
+        (dog.join("e_text.jpg"), b"not an image at all".to_vec()),
+        (dog.join("h_huge.png"), png_header_only(20_000)),
+    ];
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for (path, bytes) in bad {
+        std::fs::write(&path, bytes).unwrap();
+        paths.push(path);
+    }
+    // A dangling link and a link to itself (a loop), both in a class folder.
+    std::os::unix::fs::symlink(cat.join("gone.png"), cat.join("f_dangling.png")).unwrap();
+    std::os::unix::fs::symlink(dog.join("g_loop"), dog.join("g_loop")).unwrap();
+    paths.push(cat.join("f_dangling.png"));
+    paths.push(dog.join("g_loop"));
+    // Links that must not be followed: back to the root, and into another class (its images
+    // would otherwise be read with this class's label).
+    std::os::unix::fs::symlink(&root, cat.join("up")).unwrap();
+    std::os::unix::fs::symlink(&dog, cat.join("to_dog")).unwrap();
+    paths.sort();
+    (root, 5, paths)
+}
+
+#[test]
+fn image_folder_bad_files_are_named_or_skipped() {
+    let tmp = TempDir::new("badfiles");
+    let (root, good, bad) = folder_with_bad_files(&tmp);
+
+    // Skipped: every bad file listed, the good images with their own class's label.
+    let options = FolderOptions {
+        skip_bad_images: true,
+        ..FolderOptions::new(4)
+    };
+    let loaded = load_image_folder_with(&root, &options).unwrap();
+    let skipped: Vec<PathBuf> = loaded.skipped.iter().map(|b| b.path.clone()).collect();
+    assert_eq!(skipped, bad, "{:#?}", loaded.skipped);
+    let d = &loaded.dataset;
+    assert_eq!(d.len(), good);
+    assert_eq!(d.class_names, vec!["cat", "dog", "\u{FFFD}odd"]);
+    // cat: a.png, sub/nested.png; dog: d0, d1 (nothing through cat/to_dog); the odd class: o.
+    assert_eq!(d.labels, vec![0, 0, 1, 1, 2]);
+    assert_eq!(&d.image(1)[..2], &[1.0 / 255.0; 2]);
+    // Each error says what is wrong with its file.
+    let reason = |name: &str| {
+        let b = loaded
+            .skipped
+            .iter()
+            .find(|b| b.path.ends_with(name))
+            .unwrap();
+        b.error.to_string()
+    };
+    assert!(
+        reason("h_huge.png").to_lowercase().contains("limit"),
+        "{}",
+        reason("h_huge.png")
+    );
+    for name in [
+        "b_truncated.png",
+        "b_truncated.jpg",
+        "c_empty.png",
+        "e_text.jpg",
+    ] {
+        assert!(
+            matches!(
+                loaded
+                    .skipped
+                    .iter()
+                    .find(|b| b.path.ends_with(name))
+                    .unwrap()
+                    .error,
+                DataError::ImageDecode { .. }
+            ),
+            "{name}: {}",
+            reason(name)
+        );
+    }
+    for name in ["f_dangling.png", "g_loop"] {
+        assert!(reason(name).contains(name), "{}", reason(name));
+    }
+
+    // Not skipped: an error naming a bad file, before training.
+    let err = load_image_folder_with(&root, &FolderOptions::new(4)).unwrap_err();
+    assert!(
+        bad.iter()
+            .any(|p| err.to_string().contains(&*p.to_string_lossy())),
+        "{err}"
+    );
+    // Each kind of bad file alone is an error naming it.
+    for path in &bad {
+        let solo = TempDir::new("badsolo");
+        let class = solo.path().join("k");
+        std::fs::create_dir_all(&class).unwrap();
+        rgb_image(4, 4, gradient)
+            .save(class.join("ok.png"))
+            .unwrap();
+        let name = path.file_name().unwrap();
+        let target = class.join(name);
+        if name == "f_dangling.png" {
+            std::os::unix::fs::symlink(class.join("gone.png"), &target).unwrap();
+        } else if name == "g_loop" {
+            std::os::unix::fs::symlink(&target, &target).unwrap();
+        } else {
+            std::fs::copy(path, &target).unwrap();
+        }
+        let err = load_image_folder(solo.path(), 4, FolderChannels::Auto).unwrap_err();
+        assert!(
+            err.to_string().contains(&*target.to_string_lossy()),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn image_folder_class_of_bad_files_only_is_empty() {
+    let tmp = TempDir::new("allbad");
+    let (good, bad) = (tmp.path().join("good"), tmp.path().join("bad"));
+    std::fs::create_dir_all(&good).unwrap();
+    std::fs::create_dir_all(&bad).unwrap();
+    rgb_image(2, 2, gradient).save(good.join("a.png")).unwrap();
+    std::fs::write(bad.join("x.png"), b"").unwrap();
+    let options = FolderOptions {
+        skip_bad_images: true,
+        ..FolderOptions::new(2)
+    };
+    match load_image_folder_with(tmp.path(), &options).unwrap_err() {
+        DataError::EmptyClass { dir } => assert_eq!(dir, bad),
+        other => panic!("expected EmptyClass, got {other:?}"),
+    }
+}
+
 #[test]
 fn image_folder_empty_class() {
     let tmp = TempDir::new("emptyclass");
@@ -899,4 +1105,62 @@ fn cifar_download_gives_up_on_a_stalled_server() {
             .all(|e| !e.file_name().to_string_lossy().ends_with(".part")),
         "no partial file left"
     );
+}
+
+#[test]
+fn image_folder_split_as_given() {
+    let tmp = TempDir::new("presplit");
+    let root = tmp.path();
+    // train/{a, b, c}, val/{a, c}: val's labels follow train's class list.
+    for (split, classes) in [("train", &["a", "b", "c"][..]), ("val", &["a", "c"][..])] {
+        for (k, class) in classes.iter().enumerate() {
+            let dir = root.join(split).join(class);
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..2u8 {
+                // Gray content in train, colour in val: both get three channels.
+                let colour = split == "val";
+                rgb_image(4, 4, |x, _| {
+                    let v = x as u8 * 10 + i + k as u8;
+                    [v, if colour { 255 - v } else { v }, v]
+                })
+                .save(dir.join(format!("{i}.png")))
+                .unwrap();
+            }
+        }
+    }
+    let (train, test) = split_folders(root).unwrap().expect("a split folder");
+    assert_eq!(
+        (train.clone(), test.clone()),
+        (root.join("train"), root.join("val"))
+    );
+    let (tr, te) = load_split_image_folder(&train, &test, &FolderOptions::new(4)).unwrap();
+    assert!(tr.skipped.is_empty() && te.skipped.is_empty());
+    let (tr, te) = (tr.dataset, te.dataset);
+    assert_eq!(tr.class_names, vec!["a", "b", "c"]);
+    assert_eq!(te.class_names, tr.class_names);
+    assert_eq!(tr.labels, vec![0, 0, 1, 1, 2, 2]);
+    assert_eq!(te.labels, vec![0, 0, 2, 2]);
+    assert_eq!((tr.channels, te.channels), (3, 3));
+    // The gray training images, repeated in R, G and B.
+    let plane = 16;
+    assert_eq!(&tr.image(0)[..plane], &tr.image(0)[plane..2 * plane]);
+
+    // A test class the training folder lacks is an error naming it.
+    std::fs::create_dir_all(root.join("val").join("zebra")).unwrap();
+    rgb_image(4, 4, gradient)
+        .save(root.join("val").join("zebra").join("z.png"))
+        .unwrap();
+    match load_split_image_folder(&train, &test, &FolderOptions::new(4)).unwrap_err() {
+        DataError::UnknownClass { class, train, .. } => {
+            assert_eq!((class.as_str(), train), ("zebra", 3))
+        }
+        other => panic!("expected UnknownClass, got {other:?}"),
+    }
+
+    // `test/` works as `val/`; anything else beside `train/` means the folders are classes.
+    std::fs::rename(root.join("val"), root.join("test")).unwrap();
+    assert_eq!(split_folders(root).unwrap().unwrap().1, root.join("test"));
+    std::fs::create_dir_all(root.join("extra")).unwrap();
+    assert!(split_folders(root).unwrap().is_none());
+    assert!(split_folders(&root.join("train")).unwrap().is_none());
 }

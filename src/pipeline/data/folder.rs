@@ -1,5 +1,6 @@
 //! Image folders: `root/class_name/*.png|jpg|jpeg`, read and written.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use super::{DataError, ImageDataset, byte_table, io_err};
@@ -17,6 +18,7 @@ fn is_hidden(name: &str) -> bool {
 }
 
 /// Sorted `(name, path)` of the entries of `dir` that pass `keep` (hidden entries skipped).
+/// Names that are not UTF-8 are shown lossily; entries stay distinct (sorted by name, then path).
 fn list_dir(dir: &Path, keep: impl Fn(&Path) -> bool) -> Result<Vec<(String, PathBuf)>, DataError> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
@@ -29,6 +31,59 @@ fn list_dir(dir: &Path, keep: impl Fn(&Path) -> bool) -> Result<Vec<(String, Pat
     }
     out.sort();
     Ok(out)
+}
+
+/// A file of the folder that cannot be used, and why.
+#[derive(Debug)]
+pub struct BadImage {
+    /// The file (or link).
+    pub path: PathBuf,
+    /// Why it cannot be used: the read or decode error (also kept in `error`).
+    pub error: DataError,
+}
+
+/// The image files of one class folder, its sub-folders included, in sorted order of their
+/// paths. Every directory is read once: a directory already read — the root, a class folder
+/// (this one or another), or one met through an earlier link — is not entered again (a
+/// symbolic link to it is logged and skipped), so a link loop ends and no image is read under
+/// two classes. An entry that cannot be resolved (a dangling link, a link loop) goes to `bad`.
+fn class_images(
+    dir: &Path,
+    visited: &mut HashSet<PathBuf>,
+    bad: &mut Vec<BadImage>,
+) -> Result<Vec<PathBuf>, DataError> {
+    let mut files = Vec::new();
+    for (_, path) in list_dir(dir, |_| true)? {
+        let meta = match std::fs::metadata(&path) {
+            Ok(meta) => meta,
+            Err(source) => {
+                bad.push(BadImage {
+                    error: DataError::Io {
+                        path: path.clone(),
+                        source,
+                    },
+                    path,
+                });
+                continue;
+            }
+        };
+        if meta.is_dir() {
+            let canonical = std::fs::canonicalize(&path).map_err(io_err(&path))?;
+            if visited.insert(canonical) {
+                files.extend(class_images(&path, visited, bad)?);
+            } else {
+                log::warn!(
+                    "{}: a folder already read (a link to the root, to a class or back up the \
+                     tree); not read again",
+                    path.display()
+                );
+            }
+        } else if meta.is_file() && is_image_file(&path) {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 /// How many channels [`load_image_folder`] gives the images.
@@ -47,6 +102,64 @@ pub enum FolderChannels {
 /// The largest `size` [`load_image_folder`] accepts (pixels per side).
 pub const MAX_FOLDER_IMAGE_SIDE: u32 = 2048;
 
+/// The largest image file a folder may hold, in pixels per side: larger ones are refused from
+/// their header, before any pixel is decoded.
+pub const MAX_SOURCE_IMAGE_SIDE: u32 = 16_384;
+
+/// The most memory the decoder may allocate for one image (512 MiB, the image crate's
+/// default): a 16,384² RGB image (768 MiB) is refused, a 12,000 × 12,000 one (412 MiB) is not.
+pub const MAX_DECODE_BYTES: u64 = 512 << 20;
+
+/// The decoder's limits for one file.
+fn decode_limits() -> image::Limits {
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SOURCE_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_SOURCE_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    limits
+}
+
+/// Whether a JPEG file holds its end-of-image marker (FF D9) within its last 4 KiB (data after
+/// the marker is allowed). In a JPEG's coded data a 0xFF byte is always followed by 0x00 or a
+/// restart marker, so FF D9 there is the marker. A file cut short lacks it, unless an embedded
+/// thumbnail's own marker happens to fall within the cut file's last 4 KiB.
+fn ends_with_jpeg_eoi(bytes: &[u8]) -> bool {
+    let tail = &bytes[bytes.len().saturating_sub(4096)..];
+    tail.windows(2).any(|w| w == [0xFF, 0xD9])
+}
+
+/// How [`load_image_folder_with`] reads a folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FolderOptions {
+    /// Side of the images after resizing, in pixels (1..=[`MAX_FOLDER_IMAGE_SIDE`]).
+    pub size: u32,
+    /// How many channels the images get.
+    pub channels: FolderChannels,
+    /// Skip files that cannot be read or decoded (returned in [`FolderLoad::skipped`]) instead
+    /// of failing on the first one.
+    pub skip_bad_images: bool,
+}
+
+impl FolderOptions {
+    /// Images resized to `size`, channels [`FolderChannels::Auto`], bad files an error.
+    pub fn new(size: u32) -> Self {
+        FolderOptions {
+            size,
+            channels: FolderChannels::Auto,
+            skip_bad_images: false,
+        }
+    }
+}
+
+/// A folder as loaded by [`load_image_folder_with`].
+#[derive(Debug)]
+pub struct FolderLoad {
+    /// The images that loaded.
+    pub dataset: ImageDataset,
+    /// The files skipped (only with [`FolderOptions::skip_bad_images`]), in path order.
+    pub skipped: Vec<BadImage>,
+}
+
 /// Decodes one image file into `size×size`, CHW f32 in `[0, 1]` (three planes, or one for
 /// `gray`), appended to `out`.
 fn decode_image(
@@ -60,10 +173,20 @@ fn decode_image(
         path: path.to_path_buf(),
         source,
     };
-    let reader = image::ImageReader::open(path)
-        .map_err(io_err(path))?
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(&bytes))
         .with_guessed_format()
         .map_err(io_err(path))?;
+    if reader.format() == Some(image::ImageFormat::Jpeg) && !ends_with_jpeg_eoi(&bytes) {
+        // The JPEG decoder fills a truncated file's missing part without an error.
+        return Err(decode_err(image::ImageError::Decoding(
+            image::error::DecodingError::new(
+                image::error::ImageFormatHint::Exact(image::ImageFormat::Jpeg),
+                "truncated: no end-of-image marker (FF D9) in the last 4 KiB",
+            ),
+        )));
+    }
+    reader.limits(decode_limits());
     let decoded = reader.decode().map_err(decode_err)?;
     let fit = |img: image::DynamicImage| {
         if img.width() == size && img.height() == size {
@@ -85,21 +208,45 @@ fn decode_image(
     Ok(())
 }
 
-/// Loads `root/class_name/*.{png,jpg,jpeg}` (extension in any case; other files ignored, as are
-/// hidden entries whose name starts with `.`). Classes are the sorted subdirectory names
-/// (label = index); files are read in sorted order within a class. Images are resized to
-/// `size×size` (triangle filter) unless already that size. `channels` chooses 1 or 3 channels;
-/// with [`FolderChannels::Auto`] a folder of grayscale images (even when stored as RGB) loads
-/// with one channel.
-///
-/// Errors: `root` missing, no class folder, a class folder without image, a file that cannot be
-/// read or decoded (named), `size` 0 or over [`MAX_FOLDER_IMAGE_SIDE`], or a data set too large
-/// to hold in memory.
+/// Loads `root/class_name/*.{png,jpg,jpeg}` with bad files an error:
+/// [`load_image_folder_with`] with [`FolderOptions::new`]`(size)` and `channels`.
 pub fn load_image_folder(
     root: &Path,
     size: u32,
     channels: FolderChannels,
 ) -> Result<ImageDataset, DataError> {
+    let options = FolderOptions {
+        channels,
+        ..FolderOptions::new(size)
+    };
+    Ok(load_image_folder_with(root, &options)?.dataset)
+}
+
+/// Loads `root/class_name/**/*.{png,jpg,jpeg}` (extension in any case; other files ignored, as
+/// are hidden entries whose name starts with `.`). Classes are the sorted subdirectory names of
+/// `root` (label = index; names that are not UTF-8 are shown lossily and stay distinct classes);
+/// a class's images are the image files in its folder and its sub-folders, in sorted path
+/// order, each directory read once (see the guide, docs/training.md, "Data sets"). Images are
+/// resized to `size×size` (triangle filter) unless already that size. `channels` chooses 1 or 3
+/// channels; with [`FolderChannels::Auto`] a folder of grayscale images (even when stored as
+/// RGB) loads with one channel.
+///
+/// A bad file — unreadable, a dangling link or link loop, empty, not an image, truncated, or
+/// beyond [`MAX_SOURCE_IMAGE_SIDE`] / [`MAX_DECODE_BYTES`] — is an error naming it, or with
+/// [`FolderOptions::skip_bad_images`] is left out and listed in [`FolderLoad::skipped`]; a
+/// class left without image is then an error.
+///
+/// Errors also: `root` missing, no class folder, a class folder without (usable) image, `size`
+/// 0 or over [`MAX_FOLDER_IMAGE_SIDE`], or a data set too large to hold in memory.
+pub fn load_image_folder_with(
+    root: &Path,
+    options: &FolderOptions,
+) -> Result<FolderLoad, DataError> {
+    let FolderOptions {
+        size,
+        channels,
+        skip_bad_images,
+    } = *options;
     if size == 0 || size > MAX_FOLDER_IMAGE_SIDE {
         return Err(DataError::Unsupported {
             what: format!("image size {size} (expected 1..={MAX_FOLDER_IMAGE_SIDE} pixels)"),
@@ -117,13 +264,27 @@ pub fn load_image_folder(
             root: root.to_path_buf(),
         });
     }
+    // The root and every class folder count as read before any is walked, so that a link
+    // inside one class to another class (or to the root) is never followed.
+    let mut visited = HashSet::new();
+    for dir in std::iter::once(root).chain(classes.iter().map(|(_, d)| d.as_path())) {
+        visited.insert(std::fs::canonicalize(dir).map_err(io_err(dir))?);
+    }
+    let mut bad = Vec::new();
     let mut items: Vec<(PathBuf, u32)> = Vec::new();
+    let mut class_dirs = Vec::with_capacity(classes.len());
     for (label, (_, dir)) in classes.iter().enumerate() {
-        let files = list_dir(dir, |p| p.is_file() && is_image_file(p))?;
-        if files.is_empty() {
+        let bad_before = bad.len();
+        let files = class_images(dir, &mut visited, &mut bad)?;
+        if files.is_empty() && bad.len() == bad_before {
             return Err(DataError::EmptyClass { dir: dir.clone() });
         }
-        items.extend(files.into_iter().map(|(_, p)| (p, label as u32)));
+        items.extend(files.into_iter().map(|p| (p, label as u32)));
+        class_dirs.push(dir.clone());
+    }
+    // Entries that cannot be resolved are reported before any decoding.
+    if !skip_bad_images && !bad.is_empty() {
+        return Err(bad.swap_remove(0).error);
     }
     let gray = channels == FolderChannels::Gray;
     let planes = if gray { 1 } else { 3 };
@@ -144,24 +305,34 @@ pub fn load_image_folder(
     }
 
     // Decode in parallel over contiguous chunks; results are joined in order, so the output
-    // (and the first error reported) does not depend on the thread count.
+    // (and the first error reported) does not depend on the thread count. Without skipping, a
+    // chunk stops at its first bad file.
     let table = byte_table();
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(items.len())
         .max(1);
-    let chunk = items.len().div_ceil(threads);
-    let parts: Vec<Result<Vec<f32>, DataError>> = std::thread::scope(|s| {
+    let chunk = items.len().div_ceil(threads).max(1);
+    type Part = (Vec<f32>, Vec<Option<DataError>>);
+    let parts: Vec<Part> = std::thread::scope(|s| {
         let handles: Vec<_> = items
             .chunks(chunk)
             .map(|part| {
                 let table = &table;
                 s.spawn(move || {
                     let mut out = Vec::with_capacity(part.len() * per_image);
+                    let mut status = Vec::with_capacity(part.len());
                     for (path, _) in part {
-                        decode_image(path, size, gray, table, &mut out)?;
+                        let before = out.len();
+                        let result = decode_image(path, size, gray, table, &mut out);
+                        out.truncate(if result.is_ok() { out.len() } else { before });
+                        let failed = result.is_err();
+                        status.push(result.err());
+                        if failed && !skip_bad_images {
+                            break;
+                        }
                     }
-                    Ok(out)
+                    (out, status)
                 })
             })
             .collect();
@@ -171,24 +342,112 @@ pub fn load_image_folder(
             .collect()
     });
     let mut images = Vec::with_capacity(items.len() * per_image);
-    for part in parts {
-        images.extend_from_slice(&part?);
+    let mut labels = Vec::with_capacity(items.len());
+    for ((pixels, statuses), part) in parts.into_iter().zip(items.chunks(chunk)) {
+        images.extend_from_slice(&pixels);
+        // A chunk that stopped at a bad file has fewer statuses than items.
+        for (st, (path, label)) in statuses.into_iter().zip(part) {
+            match st {
+                None => labels.push(*label),
+                Some(error) => bad.push(BadImage {
+                    path: path.clone(),
+                    error,
+                }),
+            }
+        }
+    }
+    bad.sort_by(|a, b| a.path.cmp(&b.path));
+    if !skip_bad_images && !bad.is_empty() {
+        return Err(bad.swap_remove(0).error);
+    }
+    let skipped = bad;
+    // A class whose every file was bad is as empty as one without files.
+    let mut counts = vec![0usize; classes.len()];
+    for &l in &labels {
+        counts[l as usize] += 1;
+    }
+    if let Some(k) = counts.iter().position(|&c| c == 0) {
+        return Err(DataError::EmptyClass {
+            dir: class_dirs[k].clone(),
+        });
     }
     let dataset = ImageDataset {
         images,
-        labels: items.iter().map(|(_, l)| *l).collect(),
+        labels,
         channels: planes,
         height: size as usize,
         width: size as usize,
         class_names: classes.into_iter().map(|(name, _)| name).collect(),
     };
-    Ok(
-        if channels == FolderChannels::Auto && dataset.is_grayscale() {
-            dataset.first_channel()
+    let dataset = if channels == FolderChannels::Auto && dataset.is_grayscale() {
+        dataset.first_channel()
+    } else {
+        dataset
+    };
+    Ok(FolderLoad { dataset, skipped })
+}
+
+/// The training and test folders of an image folder that comes split (the ImageNet layout):
+/// `root` holds exactly two folders (hidden ones aside), `train` and `val` or `test`, each with
+/// one sub-folder per class. `None` for any other `root` (its folders are then the classes).
+pub fn split_folders(root: &Path) -> Result<Option<(PathBuf, PathBuf)>, DataError> {
+    if !root.is_dir() {
+        return Ok(None);
+    }
+    let dirs = list_dir(root, Path::is_dir)?;
+    let names: Vec<&str> = dirs.iter().map(|(n, _)| n.as_str()).collect();
+    // Sorted names: "test" comes before "train", "val" after it.
+    Ok(match names.as_slice() {
+        ["test", "train"] => Some((dirs[1].1.clone(), dirs[0].1.clone())),
+        ["train", "val"] => Some((dirs[0].1.clone(), dirs[1].1.clone())),
+        _ => None,
+    })
+}
+
+/// Loads an image folder that comes split ([`split_folders`]): `train` and `test` each as
+/// [`load_image_folder_with`] does, the test images labelled by their class's name in the
+/// training folder's class list (a test class the training folder lacks is an error). With
+/// [`FolderChannels::Auto`], both get three channels unless both are grayscale.
+pub fn load_split_image_folder(
+    train: &Path,
+    test: &Path,
+    options: &FolderOptions,
+) -> Result<(FolderLoad, FolderLoad), DataError> {
+    let mut train = load_image_folder_with(train, options)?;
+    let mut test_load = load_image_folder_with(test, options)?;
+    let by_name: std::collections::HashMap<&str, u32> = train
+        .dataset
+        .class_names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i as u32))
+        .collect();
+    let test_set = &mut test_load.dataset;
+    let mut map = Vec::with_capacity(test_set.class_names.len());
+    for name in &test_set.class_names {
+        map.push(
+            *by_name
+                .get(name.as_str())
+                .ok_or_else(|| DataError::UnknownClass {
+                    class: name.clone(),
+                    dir: test.join(name),
+                    train: train.dataset.class_names.len(),
+                })?,
+        );
+    }
+    for l in &mut test_set.labels {
+        *l = map[*l as usize];
+    }
+    test_set.class_names = train.dataset.class_names.clone();
+    if train.dataset.channels != test_set.channels {
+        // Auto chose one channel for one side only: the set is in colour.
+        if train.dataset.channels == 1 {
+            train.dataset = train.dataset.to_rgb();
         } else {
-            dataset
-        },
-    )
+            *test_set = test_set.to_rgb();
+        }
+    }
+    Ok((train, test_load))
 }
 
 /// The most memory [`load_image_folder`] fills with f32 pixels (16 GiB).

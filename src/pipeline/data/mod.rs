@@ -3,7 +3,8 @@
 //! - [`digits()`]: the embedded UCI handwritten digits (1,797 images, 1×8×8, 10 classes), so the
 //!   default run needs no download.
 //! - [`load_cifar`]: CIFAR-10 / CIFAR-100 from their official binary versions.
-//! - [`load_image_folder`]: a `root/class_name/*.png|jpg|jpeg` tree.
+//! - [`load_image_folder`] / [`load_image_folder_with`]: a `root/class_name/**/*.png|jpg|jpeg`
+//!   tree, bad files an error or skipped.
 //! - [`stratified_split`]: a deterministic, per-class train/test split.
 //!
 //! Every loader returns an [`ImageDataset`]: f32 pixels in `[0, 1]`, NCHW row-major.
@@ -23,7 +24,11 @@ pub use cifar::{
     CIFAR10_NAMES, Cifar, Split, TransferLimits, download_cifar, download_cifar_with, load_cifar,
 };
 pub use digits::{DIGITS_CSV_GZ, digits, parse_digits_csv_gz};
-pub use folder::{FolderChannels, MAX_FOLDER_IMAGE_SIDE, load_image_folder, write_image_folder};
+pub use folder::{
+    BadImage, FolderChannels, FolderLoad, FolderOptions, MAX_DECODE_BYTES, MAX_FOLDER_IMAGE_SIDE,
+    MAX_SOURCE_IMAGE_SIDE, load_image_folder, load_image_folder_with, load_split_image_folder,
+    split_folders, write_image_folder,
+};
 
 /// Images as f32 in `[0, 1]`, NCHW row-major: image `i` is
 /// `images[i*c*h*w .. (i+1)*c*h*w]`.
@@ -308,6 +313,19 @@ pub enum DataError {
         class: u32,
         /// Its number of images.
         count: usize,
+    },
+    /// A test folder's class is not among the training folder's classes.
+    #[error(
+        "test class {class:?} ({}) is not one of the {train} classes of the training folder",
+        dir.display()
+    )]
+    UnknownClass {
+        /// The class name.
+        class: String,
+        /// Its folder.
+        dir: PathBuf,
+        /// How many classes the training folder has.
+        train: usize,
     },
     /// An argument has an unsupported value.
     #[error("unsupported value: {what}")]
