@@ -127,6 +127,9 @@ struct Args {
     /// instead of stopping at the first.
     #[arg(long)]
     skip_bad_images: bool,
+    /// Threads decoding --dataset folder images (default: one per core).
+    #[arg(long, value_parser = at_least_one)]
+    workers: Option<usize>,
     /// Augmentation recipe (auto: from the images' channels).
     #[arg(long, value_enum, default_value = "auto")]
     recipe: RecipeArg,
@@ -364,6 +367,7 @@ fn load(args: &Args) -> Result<(ImageDataset, ImageDataset, &'static str)> {
             let options = FolderOptions {
                 channels,
                 skip_bad_images: args.skip_bad_images,
+                workers: args.workers,
                 ..FolderOptions::new(args.image_size)
             };
             let root = dir()?;

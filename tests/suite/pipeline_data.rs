@@ -784,6 +784,26 @@ fn image_folder_bad_files_are_named_or_skipped() {
         assert!(reason(name).contains(name), "{}", reason(name));
     }
 
+    // The same result whatever the number of decoding threads.
+    for workers in [1, 3] {
+        let options = FolderOptions {
+            workers: Some(workers),
+            ..options
+        };
+        let again = load_image_folder_with(&root, &options).unwrap();
+        assert_eq!(again.dataset, loaded.dataset, "{workers} workers");
+        let again: Vec<PathBuf> = again.skipped.iter().map(|b| b.path.clone()).collect();
+        assert_eq!(again, skipped, "{workers} workers");
+    }
+    let options = FolderOptions {
+        workers: Some(0),
+        ..options
+    };
+    assert!(matches!(
+        load_image_folder_with(&root, &options),
+        Err(DataError::Unsupported { .. })
+    ));
+
     // Not skipped: an error naming a bad file, before training.
     let err = load_image_folder_with(&root, &FolderOptions::new(4)).unwrap_err();
     assert!(

@@ -1,6 +1,8 @@
 //! Image folders: `root/class_name/*.png|jpg|jpeg`, read and written.
 
 use std::collections::HashSet;
+
+use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
 use super::{DataError, ImageDataset, byte_table, io_err};
@@ -138,6 +140,8 @@ pub struct FolderOptions {
     /// Skip files that cannot be read or decoded (returned in [`FolderLoad::skipped`]) instead
     /// of failing on the first one.
     pub skip_bad_images: bool,
+    /// Threads decoding the images (`None`: one per core). The result does not depend on it.
+    pub workers: Option<usize>,
 }
 
 impl FolderOptions {
@@ -147,6 +151,7 @@ impl FolderOptions {
             size,
             channels: FolderChannels::Auto,
             skip_bad_images: false,
+            workers: None,
         }
     }
 }
@@ -161,13 +166,13 @@ pub struct FolderLoad {
 }
 
 /// Decodes one image file into `size×size`, CHW f32 in `[0, 1]` (three planes, or one for
-/// `gray`), appended to `out`.
+/// `gray`), written to `out` (exactly that many values).
 fn decode_image(
     path: &Path,
     size: u32,
     gray: bool,
     table: &[f32; 256],
-    out: &mut Vec<f32>,
+    out: &mut [f32],
 ) -> Result<(), DataError> {
     let decode_err = |source| DataError::ImageDecode {
         path: path.to_path_buf(),
@@ -197,13 +202,17 @@ fn decode_image(
     };
     if gray {
         let luma = fit(decoded).into_luma8();
-        out.extend(luma.as_raw().iter().map(|&b| table[b as usize]));
+        for (o, &b) in out.iter_mut().zip(luma.as_raw()) {
+            *o = table[b as usize];
+        }
         return Ok(());
     }
     let rgb = fit(decoded).into_rgb8();
-    let raw = rgb.as_raw();
-    for c in 0..3 {
-        out.extend(raw.iter().skip(c).step_by(3).map(|&b| table[b as usize]));
+    let plane = size as usize * size as usize;
+    for (i, px) in rgb.as_raw().chunks_exact(3).enumerate() {
+        for (c, &b) in px.iter().enumerate() {
+            out[c * plane + i] = table[b as usize];
+        }
     }
     Ok(())
 }
@@ -246,7 +255,13 @@ pub fn load_image_folder_with(
         size,
         channels,
         skip_bad_images,
+        workers,
     } = *options;
+    if workers == Some(0) {
+        return Err(DataError::Unsupported {
+            what: "0 decoding workers (expected at least 1)".to_string(),
+        });
+    }
     if size == 0 || size > MAX_FOLDER_IMAGE_SIDE {
         return Err(DataError::Unsupported {
             what: format!("image size {size} (expected 1..={MAX_FOLDER_IMAGE_SIDE} pixels)"),
@@ -304,58 +319,56 @@ pub fn load_image_folder_with(
         });
     }
 
-    // Decode in parallel over contiguous chunks; results are joined in order, so the output
-    // (and the first error reported) does not depend on the thread count. Without skipping, a
-    // chunk stops at its first bad file.
+    // Decoded by a pool of `workers` threads (rayon: work stealing, so large and small files
+    // balance), each image into its own slot of the output, in blocks: without skipping, the
+    // first block holding a bad file is the last decoded. The output and the error reported do
+    // not depend on the thread count.
     let table = byte_table();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(items.len())
-        .max(1);
-    let chunk = items.len().div_ceil(threads).max(1);
-    type Part = (Vec<f32>, Vec<Option<DataError>>);
-    let parts: Vec<Part> = std::thread::scope(|s| {
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| {
-                let table = &table;
-                s.spawn(move || {
-                    let mut out = Vec::with_capacity(part.len() * per_image);
-                    let mut status = Vec::with_capacity(part.len());
-                    for (path, _) in part {
-                        let before = out.len();
-                        let result = decode_image(path, size, gray, table, &mut out);
-                        out.truncate(if result.is_ok() { out.len() } else { before });
-                        let failed = result.is_err();
-                        status.push(result.err());
-                        if failed && !skip_bad_images {
-                            break;
-                        }
-                    }
-                    (out, status)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    });
-    let mut images = Vec::with_capacity(items.len() * per_image);
-    let mut labels = Vec::with_capacity(items.len());
-    for ((pixels, statuses), part) in parts.into_iter().zip(items.chunks(chunk)) {
-        images.extend_from_slice(&pixels);
-        // A chunk that stopped at a bad file has fewer statuses than items.
-        for (st, (path, label)) in statuses.into_iter().zip(part) {
-            match st {
-                None => labels.push(*label),
-                Some(error) => bad.push(BadImage {
-                    path: path.clone(),
-                    error,
-                }),
-            }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(workers.unwrap_or(0))
+        .thread_name(|i| format!("supcon-decode-{i}"))
+        .build()
+        .map_err(|e| DataError::Unsupported {
+            what: format!("a pool of decoding threads: {e}"),
+        })?;
+    let mut images = vec![0f32; items.len() * per_image];
+    let mut failed: Vec<Option<DataError>> = Vec::with_capacity(items.len());
+    for (block, out) in items
+        .chunks(DECODE_BLOCK)
+        .zip(images.chunks_mut(DECODE_BLOCK * per_image))
+    {
+        let block_failed: Vec<Option<DataError>> = pool.install(|| {
+            block
+                .par_iter()
+                .zip(out.par_chunks_mut(per_image))
+                .map(|((path, _), slot)| decode_image(path, size, gray, &table, slot).err())
+                .collect()
+        });
+        failed.extend(block_failed);
+        if !skip_bad_images && failed.iter().any(Option::is_some) {
+            break;
         }
     }
+    // Compact: the images that decoded, in order, with their labels.
+    let mut labels = Vec::with_capacity(items.len());
+    let mut kept = 0;
+    for (i, ((path, label), error)) in items.iter().zip(failed).enumerate() {
+        match error {
+            None => {
+                if kept != i {
+                    images.copy_within(i * per_image..(i + 1) * per_image, kept * per_image);
+                }
+                labels.push(*label);
+                kept += 1;
+            }
+            Some(error) => bad.push(BadImage {
+                path: path.clone(),
+                error,
+            }),
+        }
+    }
+    images.truncate(kept * per_image);
+    images.shrink_to_fit();
     bad.sort_by(|a, b| a.path.cmp(&b.path));
     if !skip_bad_images && !bad.is_empty() {
         return Err(bad.swap_remove(0).error);
@@ -452,6 +465,9 @@ pub fn load_split_image_folder(
 
 /// The most memory [`load_image_folder`] fills with f32 pixels (16 GiB).
 const MAX_FOLDER_BYTES: u64 = 16 << 30;
+
+/// Images decoded between checks for a bad file (when bad files are errors).
+const DECODE_BLOCK: usize = 4096;
 
 /// Writes `data` as an image folder that [`load_image_folder`] reads back: `root/<class name>/
 /// <index>.png`, 8-bit grayscale for one channel, RGB for three (pixels rounded to 1/255).
