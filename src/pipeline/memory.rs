@@ -135,29 +135,20 @@ impl StepMemory {
             shape.batch
         } as u64;
         let image_bytes = image_rows * (c * h * w) as u64 * VALUE_BYTES;
-        let (map_name, map_bytes) = maps
-            .iter()
-            .map(|m| (m.name.as_str(), rows * m.len() as u64 * VALUE_BYTES))
-            .fold(("", 0), |best, m| if m.1 > best.1 { m } else { best });
-        let (largest_name, largest_bytes) = if image_bytes > map_bytes {
-            (INPUT_IMAGES.to_string(), image_bytes)
-        } else {
-            let map = maps
-                .iter()
-                .find(|m| m.name == map_name)
-                .expect("found above");
-            (
+        let map_bytes = |m: &FeatureMap| rows * m.len() as u64 * VALUE_BYTES;
+        // The first of the largest (max_by_key keeps the last, so over the reversed list).
+        let largest_map = maps.iter().rev().max_by_key(|m| map_bytes(m));
+        let (largest_name, largest_bytes) = match largest_map {
+            Some(map) if map_bytes(map) >= image_bytes => (
                 format!(
-                    "the {map_name} output, {}×{}×{} per row",
-                    map.channels, map.height, map.width
+                    "the {} output, {}×{}×{} per row",
+                    map.name, map.channels, map.height, map.width
                 ),
-                map_bytes,
-            )
+                map_bytes(map),
+            ),
+            _ => (INPUT_IMAGES.to_string(), image_bytes),
         };
-        let maps_bytes: u64 = maps
-            .iter()
-            .map(|m| rows * m.len() as u64 * VALUE_BYTES)
-            .sum();
+        let maps_bytes: u64 = maps.iter().map(map_bytes).sum();
         let all_images = (shape.batch * (1 + shape.views) * c * h * w) as u64 * VALUE_BYTES;
         StepMemory {
             shape,
@@ -209,7 +200,8 @@ pub fn estimate(config: &TrainConfig, train: &ImageDataset) -> StepMemory {
     estimate_shape(config, train, StepShape::of(config, train))
 }
 
-fn mib(bytes: u64) -> String {
+/// `bytes` in MiB, for messages.
+pub(super) fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
 }
 

@@ -1,9 +1,9 @@
 //! Image folders: `root/class_name/*.png|jpg|jpeg`, read and written.
 
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
-use std::path::{Path, PathBuf};
 
 use super::{DataError, ImageDataset, byte_table, io_err};
 
@@ -40,7 +40,7 @@ fn list_dir(dir: &Path, keep: impl Fn(&Path) -> bool) -> Result<Vec<(String, Pat
 pub struct BadImage {
     /// The file (or link).
     pub path: PathBuf,
-    /// Why it cannot be used: the read or decode error (also kept in `error`).
+    /// Why it cannot be used: the read or decode error (it names the file too).
     pub error: DataError,
 }
 
@@ -287,7 +287,6 @@ pub fn load_image_folder_with(
     }
     let mut bad = Vec::new();
     let mut items: Vec<(PathBuf, u32)> = Vec::new();
-    let mut class_dirs = Vec::with_capacity(classes.len());
     for (label, (_, dir)) in classes.iter().enumerate() {
         let bad_before = bad.len();
         let files = class_images(dir, &mut visited, &mut bad)?;
@@ -295,7 +294,6 @@ pub fn load_image_folder_with(
             return Err(DataError::EmptyClass { dir: dir.clone() });
         }
         items.extend(files.into_iter().map(|p| (p, label as u32)));
-        class_dirs.push(dir.clone());
     }
     // Entries that cannot be resolved are reported before any decoding.
     if !skip_bad_images && !bad.is_empty() {
@@ -344,8 +342,9 @@ pub fn load_image_folder_with(
                 .map(|((path, _), slot)| decode_image(path, size, gray, &table, slot).err())
                 .collect()
         });
+        let stop = !skip_bad_images && block_failed.iter().any(Option::is_some);
         failed.extend(block_failed);
-        if !skip_bad_images && failed.iter().any(Option::is_some) {
+        if stop {
             break;
         }
     }
@@ -373,31 +372,29 @@ pub fn load_image_folder_with(
     if !skip_bad_images && !bad.is_empty() {
         return Err(bad.swap_remove(0).error);
     }
-    let skipped = bad;
-    // A class whose every file was bad is as empty as one without files.
-    let mut counts = vec![0usize; classes.len()];
-    for &l in &labels {
-        counts[l as usize] += 1;
-    }
-    if let Some(k) = counts.iter().position(|&c| c == 0) {
-        return Err(DataError::EmptyClass {
-            dir: class_dirs[k].clone(),
-        });
-    }
     let dataset = ImageDataset {
         images,
         labels,
         channels: planes,
         height: size as usize,
         width: size as usize,
-        class_names: classes.into_iter().map(|(name, _)| name).collect(),
+        class_names: classes.iter().map(|(name, _)| name.clone()).collect(),
     };
+    // A class whose every file was bad is as empty as one without files.
+    if let Some(k) = dataset.class_counts().iter().position(|&c| c == 0) {
+        return Err(DataError::EmptyClass {
+            dir: classes[k].1.clone(),
+        });
+    }
     let dataset = if channels == FolderChannels::Auto && dataset.is_grayscale() {
         dataset.first_channel()
     } else {
         dataset
     };
-    Ok(FolderLoad { dataset, skipped })
+    Ok(FolderLoad {
+        dataset,
+        skipped: bad,
+    })
 }
 
 /// The training and test folders of an image folder that comes split (the ImageNet layout):

@@ -503,16 +503,16 @@ fn check_memory(
         }
         Err(e) => return Err(e),
     };
-    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    let mib = memory::mib;
     log::info!(
-        "device memory of a step (estimate): largest tensor {:.1} MiB ({}) of {:.1} MiB \
-         allowed, about {:.0} MiB in all{}",
+        "device memory of a step (estimate): largest tensor {} ({}) of {} allowed, about {} in \
+         all{}",
         mib(step.largest_bytes),
         step.largest_name,
         mib(limits.max_tensor_bytes),
         mib(step.total_bytes),
         match limits.total_bytes {
-            Some(t) => format!(" of {:.0} MiB available", mib(t)),
+            Some(t) => format!(" of {} available", mib(t)),
             None => " (the device reports no memory size: not checked)".to_string(),
         }
     );
