@@ -1,15 +1,20 @@
-//! Benchmark of the image-folder loader: images per second of reading, decoding, resizing and
-//! converting a folder (`load_image_folder_with`), at several numbers of decoding threads.
+//! Benchmark of the image-folder reader as training uses it: a folder opened with
+//! `open_image_folder` (listed, each file's header and end checked), then read in epochs — the
+//! training set's seeded order in batches of `--batch`, read ahead by `prefetch` on a pool of
+//! decoding threads (reading, decoding, resizing, converting to f32) while the loop draws each
+//! batch's augmentation parameters, as `train_wgpu` does — at several numbers of workers, without
+//! the byte cache and with it (a later epoch, every image cached).
 //!
 //! Two generated folders, written once into `--dir` (default: a fresh temporary folder, removed
 //! at the end): `--pngs` 32×32 RGB PNGs (CIFAR-sized, loaded at 32×32) and `--jpegs` 500×375
 //! RGB JPEGs (quality 85, the size of an average ImageNet photo, loaded at 224×224). Their pixels
 //! are smooth gradients plus seeded noise, so the files have realistic sizes (noise does not
-//! compress). Each row is the median of `--runs` loads after one warm-up load (the files are in
-//! the page cache: what is measured is the CPU work, which is what a fast disk leaves).
+//! compress). Each figure is the median of `--runs` after one warm-up (the files are in the page
+//! cache: what is measured is the CPU work, which is what a fast disk leaves).
 //!
 //! ```text
-//! cargo run --release --example bench_data -- [--pngs 10000] [--jpegs 1000] [--workers 1,2,0] [--runs 3] [--json PATH]
+//! cargo run --release --example bench_data -- [--pngs 10000] [--jpegs 1000] [--workers 1,2,0]
+//!     [--batch 256] [--runs 3] [--json PATH]
 //! ```
 //! `--workers 0` means one thread per core.
 
@@ -17,10 +22,19 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Parser;
-use supcon_wgpu::pipeline::data::{FolderChannels, FolderOptions, load_image_folder_with};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use supcon_wgpu::pipeline::augment::Recipe;
+use supcon_wgpu::pipeline::data::{
+    FolderChannels, FolderOptions, FolderSource, ImageSource, PREFETCH_BATCHES, open_image_folder,
+    prefetch,
+};
 
 #[derive(Parser)]
-#[command(about = "Images per second of the image-folder loader at several thread counts")]
+#[command(
+    about = "Images per second of an image folder read for training, at several thread counts"
+)]
 struct Args {
     /// 32×32 PNGs to generate (0: none).
     #[arg(long, default_value_t = 10_000)]
@@ -31,7 +45,10 @@ struct Args {
     /// Decoding threads per row; 0 = one per core.
     #[arg(long, value_delimiter = ',', default_values_t = vec![1, 2, 0])]
     workers: Vec<usize>,
-    /// Timed loads per row (median reported), after one warm-up load.
+    /// Images per batch.
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Timed opens and epochs per row (median reported), after one warm-up.
     #[arg(long, default_value_t = 3)]
     runs: usize,
     /// Where to write the folders (kept); default: a temporary folder, removed at the end.
@@ -107,7 +124,45 @@ struct Row {
     workers: usize,
     /// Whether `workers` is one per core (`--workers 0`).
     all_cores: bool,
-    seconds: f64,
+    /// Seconds to open the folder (list and check every file).
+    open_s: f64,
+    /// Seconds of an epoch that decodes every image.
+    epoch_s: f64,
+    /// Seconds of an epoch with every image in the byte cache.
+    cached_s: f64,
+}
+
+/// Seconds of one epoch over `source`: the images in a seeded order, whole batches of `batch`,
+/// read ahead by `prefetch` while this thread draws each batch's augmentation parameters.
+fn epoch(
+    source: &FolderSource,
+    batch: usize,
+    seed: u64,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let [_, h, w] = source.shape();
+    let augment = Recipe::Natural.config(h.min(w), vec![0.5; 3], vec![0.25; 3]);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut order: Vec<usize> = (0..source.len()).collect();
+    order.shuffle(&mut rng);
+    let batches: Vec<Vec<usize>> = order.chunks_exact(batch).map(<[usize]>::to_vec).collect();
+    let t = Instant::now();
+    std::thread::scope(|scope| -> Result<(), Box<dyn std::error::Error>> {
+        let mut values = 0usize;
+        for pixels in prefetch(scope, source, batches, PREFETCH_BATCHES) {
+            let pixels = pixels?;
+            let params = augment.sample(pixels.len() / source.image_len(), h, w, &mut rng);
+            values += pixels.len() + params.len();
+        }
+        std::hint::black_box(values);
+        Ok(())
+    })?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// The median of `times`.
+fn median(mut times: Vec<f64>) -> f64 {
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -167,25 +222,45 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 workers: Some(workers),
                 ..FolderOptions::new(size)
             };
-            let mut times = Vec::new();
+            let batch = args.batch.min(count);
+            let mut opens = Vec::new();
+            let mut plain = Vec::new();
             for run in 0..=args.runs {
                 let t = Instant::now();
-                let loaded = load_image_folder_with(&root, &options)?;
-                let seconds = t.elapsed().as_secs_f64();
-                assert_eq!(loaded.dataset.len(), count, "every image loads");
+                let opened = open_image_folder(&root, &options)?;
+                let open_s = t.elapsed().as_secs_f64();
+                assert_eq!(opened.source.len(), count, "every image opens");
+                let epoch_s = epoch(&opened.source, batch, run as u64)?;
                 if run > 0 {
-                    times.push(seconds);
+                    opens.push(open_s);
+                    plain.push(epoch_s);
                 }
             }
-            times.sort_by(f64::total_cmp);
-            let seconds = times[times.len() / 2];
+            // With a cache for every image: the first epoch fills it, the later ones read it.
+            let cached = open_image_folder(
+                &root,
+                &FolderOptions {
+                    cache_bytes: u64::MAX,
+                    ..options
+                },
+            )?
+            .source;
+            let mut cached_times = Vec::new();
+            for run in 0..=args.runs {
+                let seconds = epoch(&cached, batch, run as u64)?;
+                if run > 0 {
+                    cached_times.push(seconds);
+                }
+            }
             rows.push(Row {
                 case: name.to_string(),
                 images: count,
                 mean_file_bytes,
                 workers,
                 all_cores: w == 0,
-                seconds,
+                open_s: median(opens),
+                epoch_s: median(plain),
+                cached_s: median(cached_times),
             });
         }
     }
@@ -194,21 +269,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     println!();
-    println!("| case | images | mean file | workers | seconds | images/s |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("| case | images | mean file | workers | open s | epoch images/s | cached images/s |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         let workers = if r.all_cores {
             format!("{} (all)", r.workers)
         } else {
             r.workers.to_string()
         };
+        let whole = (r.images / args.batch.min(r.images)) * args.batch.min(r.images);
         println!(
-            "| {} | {} | {:.1} KiB | {workers} | {:.2} | {:.0} |",
+            "| {} | {} | {:.1} KiB | {workers} | {:.2} | {:.0} | {:.0} |",
             r.case,
             r.images,
             r.mean_file_bytes / 1024.0,
-            r.seconds,
-            r.images as f64 / r.seconds
+            r.open_s,
+            whole as f64 / r.epoch_s,
+            whole as f64 / r.cached_s
         );
     }
     if let Some(path) = &args.json {
@@ -221,8 +298,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     "mean_file_bytes": r.mean_file_bytes,
                     "workers": r.workers,
                     "all_cores": r.all_cores,
-                    "seconds": r.seconds,
-                    "images_per_s": r.images as f64 / r.seconds,
+                    "open_s": r.open_s,
+                    "epoch_s": r.epoch_s,
+                    "cached_epoch_s": r.cached_s,
                 })
             })
             .collect();

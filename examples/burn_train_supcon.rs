@@ -451,8 +451,8 @@ pub fn run(config: &RunConfig, device: &Device, out: &Path) -> Result<RunOutcome
 
     let summary = LearnerSummary::new(out, &["Loss", "Learning Rate"])?;
     let model = result.model;
-    let train_features = extract_features(&model.encoder, &train, &augment_config, 256, device);
-    let test_features = extract_features(&model.encoder, &test, &augment_config, 256, device);
+    let train_features = extract_features(&model.encoder, &train, &augment_config, 256, device)?;
+    let test_features = extract_features(&model.encoder, &test, &augment_config, 256, device)?;
     let knn = knn_accuracy(
         train_features,
         &train.labels,

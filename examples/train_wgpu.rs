@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use clap::{Parser, ValueEnum};
 use supcon_wgpu::pipeline::augment::{AugmentConfig, Recipe};
 use supcon_wgpu::pipeline::data::{
-    self, Cifar, DataError, FolderChannels, FolderOptions, ImageDataset, Split,
+    self, Cifar, DataError, FolderChannels, FolderOpen, FolderOptions, ImageSource, Split,
 };
 use supcon_wgpu::pipeline::eval::LinearEvalConfig;
 use supcon_wgpu::pipeline::model::{HeadKind, ModelPreset, Stem};
@@ -127,9 +127,14 @@ struct Args {
     /// instead of stopping at the first.
     #[arg(long)]
     skip_bad_images: bool,
-    /// Threads decoding --dataset folder images (default: one per core).
+    /// Threads decoding --dataset folder images while the device trains (default: the cores
+    /// minus one, at least one).
     #[arg(long, value_parser = at_least_one)]
     workers: Option<usize>,
+    /// --dataset folder: MiB of host memory that keep decoded images (u8, at --image-size) for
+    /// the later epochs; 0 decodes every image every epoch.
+    #[arg(long, default_value_t = 2048, value_name = "MIB")]
+    cache_images: u64,
     /// Augmentation recipe (auto: from the images' channels).
     #[arg(long, value_enum, default_value = "auto")]
     recipe: RecipeArg,
@@ -274,13 +279,19 @@ fn parse_range(text: &str) -> std::result::Result<(f64, f64), String> {
 }
 
 /// The augmentation recipe: the rule's (or the chosen) preset, then the override flags.
-fn augmentation(args: &Args, train: &ImageDataset, mean: Vec<f32>, std: Vec<f32>) -> AugmentConfig {
+fn augmentation(args: &Args, train: &dyn ImageSource, look: Look) -> AugmentConfig {
+    let Look {
+        mean,
+        std,
+        grayscale,
+    } = look;
+    let [channels, height, width] = train.shape();
     let recipe = match args.recipe {
-        RecipeArg::Auto => Recipe::for_images(train),
+        RecipeArg::Auto => Recipe::for_grayscale(grayscale),
         RecipeArg::Natural => Recipe::Natural,
         RecipeArg::Mild => Recipe::Mild,
     };
-    let mut config = recipe.config(train.height.min(train.width), mean, std);
+    let mut config = recipe.config(height.min(width), mean, std);
     if let Some(scale) = args.crop_scale {
         config.crop_scale = scale;
     }
@@ -307,56 +318,88 @@ fn augmentation(args: &Args, train: &ImageDataset, mean: Vec<f32>, std: Vec<f32>
         } else {
             ""
         },
-        train.channels,
-        if train.is_grayscale() {
-            "grayscale"
-        } else {
-            "colour"
-        },
-        train.height,
-        train.width
+        channels,
+        if grayscale { "grayscale" } else { "colour" },
+        height,
+        width
     );
     config
 }
 
-fn channel_stats(data: &ImageDataset) -> (Vec<f32>, Vec<f32>) {
-    let plane = data.height * data.width;
-    let mut mean = vec![0f64; data.channels];
-    let mut sq = vec![0f64; data.channels];
-    for i in 0..data.len() {
-        let img = data.image(i);
-        for c in 0..data.channels {
-            for &v in &img[c * plane..(c + 1) * plane] {
-                mean[c] += v as f64;
-                sq[c] += (v as f64) * (v as f64);
+/// Images of a folder that the normalisation statistics and the recipe rule look at (drawn with
+/// a fixed seed; in-memory sets are looked at whole).
+const STATS_SAMPLE: usize = 2048;
+
+/// What the run's settings are computed from: per-channel mean and standard deviation of the
+/// pixels and whether every image is grayscale.
+struct Look {
+    mean: Vec<f32>,
+    std: Vec<f32>,
+    grayscale: bool,
+}
+
+/// The [`Look`] of the training images at `indices`, read 1,024 at a time.
+fn look(data: &dyn ImageSource, indices: &[usize]) -> Result<Look> {
+    let [channels, height, width] = data.shape();
+    let plane = height * width;
+    let mut mean = vec![0f64; channels];
+    let mut sq = vec![0f64; channels];
+    let mut grayscale = true;
+    for chunk in indices.chunks(1024) {
+        let pixels = data.read(chunk)?;
+        for img in pixels.chunks_exact(channels * plane) {
+            for c in 0..channels {
+                for &v in &img[c * plane..(c + 1) * plane] {
+                    mean[c] += v as f64;
+                    sq[c] += (v as f64) * (v as f64);
+                }
             }
+            grayscale &= (1..channels).all(|c| img[c * plane..(c + 1) * plane] == img[..plane]);
         }
     }
-    let n = (data.len() * plane).max(1) as f64;
+    let n = (indices.len() * plane).max(1) as f64;
     let mean: Vec<f64> = mean.iter().map(|m| m / n).collect();
     let std = sq
         .iter()
         .zip(&mean)
         .map(|(s, m)| ((s / n - m * m).max(1e-12)).sqrt() as f32)
         .collect();
-    (mean.iter().map(|&m| m as f32).collect(), std)
+    Ok(Look {
+        mean: mean.iter().map(|&m| m as f32).collect(),
+        std,
+        grayscale,
+    })
 }
 
-fn load(args: &Args) -> Result<(ImageDataset, ImageDataset, &'static str)> {
+/// The training and test images and the data set's name.
+type Loaded = (Box<dyn ImageSource>, Box<dyn ImageSource>, &'static str);
+
+fn loaded(
+    train: impl ImageSource + 'static,
+    test: impl ImageSource + 'static,
+    name: &'static str,
+) -> Loaded {
+    (Box::new(train), Box::new(test), name)
+}
+
+/// Default decoding threads: the cores minus one (the training thread's), at least one.
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+}
+
+fn load(args: &Args) -> Result<Loaded> {
     let dir = || {
         args.data_dir.clone().ok_or_else(|| {
             PipelineError::Config(format!("--dataset {:?} needs --data-dir", args.dataset))
         })
     };
-    let split = |all: ImageDataset| -> Result<(ImageDataset, ImageDataset)> {
-        // Fixed seed: the held-out part is the same for every run and method.
-        let (tr, te) = data::stratified_split(&all.labels, 0.2, 0)?;
-        Ok((all.subset(&tr), all.subset(&te)))
-    };
+    // Fixed seed: the held-out part is the same for every run and method.
+    let split = |labels: &[u32]| data::stratified_split(labels, 0.2, 0);
     Ok(match args.dataset {
         DatasetArg::Digits => {
-            let (a, b) = split(data::digits()?)?;
-            (a, b, "digits")
+            let all = data::digits()?;
+            let (tr, te) = split(&all.labels)?;
+            loaded(all.subset(&tr), all.subset(&te), "digits")
         }
         DatasetArg::Folder => {
             let channels = match args.channels {
@@ -367,7 +410,8 @@ fn load(args: &Args) -> Result<(ImageDataset, ImageDataset, &'static str)> {
             let options = FolderOptions {
                 channels,
                 skip_bad_images: args.skip_bad_images,
-                workers: args.workers,
+                workers: Some(args.workers.unwrap_or_else(default_workers)),
+                cache_bytes: args.cache_images.saturating_mul(1 << 20),
                 ..FolderOptions::new(args.image_size)
             };
             let root = dir()?;
@@ -378,19 +422,19 @@ fn load(args: &Args) -> Result<(ImageDataset, ImageDataset, &'static str)> {
                     );
                 }
             };
-            let report = |loaded: data::FolderLoad, from: &Path| {
-                for bad in &loaded.skipped {
+            let report = |opened: FolderOpen, from: &Path| {
+                for bad in &opened.skipped {
                     log::warn!("skipped {}: {}", bad.path.display(), bad.error);
                 }
-                if !loaded.skipped.is_empty() {
+                if !opened.skipped.is_empty() {
                     log::warn!(
-                        "--skip-bad-images: {} file(s) of {} left out ({} images loaded)",
-                        loaded.skipped.len(),
+                        "--skip-bad-images: {} file(s) of {} left out ({} images kept)",
+                        opened.skipped.len(),
                         from.display(),
-                        loaded.dataset.len()
+                        opened.source.len()
                     );
                 }
-                loaded.dataset
+                opened.source
             };
             let (a, b) = match data::split_folders(&root)? {
                 // train/ and val/ (or test/): the split as given.
@@ -402,15 +446,26 @@ fn load(args: &Args) -> Result<(ImageDataset, ImageDataset, &'static str)> {
                         test.display()
                     );
                     let (a, b) =
-                        data::load_split_image_folder(&train, &test, &options).inspect_err(hint)?;
+                        data::open_split_image_folder(&train, &test, &options).inspect_err(hint)?;
                     (report(a, &train), report(b, &test))
                 }
                 None => {
-                    let loaded = data::load_image_folder_with(&root, &options).inspect_err(hint)?;
-                    split(report(loaded, &root))?
+                    let all = report(
+                        data::open_image_folder(&root, &options).inspect_err(hint)?,
+                        &root,
+                    );
+                    let (tr, te) = split(all.labels())?;
+                    (all.subset(&tr), all.subset(&te))
                 }
             };
-            (a, b, "folder")
+            log::info!(
+                "{}: images decoded when read by {} worker thread(s), up to {} MiB of them kept \
+                 as bytes",
+                root.display(),
+                a.workers(),
+                args.cache_images
+            );
+            loaded(a, b, "folder")
         }
         DatasetArg::Cifar10 | DatasetArg::Cifar100 | DatasetArg::Cifar100Coarse => {
             let (which, name) = match args.dataset {
@@ -422,7 +477,7 @@ fn load(args: &Args) -> Result<(ImageDataset, ImageDataset, &'static str)> {
             if args.download && data::download_cifar(&d, which, None)? {
                 log::info!("downloaded {} into {}", which.archive_url(), d.display());
             }
-            (
+            loaded(
                 data::load_cifar(&d, which, Split::Train)?,
                 data::load_cifar(&d, which, Split::Test)?,
                 name,
@@ -433,7 +488,7 @@ fn load(args: &Args) -> Result<(ImageDataset, ImageDataset, &'static str)> {
 
 /// The run's settings from the flags and the training images (per-data-set defaults, the
 /// augmentation recipe and its normalisation).
-fn train_config(args: &Args, train: &ImageDataset) -> TrainConfig {
+fn train_config(args: &Args, train: &dyn ImageSource) -> Result<TrainConfig> {
     let digits = args.dataset == DatasetArg::Digits;
     let method = match args.method {
         MethodArg::Supcon => Method::SupCon,
@@ -448,10 +503,18 @@ fn train_config(args: &Args, train: &ImageDataset) -> TrainConfig {
         None if digits => ModelPreset::Small,
         None => ModelPreset::ResNet18,
     };
-    let (mean, std) = channel_stats(train);
-    let augment = augmentation(args, train, mean, std);
+    // A folder is looked at through a sample; the sets held in memory whole.
+    let max = match args.dataset {
+        DatasetArg::Folder => STATS_SAMPLE,
+        _ => usize::MAX,
+    };
+    let augment = augmentation(
+        args,
+        train,
+        look(train, &data::sample_indices(train.len(), max, 0))?,
+    );
     let epochs = args.epochs.unwrap_or(if digits { 15 } else { 200 });
-    TrainConfig {
+    Ok(TrainConfig {
         method,
         model,
         stem: match args.stem {
@@ -487,7 +550,7 @@ fn train_config(args: &Args, train: &ImageDataset) -> TrainConfig {
         grad_cache_chunk: args.grad_cache_chunk.filter(|&c| c > 0),
         queue_size: args.queue_size.unwrap_or(0),
         momentum_encoder: args.momentum_encoder,
-    }
+    })
 }
 
 fn main() -> ExitCode {
@@ -508,7 +571,7 @@ fn main() -> ExitCode {
 
 fn main_inner(args: &Args) -> Result<()> {
     let (train, test, dataset) = load(args)?;
-    let config = train_config(args, &train);
+    let config = train_config(args, &*train)?;
     let method = config.method;
     let out = args
         .out
@@ -527,9 +590,9 @@ fn main_inner(args: &Args) -> Result<()> {
         },
         train.len(),
         test.len(),
-        train.channels,
-        train.height,
-        train.width,
+        train.shape()[0],
+        train.shape()[1],
+        train.shape()[2],
         train.n_classes()
     );
     if !supcon_wgpu::backend::BURN_AUTOTUNE && !matches!(config.model, ModelPreset::Small) {
@@ -554,7 +617,7 @@ fn main_inner(args: &Args) -> Result<()> {
         on_epoch_end: None,
         skip_memory_check: args.skip_memory_check,
     };
-    let Some(summary) = run(&config, &train, &test, &out, &options, &device, &info)? else {
+    let Some(summary) = run(&config, &*train, &*test, &out, &options, &device, &info)? else {
         println!("checkpoint: {}", out.join("checkpoints").display());
         return Ok(());
     };
@@ -599,11 +662,11 @@ mod tests {
     fn one_epoch_gets_a_valid_configuration() {
         let args = Args::try_parse_from(["train_wgpu", "--epochs", "1"]).unwrap();
         let (train, _, _) = load(&args).unwrap();
-        let config = train_config(&args, &train);
+        let config = train_config(&args, &*train).unwrap();
         assert_eq!((config.epochs, config.warmup_epochs), (1, 0));
-        config.validate(&train).unwrap();
+        config.validate(&*train).unwrap();
         let args = Args::try_parse_from(["train_wgpu", "--epochs", "3"]).unwrap();
-        assert_eq!(train_config(&args, &train).warmup_epochs, 2);
+        assert_eq!(train_config(&args, &*train).unwrap().warmup_epochs, 2);
     }
 
     /// `--grad-cache-chunk`: 0 is off; a chunk larger than the batch, or caching with the
@@ -613,19 +676,19 @@ mod tests {
         let config = |flags: &[&str]| {
             let args = Args::try_parse_from([&["train_wgpu"], flags].concat()).unwrap();
             let (train, _, _) = load(&args).unwrap();
-            (train_config(&args, &train), train)
+            (train_config(&args, &*train).unwrap(), train)
         };
         let (c, train) = config(&["--grad-cache-chunk", "0"]);
         assert_eq!(c.grad_cache_chunk, None);
-        c.validate(&train).unwrap();
+        c.validate(&*train).unwrap();
         let (c, train) = config(&["--batch-size", "64", "--grad-cache-chunk", "24"]);
         assert_eq!(c.grad_cache_chunk, Some(24));
-        c.validate(&train).unwrap();
+        c.validate(&*train).unwrap();
         let (c, train) = config(&["--batch-size", "64", "--grad-cache-chunk", "65"]);
-        let err = c.validate(&train).unwrap_err().to_string();
+        let err = c.validate(&*train).unwrap_err().to_string();
         assert!(err.contains("--grad-cache-chunk 65"), "{err}");
         let (c, train) = config(&["--method", "ce", "--grad-cache-chunk", "8"]);
-        let err = c.validate(&train).unwrap_err().to_string();
+        let err = c.validate(&*train).unwrap_err().to_string();
         assert!(err.contains("contrastive methods"), "{err}");
     }
 
@@ -637,14 +700,14 @@ mod tests {
         let config = |flags: &[&str]| {
             let args = Args::try_parse_from([&["train_wgpu"], flags].concat()).unwrap();
             let (train, _, _) = load(&args).unwrap();
-            (train_config(&args, &train), train)
+            (train_config(&args, &*train).unwrap(), train)
         };
         let (c, train) = config(&["--queue-size", "0"]);
         assert_eq!(c.queue_size, 0);
-        c.validate(&train).unwrap();
+        c.validate(&*train).unwrap();
         let (c, train) = config(&["--queue-size", "2048", "--momentum-encoder", "0.999"]);
         assert_eq!((c.queue_size, c.momentum_encoder), (2048, Some(0.999)));
-        c.validate(&train).unwrap();
+        c.validate(&*train).unwrap();
         let refused = [
             (
                 &["--method", "ce", "--queue-size", "64"][..],
@@ -666,7 +729,7 @@ mod tests {
         ];
         for (flags, why) in refused {
             let (c, train) = config(flags);
-            let err = c.validate(&train).unwrap_err().to_string();
+            let err = c.validate(&*train).unwrap_err().to_string();
             assert!(err.contains(why), "{flags:?}: {err}");
         }
     }

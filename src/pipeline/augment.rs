@@ -72,7 +72,12 @@ impl Recipe {
     /// grayscale images (one channel, or three equal ones, as when grayscale is stored as RGB
     /// or loaded with `--channels 3`) [`Recipe::Mild`].
     pub fn for_images(data: &ImageDataset) -> Recipe {
-        if data.is_grayscale() {
+        Recipe::for_grayscale(data.is_grayscale())
+    }
+
+    /// The rule of [`Recipe::for_images`] for images known to be grayscale or not.
+    pub fn for_grayscale(grayscale: bool) -> Recipe {
+        if grayscale {
             Recipe::Mild
         } else {
             Recipe::Natural

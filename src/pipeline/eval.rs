@@ -13,67 +13,77 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
 use super::augment::{AugmentConfig, normalize};
-use super::data::ImageDataset;
+use super::data::{DataError, ImageSource, PREFETCH_BATCHES, prefetch};
 use super::model::ResNet;
 use super::{PipelineError, Result};
 use crate::backend::cosine_similarity;
 
-/// Uploads images `indices` of `data` as a `[n, c, h, w]` tensor (a memory copy per image;
-/// all pixel work happens on the device).
-pub fn batch_tensor(data: &ImageDataset, indices: &[usize], device: &Device) -> Tensor<4> {
-    let len = data.image_len();
-    let mut values = Vec::with_capacity(indices.len() * len);
-    for &i in indices {
-        values.extend_from_slice(data.image(i));
-    }
-    Tensor::from_data(
-        TensorData::new(
-            values,
-            [indices.len(), data.channels, data.height, data.width],
-        ),
-        device,
-    )
+/// Uploads the pixels of `n` images of `shape` (`[channels, height, width]`), image after
+/// image, as a `[n, c, h, w]` tensor; all pixel work happens on the device.
+pub fn pixels_tensor(pixels: Vec<f32>, [c, h, w]: [usize; 3], device: &Device) -> Tensor<4> {
+    let n = pixels.len() / (c * h * w).max(1);
+    Tensor::from_data(TensorData::new(pixels, [n, c, h, w]), device)
+}
+
+/// Reads images `indices` of `data` and uploads them as a `[n, c, h, w]` tensor.
+///
+/// Errors: an image that cannot be read ([`ImageSource::read_into`]).
+pub fn batch_tensor(
+    data: &dyn ImageSource,
+    indices: &[usize],
+    device: &Device,
+) -> Result<Tensor<4>, DataError> {
+    Ok(pixels_tensor(data.read(indices)?, data.shape(), device))
 }
 
 /// The labels of `indices` as an Int tensor.
-pub fn label_tensor(data: &ImageDataset, indices: &[usize], device: &Device) -> Tensor<1, Int> {
-    let labels: Vec<i64> = indices.iter().map(|&i| data.labels[i] as i64).collect();
+pub fn label_tensor(data: &dyn ImageSource, indices: &[usize], device: &Device) -> Tensor<1, Int> {
+    let labels: Vec<i64> = indices.iter().map(|&i| data.labels()[i] as i64).collect();
     Tensor::from_data(TensorData::new(labels, [indices.len()]), device)
 }
 
 /// Encoder features of every image of `data` (normalised, no augmentation, batch-norm in
-/// evaluation mode), `[n, feature_dim]`, on `device`, computed `batch_size` images at a time.
+/// evaluation mode), `[n, feature_dim]`, on `device`, computed `batch_size` images at a time
+/// (the next batches read from `data` while the device works on one: [`prefetch`]).
 ///
 /// `encoder` must be a module on a plain (non-autodiff) device, e.g. `model.valid()`.
+///
+/// Errors: an image that cannot be read.
 pub fn extract_features(
     encoder: &ResNet,
-    data: &ImageDataset,
+    data: &dyn ImageSource,
     augment: &AugmentConfig,
     batch_size: usize,
     device: &Device,
-) -> Tensor<2> {
+) -> Result<Tensor<2>, DataError> {
     let batch = batch_size.max(1);
     let all: Vec<usize> = (0..data.len()).collect();
-    let parts: Vec<Tensor<2>> = all
+    // A short last batch is filled up with its first image and the extra rows dropped: every
+    // batch has one shape, so the device compiles and tunes its kernels once.
+    let batches: Vec<Vec<usize>> = all
         .chunks(batch)
         .map(|idx| {
-            // A short last batch is filled up with its first image and the extra rows dropped:
-            // every batch has one shape, so the device compiles and tunes its kernels once.
-            let padded: Vec<usize> = idx
-                .iter()
+            idx.iter()
                 .copied()
                 .chain(std::iter::repeat(idx[0]))
                 .take(batch)
-                .collect();
-            let features = encoder.forward(normalize(batch_tensor(data, &padded, device), augment));
-            if idx.len() < batch {
+                .collect()
+        })
+        .collect();
+    std::thread::scope(|scope| {
+        let read = prefetch(scope, data, batches, PREFETCH_BATCHES);
+        let mut parts = Vec::new();
+        for (idx, pixels) in all.chunks(batch).zip(read) {
+            let images = pixels_tensor(pixels?, data.shape(), device);
+            let features = encoder.forward(normalize(images, augment));
+            parts.push(if idx.len() < batch {
                 features.narrow(0, 0, idx.len())
             } else {
                 features
-            }
-        })
-        .collect();
-    Tensor::cat(parts, 0)
+            });
+        }
+        Ok::<_, DataError>(Tensor::cat(parts, 0))
+    })
 }
 
 /// The most rows [`mean_rows`] reduces in one Burn op: on wgpu, Burn 0.22.1 reduces an axis of

@@ -20,7 +20,7 @@
 
 use burn::tensor::Device;
 
-use super::data::ImageDataset;
+use super::data::ImageSource;
 use super::model::{FeatureMap, HeadKind};
 use super::train::{Method, TrainConfig};
 use super::{PipelineError, Result};
@@ -92,13 +92,13 @@ pub struct StepShape {
 
 impl StepShape {
     /// The step of `config` with `train` as the training set.
-    pub fn of(config: &TrainConfig, train: &ImageDataset) -> Self {
+    pub fn of(config: &TrainConfig, train: &dyn ImageSource) -> Self {
         let batch = config.batch_size.min(train.len());
         StepShape {
             batch,
             chunk: config.grad_cache_chunk.map_or(batch, |c| c.min(batch)),
             views: if config.method == Method::Ce { 1 } else { 2 },
-            image: [train.channels, train.height, train.width],
+            image: train.shape(),
         }
     }
 
@@ -179,15 +179,16 @@ fn parameter_count(config: &TrainConfig, maps: &[FeatureMap], dim: usize, n_clas
 }
 
 /// The estimate of `config`'s model on `train`'s images for the step `shape`.
-fn estimate_shape(config: &TrainConfig, train: &ImageDataset, shape: StepShape) -> StepMemory {
-    let encoder = config.model.config(train.channels, config.stem);
-    let maps = encoder.feature_maps(train.height, train.width);
+fn estimate_shape(config: &TrainConfig, train: &dyn ImageSource, shape: StepShape) -> StepMemory {
+    let [channels, height, width] = train.shape();
+    let encoder = config.model.config(channels, config.stem);
+    let maps = encoder.feature_maps(height, width);
     let params = parameter_count(config, &maps, encoder.feature_dim(), train.n_classes());
     StepMemory::estimate(&maps, params, shape)
 }
 
 /// The estimate of `config`'s step on `train` for a forward pass of `chunk` images.
-fn estimate_with(config: &TrainConfig, train: &ImageDataset, chunk: usize) -> StepMemory {
+fn estimate_with(config: &TrainConfig, train: &dyn ImageSource, chunk: usize) -> StepMemory {
     let shape = StepShape {
         chunk,
         ..StepShape::of(config, train)
@@ -196,7 +197,7 @@ fn estimate_with(config: &TrainConfig, train: &ImageDataset, chunk: usize) -> St
 }
 
 /// The estimate of one training step of `config` on `train`.
-pub fn estimate(config: &TrainConfig, train: &ImageDataset) -> StepMemory {
+pub fn estimate(config: &TrainConfig, train: &dyn ImageSource) -> StepMemory {
     estimate_shape(config, train, StepShape::of(config, train))
 }
 
@@ -207,10 +208,14 @@ pub(super) fn mib(bytes: u64) -> String {
 
 /// The kNN monitor and the linear evaluation keep the encoder features of every training
 /// image in one tensor, `[images, feature_dim]` f32: that tensor must fit one buffer too.
-fn check_features(config: &TrainConfig, train: &ImageDataset, device: &DeviceMemory) -> Result<()> {
+fn check_features(
+    config: &TrainConfig,
+    train: &dyn ImageSource,
+    device: &DeviceMemory,
+) -> Result<()> {
     let dim = config
         .model
-        .config(train.channels, config.stem)
+        .config(train.shape()[0], config.stem)
         .feature_dim();
     let bytes = (train.len() * dim) as u64 * VALUE_BYTES;
     if bytes <= device.max_tensor_bytes {
@@ -248,7 +253,7 @@ fn largest_fitting(max: usize, fits: impl Fn(usize) -> bool) -> Option<usize> {
 /// `--grad-cache-chunk` (contrastive methods) or `--batch-size` (cross-entropy) that fits.
 pub fn preflight(
     config: &TrainConfig,
-    train: &ImageDataset,
+    train: &dyn ImageSource,
     device: &DeviceMemory,
 ) -> Result<StepMemory> {
     check_features(config, train, device)?;
@@ -332,6 +337,7 @@ pub fn preflight(
 mod tests {
     use super::*;
     use crate::pipeline::augment::AugmentConfig;
+    use crate::pipeline::data::ImageDataset;
     use crate::pipeline::model::{ModelPreset, Stem};
 
     fn images(n: usize, [c, h, w]: [usize; 3]) -> ImageDataset {

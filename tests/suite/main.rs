@@ -18,6 +18,7 @@ mod pipeline_memory;
 mod pipeline_model;
 mod pipeline_plot;
 mod pipeline_soak;
+mod pipeline_stream;
 mod pipeline_train;
 mod reference;
 mod shaders;

@@ -37,6 +37,60 @@ impl Drop for TempDir {
     }
 }
 
+/// A way of reading an image folder: what [`load_image_folder_with`] returns.
+type Loader = fn(&Path, &FolderOptions) -> Result<FolderLoad, DataError>;
+
+/// The two implementations every folder test runs: decoded into memory up front, and opened
+/// to be read as needed ([`open_image_folder`], every image then read through the source).
+const LOADERS: [(&str, Loader); 2] = [
+    ("in memory", load_image_folder_with),
+    ("streamed", load_streamed),
+];
+
+fn load_streamed(root: &Path, options: &FolderOptions) -> Result<FolderLoad, DataError> {
+    let opened = open_image_folder(root, options)?;
+    Ok(FolderLoad {
+        dataset: read_all(&opened.source)?,
+        skipped: opened.skipped,
+    })
+}
+
+/// Every image of `source`, in order, as an in-memory data set.
+fn read_all(source: &dyn ImageSource) -> Result<ImageDataset, DataError> {
+    let [channels, height, width] = source.shape();
+    let all: Vec<usize> = (0..source.len()).collect();
+    Ok(ImageDataset {
+        images: source.read(&all)?,
+        labels: source.labels().to_vec(),
+        channels,
+        height,
+        width,
+        class_names: source.class_names().to_vec(),
+    })
+}
+
+/// `load` with bad files an error, at `size` with `channels`.
+fn load_simple(
+    load: Loader,
+    root: &Path,
+    size: u32,
+    channels: FolderChannels,
+) -> Result<ImageDataset, DataError> {
+    let options = FolderOptions {
+        channels,
+        ..FolderOptions::new(size)
+    };
+    Ok(load(root, &options)?.dataset)
+}
+
+/// Runs a folder test body with each of [`LOADERS`].
+fn for_each_loader(body: fn(Loader)) {
+    for (how, load) in LOADERS {
+        eprintln!("image folder read {how}");
+        body(load);
+    }
+}
+
 fn gzip(text: &str) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     enc.write_all(text.as_bytes()).unwrap();
@@ -525,6 +579,10 @@ fn gradient(x: u32, y: u32) -> [u8; 3] {
 
 #[test]
 fn image_folder_loads_sorted_classes_and_pixels() {
+    for_each_loader(image_folder_loads_sorted_classes_and_pixels_with);
+}
+
+fn image_folder_loads_sorted_classes_and_pixels_with(load: Loader) {
     let tmp = TempDir::new("folder");
     let root = tmp.path();
     let cats = root.join("a_cats");
@@ -552,7 +610,7 @@ fn image_folder_loads_sorted_classes_and_pixels() {
     std::fs::write(dogs.join("notes.txt"), b"not an image").unwrap();
     std::fs::write(root.join("README"), b"root file").unwrap();
 
-    let d = load_image_folder(root, 4, FolderChannels::Auto).unwrap();
+    let d = load_simple(load, root, 4, FolderChannels::Auto).unwrap();
     assert_eq!(d.class_names, vec!["a_cats", "b_dogs"]);
     assert_eq!((d.channels, d.height, d.width), (3, 4, 4));
     assert_eq!(d.len(), 5);
@@ -604,7 +662,7 @@ fn image_folder_loads_sorted_classes_and_pixels() {
     }
 
     // Another size: everything resized.
-    let small = load_image_folder(root, 2, FolderChannels::Auto).unwrap();
+    let small = load_simple(load, root, 2, FolderChannels::Auto).unwrap();
     assert_eq!((small.height, small.width), (2, 2));
     assert_eq!(small.images.len(), 5 * 3 * 2 * 2);
     assert!(small.images.iter().all(|v| (0.0..=1.0).contains(v)));
@@ -613,6 +671,10 @@ fn image_folder_loads_sorted_classes_and_pixels() {
 
 #[test]
 fn image_folder_corrupt_png() {
+    for_each_loader(image_folder_corrupt_png_with);
+}
+
+fn image_folder_corrupt_png_with(load: Loader) {
     let tmp = TempDir::new("corrupt");
     let class = tmp.path().join("only");
     std::fs::create_dir_all(&class).unwrap();
@@ -620,7 +682,7 @@ fn image_folder_corrupt_png() {
     let bad = class.join("b_broken.png");
     let noise: Vec<u8> = (0..200u32).map(|i| (i * 7919 % 251) as u8).collect();
     std::fs::write(&bad, noise).unwrap();
-    let err = load_image_folder(tmp.path(), 3, FolderChannels::Auto).unwrap_err();
+    let err = load_simple(load, tmp.path(), 3, FolderChannels::Auto).unwrap_err();
     match &err {
         DataError::ImageDecode { path, .. } => assert_eq!(path, &bad),
         other => panic!("expected ImageDecode, got {other:?}"),
@@ -729,6 +791,10 @@ fn folder_with_bad_files(tmp: &TempDir) -> (PathBuf, usize, Vec<PathBuf>) {
 
 #[test]
 fn image_folder_bad_files_are_named_or_skipped() {
+    for_each_loader(image_folder_bad_files_are_named_or_skipped_with);
+}
+
+fn image_folder_bad_files_are_named_or_skipped_with(load: Loader) {
     let tmp = TempDir::new("badfiles");
     let (root, good, bad) = folder_with_bad_files(&tmp);
 
@@ -737,7 +803,7 @@ fn image_folder_bad_files_are_named_or_skipped() {
         skip_bad_images: true,
         ..FolderOptions::new(4)
     };
-    let loaded = load_image_folder_with(&root, &options).unwrap();
+    let loaded = load(&root, &options).unwrap();
     let skipped: Vec<PathBuf> = loaded.skipped.iter().map(|b| b.path.clone()).collect();
     assert_eq!(skipped, bad, "{:#?}", loaded.skipped);
     let d = &loaded.dataset;
@@ -790,7 +856,7 @@ fn image_folder_bad_files_are_named_or_skipped() {
             workers: Some(workers),
             ..options
         };
-        let again = load_image_folder_with(&root, &options).unwrap();
+        let again = load(&root, &options).unwrap();
         assert_eq!(again.dataset, loaded.dataset, "{workers} workers");
         let again: Vec<PathBuf> = again.skipped.iter().map(|b| b.path.clone()).collect();
         assert_eq!(again, skipped, "{workers} workers");
@@ -800,12 +866,12 @@ fn image_folder_bad_files_are_named_or_skipped() {
         ..options
     };
     assert!(matches!(
-        load_image_folder_with(&root, &options),
+        load(&root, &options),
         Err(DataError::Unsupported { .. })
     ));
 
     // Not skipped: an error naming a bad file, before training.
-    let err = load_image_folder_with(&root, &FolderOptions::new(4)).unwrap_err();
+    let err = load(&root, &FolderOptions::new(4)).unwrap_err();
     assert!(
         bad.iter()
             .any(|p| err.to_string().contains(&*p.to_string_lossy())),
@@ -828,7 +894,7 @@ fn image_folder_bad_files_are_named_or_skipped() {
         } else {
             std::fs::copy(path, &target).unwrap();
         }
-        let err = load_image_folder(solo.path(), 4, FolderChannels::Auto).unwrap_err();
+        let err = load_simple(load, solo.path(), 4, FolderChannels::Auto).unwrap_err();
         assert!(
             err.to_string().contains(&*target.to_string_lossy()),
             "{err}"
@@ -838,6 +904,10 @@ fn image_folder_bad_files_are_named_or_skipped() {
 
 #[test]
 fn image_folder_class_of_bad_files_only_is_empty() {
+    for_each_loader(image_folder_class_of_bad_files_only_is_empty_with);
+}
+
+fn image_folder_class_of_bad_files_only_is_empty_with(load: Loader) {
     let tmp = TempDir::new("allbad");
     let (good, bad) = (tmp.path().join("good"), tmp.path().join("bad"));
     std::fs::create_dir_all(&good).unwrap();
@@ -848,7 +918,7 @@ fn image_folder_class_of_bad_files_only_is_empty() {
         skip_bad_images: true,
         ..FolderOptions::new(2)
     };
-    match load_image_folder_with(tmp.path(), &options).unwrap_err() {
+    match load(tmp.path(), &options).unwrap_err() {
         DataError::EmptyClass { dir } => assert_eq!(dir, bad),
         other => panic!("expected EmptyClass, got {other:?}"),
     }
@@ -856,6 +926,10 @@ fn image_folder_class_of_bad_files_only_is_empty() {
 
 #[test]
 fn image_folder_empty_class() {
+    for_each_loader(image_folder_empty_class_with);
+}
+
+fn image_folder_empty_class_with(load: Loader) {
     let tmp = TempDir::new("emptyclass");
     let full = tmp.path().join("full");
     let empty = tmp.path().join("hollow");
@@ -863,7 +937,7 @@ fn image_folder_empty_class() {
     std::fs::create_dir_all(&empty).unwrap();
     rgb_image(2, 2, gradient).save(full.join("a.png")).unwrap();
     std::fs::write(empty.join("readme.txt"), b"no images here").unwrap();
-    let err = load_image_folder(tmp.path(), 2, FolderChannels::Auto).unwrap_err();
+    let err = load_simple(load, tmp.path(), 2, FolderChannels::Auto).unwrap_err();
     match &err {
         DataError::EmptyClass { dir } => assert_eq!(dir, &empty),
         other => panic!("expected EmptyClass, got {other:?}"),
@@ -872,22 +946,30 @@ fn image_folder_empty_class() {
 
 #[test]
 fn image_folder_no_class_folders() {
+    for_each_loader(image_folder_no_class_folders_with);
+}
+
+fn image_folder_no_class_folders_with(load: Loader) {
     let tmp = TempDir::new("noclass");
     rgb_image(2, 2, gradient)
         .save(tmp.path().join("a.png"))
         .unwrap();
-    let err = load_image_folder(tmp.path(), 2, FolderChannels::Auto).unwrap_err();
+    let err = load_simple(load, tmp.path(), 2, FolderChannels::Auto).unwrap_err();
     assert!(matches!(err, DataError::NoClassFolders { .. }), "{err:?}");
-    let err = load_image_folder(&tmp.path().join("missing"), 2, FolderChannels::Auto).unwrap_err();
+    let err = load_simple(load, &tmp.path().join("missing"), 2, FolderChannels::Auto).unwrap_err();
     assert!(matches!(err, DataError::MissingDir { .. }), "{err:?}");
     for size in [0, MAX_FOLDER_IMAGE_SIDE + 1] {
-        let err = load_image_folder(tmp.path(), size, FolderChannels::Auto).unwrap_err();
+        let err = load_simple(load, tmp.path(), size, FolderChannels::Auto).unwrap_err();
         assert!(matches!(err, DataError::Unsupported { .. }), "{err:?}");
     }
 }
 
 #[test]
 fn image_folder_channels_follow_the_content() {
+    for_each_loader(image_folder_channels_follow_the_content_with);
+}
+
+fn image_folder_channels_follow_the_content_with(load: Loader) {
     let tmp = TempDir::new("gray");
     let root = tmp.path();
     for class in ["a", "b"] {
@@ -901,7 +983,7 @@ fn image_folder_channels_follow_the_content() {
     rgb_image(4, 4, |x, y| [value(x, y); 3])
         .save(root.join("b/rgb_gray.png"))
         .unwrap();
-    let auto = load_image_folder(root, 4, FolderChannels::Auto).unwrap();
+    let auto = load_simple(load, root, 4, FolderChannels::Auto).unwrap();
     assert_eq!(
         auto.channels, 1,
         "a folder of grayscale images loads with one channel"
@@ -914,7 +996,7 @@ fn image_folder_channels_follow_the_content() {
             }
         }
     }
-    let rgb = load_image_folder(root, 4, FolderChannels::Rgb).unwrap();
+    let rgb = load_simple(load, root, 4, FolderChannels::Rgb).unwrap();
     assert_eq!(rgb.channels, 3);
     assert_eq!(rgb.first_channel(), auto);
     assert_eq!(auto.to_rgb(), rgb);
@@ -924,11 +1006,11 @@ fn image_folder_channels_follow_the_content() {
     rgb_image(4, 4, gradient)
         .save(root.join("b/colour.png"))
         .unwrap();
-    let mixed = load_image_folder(root, 4, FolderChannels::Auto).unwrap();
+    let mixed = load_simple(load, root, 4, FolderChannels::Auto).unwrap();
     assert_eq!(mixed.channels, 3);
     assert!(!mixed.is_grayscale());
     // Forced to one channel: colour becomes luma, gray stays as it is.
-    let gray = load_image_folder(root, 4, FolderChannels::Gray).unwrap();
+    let gray = load_simple(load, root, 4, FolderChannels::Gray).unwrap();
     assert_eq!(gray.channels, 1);
     assert_eq!(gray.image(0), auto.image(0));
     let [r, g, b] = gradient(1, 2).map(f32::from);
@@ -939,6 +1021,10 @@ fn image_folder_channels_follow_the_content() {
 
 #[test]
 fn digits_written_as_a_folder_read_back() {
+    for_each_loader(digits_written_as_a_folder_read_back_with);
+}
+
+fn digits_written_as_a_folder_read_back_with(load: Loader) {
     let all = digits().unwrap();
     let picks: Vec<usize> = (0..all.len()).step_by(60).collect();
     let some = all.subset(&picks);
@@ -994,13 +1080,13 @@ fn digits_written_as_a_folder_read_back() {
         got.sort();
         assert_eq!(got, want);
     };
-    check(&load_image_folder(&root, 8, FolderChannels::Auto).unwrap());
+    check(&load_simple(load, &root, 8, FolderChannels::Auto).unwrap());
     // Stored as RGB, still read as one channel.
     let rgb_root = tmp.path().join("digits-rgb");
     write_image_folder(&some.to_rgb(), &rgb_root).unwrap();
-    check(&load_image_folder(&rgb_root, 8, FolderChannels::Auto).unwrap());
+    check(&load_simple(load, &rgb_root, 8, FolderChannels::Auto).unwrap());
     // Resized on load.
-    let big = load_image_folder(&rgb_root, 16, FolderChannels::Auto).unwrap();
+    let big = load_simple(load, &rgb_root, 16, FolderChannels::Auto).unwrap();
     assert_eq!((big.channels, big.height, big.width), (1, 16, 16));
 }
 
@@ -1127,8 +1213,37 @@ fn cifar_download_gives_up_on_a_stalled_server() {
     );
 }
 
+/// A way of reading a folder that comes split, as [`load_split_image_folder`] does.
+type SplitLoader = fn(&Path, &Path, &FolderOptions) -> Result<(FolderLoad, FolderLoad), DataError>;
+
+fn load_split_streamed(
+    train: &Path,
+    test: &Path,
+    options: &FolderOptions,
+) -> Result<(FolderLoad, FolderLoad), DataError> {
+    let (a, b) = open_split_image_folder(train, test, options)?;
+    let read = |o: FolderOpen| -> Result<FolderLoad, DataError> {
+        Ok(FolderLoad {
+            dataset: read_all(&o.source)?,
+            skipped: o.skipped,
+        })
+    };
+    Ok((read(a)?, read(b)?))
+}
+
 #[test]
 fn image_folder_split_as_given() {
+    let loaders: [(&str, SplitLoader); 2] = [
+        ("in memory", load_split_image_folder),
+        ("streamed", load_split_streamed),
+    ];
+    for (how, load) in loaders {
+        eprintln!("split folder read {how}");
+        image_folder_split_as_given_with(load);
+    }
+}
+
+fn image_folder_split_as_given_with(load: SplitLoader) {
     let tmp = TempDir::new("presplit");
     let root = tmp.path();
     // train/{a, b, c}, val/{a, c}: val's labels follow train's class list.
@@ -1153,7 +1268,7 @@ fn image_folder_split_as_given() {
         (train.clone(), test.clone()),
         (root.join("train"), root.join("val"))
     );
-    let (tr, te) = load_split_image_folder(&train, &test, &FolderOptions::new(4)).unwrap();
+    let (tr, te) = load(&train, &test, &FolderOptions::new(4)).unwrap();
     assert!(tr.skipped.is_empty() && te.skipped.is_empty());
     let (tr, te) = (tr.dataset, te.dataset);
     assert_eq!(tr.class_names, vec!["a", "b", "c"]);
@@ -1170,7 +1285,7 @@ fn image_folder_split_as_given() {
     rgb_image(4, 4, gradient)
         .save(root.join("val").join("zebra").join("z.png"))
         .unwrap();
-    match load_split_image_folder(&train, &test, &FolderOptions::new(4)).unwrap_err() {
+    match load(&train, &test, &FolderOptions::new(4)).unwrap_err() {
         DataError::UnknownClass { class, train, .. } => {
             assert_eq!((class.as_str(), train), ("zebra", 3))
         }
@@ -1183,4 +1298,186 @@ fn image_folder_split_as_given() {
     std::fs::create_dir_all(root.join("extra")).unwrap();
     assert!(split_folders(root).unwrap().is_none());
     assert!(split_folders(&root.join("train")).unwrap().is_none());
+}
+
+/// A colour folder of three classes: PNGs of several sizes (resized on reading), a JPEG and a
+/// nested sub-folder.
+fn mixed_folder(root: &Path) {
+    for k in 0..3u32 {
+        let class = root.join(format!("c{k}"));
+        std::fs::create_dir_all(&class).unwrap();
+        for i in 0..4u32 {
+            rgb_image(5 + i, 4 + k, |x, y| {
+                [(x * 20 + i) as u8, (y * 30 + k) as u8, ((x + y) * 7) as u8]
+            })
+            .save(class.join(format!("{i}.png")))
+            .unwrap();
+        }
+    }
+    rgb_image(12, 12, gradient)
+        .save_with_format(root.join("c1").join("photo.jpg"), image::ImageFormat::Jpeg)
+        .unwrap();
+    std::fs::create_dir_all(root.join("c2").join("deep")).unwrap();
+    image::GrayImage::from_fn(5, 5, |x, y| image::Luma([(x * 40 + y) as u8]))
+        .save_with_format(root.join("c2/deep/g.png"), image::ImageFormat::Png)
+        .unwrap();
+}
+
+/// A folder read as needed gives the pixels the in-memory loader gives, in any order, for each
+/// channel rule, 1 or 3 workers, no cache, a cache that holds some of the images and one that
+/// holds them all (read twice: the second time from the cache); a subset view reads the same.
+#[test]
+fn streamed_folder_matches_the_loader_whatever_the_workers_and_cache() {
+    let tmp = TempDir::new("stream");
+    let root = tmp.path();
+    mixed_folder(root);
+    for channels in [
+        FolderChannels::Auto,
+        FolderChannels::Gray,
+        FolderChannels::Rgb,
+    ] {
+        let options = FolderOptions {
+            channels,
+            ..FolderOptions::new(5)
+        };
+        let want = load_image_folder_with(root, &options).unwrap().dataset;
+        let n = want.len();
+        assert_eq!(n, 14);
+        // Every image, backwards, then some again.
+        let order: Vec<usize> = (0..n).rev().chain([0, 0, 7]).collect();
+        let expect: Vec<f32> = order.iter().flat_map(|&i| want.image(i).to_vec()).collect();
+        let image_bytes = want.image_len() as u64;
+        for workers in [1, 3] {
+            for cache_bytes in [0, 5 * image_bytes + 3, 1 << 20] {
+                let how = format!("{channels:?}, {workers} workers, cache {cache_bytes} B");
+                let options = FolderOptions {
+                    workers: Some(workers),
+                    cache_bytes,
+                    ..options
+                };
+                let opened = open_image_folder(root, &options).unwrap();
+                assert!(opened.skipped.is_empty(), "{how}");
+                let s = &opened.source;
+                assert_eq!(s.shape(), [want.channels, want.height, want.width], "{how}");
+                assert_eq!(s.labels(), &want.labels[..], "{how}");
+                assert_eq!(s.class_names(), &want.class_names[..], "{how}");
+                assert_eq!(s.workers(), workers, "{how}");
+                for pass in 0..2 {
+                    assert_eq!(s.read(&order).unwrap(), expect, "{how}, pass {pass}");
+                }
+                let held = s.cached_bytes();
+                let all = n as u64 * image_bytes;
+                assert_eq!(
+                    held,
+                    cache_bytes.min(all) / image_bytes * image_bytes,
+                    "{how}"
+                );
+                let sub = s.subset(&[3, 1]);
+                let mut both = want.image(3).to_vec();
+                both.extend_from_slice(want.image(1));
+                assert_eq!(sub.read(&[0, 1]).unwrap(), both, "{how}");
+                assert_eq!(sub.labels(), &[want.labels[3], want.labels[1]], "{how}");
+                assert!(sub.path(0).ends_with("c0/3.png"), "{how}");
+            }
+        }
+    }
+}
+
+/// A file that goes bad after the folder was opened (the check at opening saw it whole) is an
+/// error naming it when read; with `skip_bad_images` the image is the next one of its class,
+/// every time, and the file is listed once; a class with no image left is an error.
+#[test]
+fn streamed_folder_file_going_bad_while_reading() {
+    let tmp = TempDir::new("gonebad");
+    let root = tmp.path();
+    mixed_folder(root);
+    let options = FolderOptions::new(5);
+    let want = load_image_folder_with(root, &options).unwrap().dataset;
+    let strict = open_image_folder(root, &options).unwrap().source;
+    let skip = open_image_folder(
+        root,
+        &FolderOptions {
+            skip_bad_images: true,
+            workers: Some(3),
+            ..options
+        },
+    )
+    .unwrap()
+    .source;
+    // c0: 0..3.png are images 0..3; c1: 0..3.png and photo.jpg are 4..8.
+    let noise = root.join("c0/1.png");
+    std::fs::write(&noise, b"no longer a PNG").unwrap();
+    let cut = root.join("c1/3.png");
+    let bytes = std::fs::read(&cut).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+
+    let err = strict.read(&[0, 1, 2]).unwrap_err();
+    match &err {
+        DataError::ImageDecode { path, .. } => assert_eq!(path, &noise),
+        other => panic!("expected ImageDecode, got {other:?}"),
+    }
+    assert!(err.to_string().contains("c0/1.png"), "{err}");
+    assert!(strict.read(&[7]).is_err(), "a truncated PNG");
+    assert_eq!(strict.read(&[2]).unwrap(), want.image(2));
+    assert!(strict.failed().is_empty());
+
+    for pass in 0..2 {
+        let got = skip.read(&[1, 7, 0]).unwrap();
+        let mut expect = want.image(2).to_vec(); // c0/1.png -> c0/2.png
+        expect.extend_from_slice(want.image(8)); // c1/3.png -> c1/photo.jpg
+        expect.extend_from_slice(want.image(0));
+        assert_eq!(got, expect, "pass {pass}");
+    }
+    assert_eq!(skip.failed(), vec![noise.clone(), cut.clone()]);
+
+    // Every image of c0 gone: nothing to stand in for them.
+    for i in 0..4 {
+        std::fs::write(root.join(format!("c0/{i}.png")), b"").unwrap();
+    }
+    match skip.read(&[3]).unwrap_err() {
+        DataError::ImageDecode { path, .. } | DataError::Io { path, .. } => {
+            assert!(path.ends_with("c0/3.png"), "{}", path.display())
+        }
+        other => panic!("expected the file's error, got {other:?}"),
+    }
+}
+
+/// The channel rule of a folder read as needed looks at `CHANNEL_SAMPLE` images: a colour image
+/// outside the sample of an otherwise gray folder is read as its red channel (the documented
+/// failure mode; `FolderChannels::Rgb` keeps its colour), where the in-memory loader, which
+/// decodes every image, sees it.
+#[test]
+fn streamed_folder_channels_come_from_a_sample() {
+    let tmp = TempDir::new("sample");
+    let root = tmp.path();
+    let n = CHANNEL_SAMPLE + 40;
+    let picked = sample_indices(n, CHANNEL_SAMPLE, 0);
+    let outside = (0..n).find(|i| picked.binary_search(i).is_err()).unwrap();
+    let value = |i: usize| (i % 200) as u8;
+    for i in 0..n {
+        // Two classes; files sorted by name within each, so index i is the i-th file.
+        let class = root.join(if i < n / 2 { "a" } else { "b" });
+        std::fs::create_dir_all(&class).unwrap();
+        let v = value(i);
+        let px = if i == outside {
+            [v, 255 - v, 9]
+        } else {
+            [v; 3]
+        };
+        rgb_image(2, 2, |_, _| px)
+            .save(class.join(format!("{i:05}.png")))
+            .unwrap();
+    }
+    let opened = open_image_folder(root, &FolderOptions::new(2)).unwrap();
+    assert_eq!(opened.source.shape(), [1, 2, 2]);
+    let red = value(outside) as f32 / 255.0;
+    assert_eq!(opened.source.read(&[outside]).unwrap(), vec![red; 4]);
+    let mem = load_image_folder(root, 2, FolderChannels::Auto).unwrap();
+    assert_eq!(mem.channels, 3, "the loader decodes every image");
+    let rgb = FolderOptions {
+        channels: FolderChannels::Rgb,
+        ..FolderOptions::new(2)
+    };
+    let colour = open_image_folder(root, &rgb).unwrap().source;
+    assert_eq!(colour.read(&[outside]).unwrap(), mem.image(outside));
 }

@@ -174,11 +174,11 @@ fn features_do_not_depend_on_the_batch_size() {
         .init(&device)
         .valid();
     let augment = AugmentConfig::digits(vec![0.3], vec![0.4]);
-    let one_by_one = to_vec(extract_features(&encoder, &data, &augment, 1, &device));
+    let one_by_one = to_vec(extract_features(&encoder, &data, &augment, 1, &device).unwrap());
     assert_eq!(one_by_one.len(), 23 * 64);
     // 23 = 2 × 10 + 3 (padded last batch), one batch of 23, one padded batch of 64.
     for batch in [10, 23, 64] {
-        let features = extract_features(&encoder, &data, &augment, batch, &device);
+        let features = extract_features(&encoder, &data, &augment, batch, &device).unwrap();
         assert_eq!(features.dims(), [23, 64], "batch {batch}");
         let got = to_vec(features);
         let worst = got

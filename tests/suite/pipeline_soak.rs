@@ -26,7 +26,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use common::gpu;
-use common::pipeline::info;
+use common::pipeline::{ALLOCATOR_TUNABLES, info};
 use supcon_wgpu::pipeline::data;
 use supcon_wgpu::pipeline::eval::LinearEvalConfig;
 use supcon_wgpu::pipeline::train::{EpochObserver, Method, RunOptions, TrainConfig, run};
@@ -36,8 +36,6 @@ const DIR_ENV: &str = "SUPCON_SOAK_DIR";
 /// Memory the run may gain per step of the window, and at least.
 const BOUND_PER_STEP: u64 = 8 << 10;
 const BOUND_FLOOR: u64 = 4 << 20;
-/// glibc's malloc settings for the training process (see the module's documentation).
-const ALLOCATOR_TUNABLES: &str = "glibc.malloc.arena_max=1:glibc.malloc.mmap_threshold=131072:glibc.malloc.trim_threshold=131072";
 /// Steps between kNN passes.
 const KNN_STEPS: usize = 200;
 

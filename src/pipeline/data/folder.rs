@@ -142,16 +142,22 @@ pub struct FolderOptions {
     pub skip_bad_images: bool,
     /// Threads decoding the images (`None`: one per core). The result does not depend on it.
     pub workers: Option<usize>,
+    /// [`open_image_folder`](super::open_image_folder) only: host memory, in bytes, that may
+    /// keep decoded images (as u8, at the final size) so that later epochs do not decode them
+    /// again; 0 keeps none. Images are kept as first decoded until the budget is spent.
+    pub cache_bytes: u64,
 }
 
 impl FolderOptions {
-    /// Images resized to `size`, channels [`FolderChannels::Auto`], bad files an error.
+    /// Images resized to `size`, channels [`FolderChannels::Auto`], bad files an error, no
+    /// cache.
     pub fn new(size: u32) -> Self {
         FolderOptions {
             size,
             channels: FolderChannels::Auto,
             skip_bad_images: false,
             workers: None,
+            cache_bytes: 0,
         }
     }
 }
@@ -165,15 +171,44 @@ pub struct FolderLoad {
     pub skipped: Vec<BadImage>,
 }
 
-/// Decodes one image file into `size×size`, CHW f32 in `[0, 1]` (three planes, or one for
-/// `gray`), written to `out` (exactly that many values).
-fn decode_image(
+/// How a decoded image becomes planes of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Planes {
+    /// Red, green and blue planes.
+    Rgb,
+    /// One plane of luma (colour converted).
+    Luma,
+    /// One plane, the red channel of the RGB image: for images known (or guessed) to be
+    /// grayscale, whose three channels are equal.
+    FirstOfRgb,
+}
+
+impl Planes {
+    /// Planes per image.
+    pub(super) fn count(self) -> usize {
+        match self {
+            Planes::Rgb => 3,
+            Planes::Luma | Planes::FirstOfRgb => 1,
+        }
+    }
+}
+
+fn truncated(format: image::ImageFormat, what: &'static str) -> image::ImageError {
+    image::ImageError::Decoding(image::error::DecodingError::new(
+        image::error::ImageFormatHint::Exact(format),
+        what,
+    ))
+}
+
+/// Decodes one image file into `size×size` bytes, CHW (the planes `planes` says), written to
+/// `out` (exactly that many bytes). Returns whether the image has colour (two channels differ
+/// somewhere), which only [`Planes::FirstOfRgb`] looks at (else `false`).
+pub(super) fn decode_bytes(
     path: &Path,
     size: u32,
-    gray: bool,
-    table: &[f32; 256],
-    out: &mut [f32],
-) -> Result<(), DataError> {
+    planes: Planes,
+    out: &mut [u8],
+) -> Result<bool, DataError> {
     let decode_err = |source| DataError::ImageDecode {
         path: path.to_path_buf(),
         source,
@@ -184,11 +219,9 @@ fn decode_image(
         .map_err(io_err(path))?;
     if reader.format() == Some(image::ImageFormat::Jpeg) && !ends_with_jpeg_eoi(&bytes) {
         // The JPEG decoder fills a truncated file's missing part without an error.
-        return Err(decode_err(image::ImageError::Decoding(
-            image::error::DecodingError::new(
-                image::error::ImageFormatHint::Exact(image::ImageFormat::Jpeg),
-                "truncated: no end-of-image marker (FF D9) in the last 4 KiB",
-            ),
+        return Err(decode_err(truncated(
+            image::ImageFormat::Jpeg,
+            JPEG_TRUNCATED,
         )));
     }
     reader.limits(decode_limits());
@@ -200,19 +233,65 @@ fn decode_image(
             img.resize_exact(size, size, image::imageops::FilterType::Triangle)
         }
     };
-    if gray {
-        let luma = fit(decoded).into_luma8();
-        for (o, &b) in out.iter_mut().zip(luma.as_raw()) {
-            *o = table[b as usize];
-        }
-        return Ok(());
+    if planes == Planes::Luma {
+        out.copy_from_slice(fit(decoded).into_luma8().as_raw());
+        return Ok(false);
     }
     let rgb = fit(decoded).into_rgb8();
     let plane = size as usize * size as usize;
+    let mut colour = false;
     for (i, px) in rgb.as_raw().chunks_exact(3).enumerate() {
-        for (c, &b) in px.iter().enumerate() {
-            out[c * plane + i] = table[b as usize];
+        if planes == Planes::FirstOfRgb {
+            out[i] = px[0];
+            colour |= px[1] != px[0] || px[2] != px[0];
+        } else {
+            for (c, &b) in px.iter().enumerate() {
+                out[c * plane + i] = b;
+            }
         }
+    }
+    Ok(colour)
+}
+
+const JPEG_TRUNCATED: &str = "truncated: no end-of-image marker (FF D9) in the last 4 KiB";
+const PNG_TRUNCATED: &str = "truncated: no IEND chunk in the last 4 KiB";
+
+/// Checks one image file without decoding its pixels: it can be opened, is not empty, is a
+/// PNG or JPEG by its content, ends with its format's end marker (a file cut short does not),
+/// and its header's size is within [`MAX_SOURCE_IMAGE_SIDE`] and [`MAX_DECODE_BYTES`]. What it
+/// cannot see — damage inside the coded data — shows when the file is decoded.
+pub(super) fn probe_image(path: &Path) -> Result<(), DataError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let decode_err = |source| DataError::ImageDecode {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(io_err(path))?;
+    let len = file.metadata().map_err(io_err(path))?.len();
+    let mut tail = Vec::with_capacity(4096);
+    file.seek(SeekFrom::Start(len.saturating_sub(4096)))
+        .and_then(|_| file.read_to_end(&mut tail))
+        .map_err(io_err(path))?;
+    file.rewind().map_err(io_err(path))?;
+    let mut reader = image::ImageReader::new(std::io::BufReader::new(file))
+        .with_guessed_format()
+        .map_err(io_err(path))?;
+    match reader.format() {
+        Some(f @ image::ImageFormat::Jpeg) if !ends_with_jpeg_eoi(&tail) => {
+            return Err(decode_err(truncated(f, JPEG_TRUNCATED)));
+        }
+        Some(f @ image::ImageFormat::Png) if !tail.windows(4).any(|w| w == b"IEND") => {
+            return Err(decode_err(truncated(f, PNG_TRUNCATED)));
+        }
+        _ => {}
+    }
+    reader.limits(decode_limits());
+    // Reads the header only; the limits refuse an over-sized side here.
+    let decoder = reader.into_decoder().map_err(decode_err)?;
+    if image::ImageDecoder::total_bytes(&decoder) > MAX_DECODE_BYTES {
+        return Err(decode_err(image::ImageError::Limits(
+            image::error::LimitError::from_kind(image::error::LimitErrorKind::InsufficientMemory),
+        )));
     }
     Ok(())
 }
@@ -256,49 +335,14 @@ pub fn load_image_folder_with(
         channels,
         skip_bad_images,
         workers,
+        ..
     } = *options;
-    if workers == Some(0) {
-        return Err(DataError::Unsupported {
-            what: "0 decoding workers (expected at least 1)".to_string(),
-        });
-    }
-    if size == 0 || size > MAX_FOLDER_IMAGE_SIDE {
-        return Err(DataError::Unsupported {
-            what: format!("image size {size} (expected 1..={MAX_FOLDER_IMAGE_SIDE} pixels)"),
-        });
-    }
-    if !root.is_dir() {
-        return Err(DataError::MissingDir {
-            path: root.to_path_buf(),
-            expected: "one subdirectory per class, each holding .png/.jpg/.jpeg images".to_string(),
-        });
-    }
-    let classes = list_dir(root, Path::is_dir)?;
-    if classes.is_empty() {
-        return Err(DataError::NoClassFolders {
-            root: root.to_path_buf(),
-        });
-    }
-    // The root and every class folder count as read before any is walked, so that a link
-    // inside one class to another class (or to the root) is never followed.
-    let mut visited = HashSet::new();
-    for dir in std::iter::once(root).chain(classes.iter().map(|(_, d)| d.as_path())) {
-        visited.insert(std::fs::canonicalize(dir).map_err(io_err(dir))?);
-    }
-    let mut bad = Vec::new();
-    let mut items: Vec<(PathBuf, u32)> = Vec::new();
-    for (label, (_, dir)) in classes.iter().enumerate() {
-        let bad_before = bad.len();
-        let files = class_images(dir, &mut visited, &mut bad)?;
-        if files.is_empty() && bad.len() == bad_before {
-            return Err(DataError::EmptyClass { dir: dir.clone() });
-        }
-        items.extend(files.into_iter().map(|p| (p, label as u32)));
-    }
-    // Entries that cannot be resolved are reported before any decoding.
-    if !skip_bad_images && !bad.is_empty() {
-        return Err(bad.swap_remove(0).error);
-    }
+    check_options(options)?;
+    let Listing {
+        classes,
+        items,
+        mut bad,
+    } = list_folder(root, skip_bad_images)?;
     let gray = channels == FolderChannels::Gray;
     let planes = if gray { 1 } else { 3 };
     let per_image = planes * size as usize * size as usize;
@@ -322,13 +366,8 @@ pub fn load_image_folder_with(
     // first block holding a bad file is the last decoded. The output and the error reported do
     // not depend on the thread count.
     let table = byte_table();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(workers.unwrap_or(0))
-        .thread_name(|i| format!("supcon-decode-{i}"))
-        .build()
-        .map_err(|e| DataError::Unsupported {
-            what: format!("a pool of decoding threads: {e}"),
-        })?;
+    let pool = decode_pool(workers)?;
+    let mode = if gray { Planes::Luma } else { Planes::Rgb };
     let mut images = vec![0f32; items.len() * per_image];
     let mut failed: Vec<Option<DataError>> = Vec::with_capacity(items.len());
     for (block, out) in items
@@ -339,7 +378,16 @@ pub fn load_image_folder_with(
             block
                 .par_iter()
                 .zip(out.par_chunks_mut(per_image))
-                .map(|((path, _), slot)| decode_image(path, size, gray, &table, slot).err())
+                .map_init(
+                    || vec![0u8; per_image],
+                    |bytes, ((path, _), slot)| {
+                        let decoded = decode_bytes(path, size, mode, bytes);
+                        for (o, &b) in slot.iter_mut().zip(bytes.iter()) {
+                            *o = table[b as usize];
+                        }
+                        decoded.err()
+                    },
+                )
                 .collect()
         });
         let stop = !skip_bad_images && block_failed.iter().any(Option::is_some);
@@ -395,6 +443,88 @@ pub fn load_image_folder_with(
         dataset,
         skipped: bad,
     })
+}
+
+/// A folder's classes and image files, as [`list_folder`] finds them.
+pub(super) struct Listing {
+    /// `(name, folder)` of each class, sorted by name; label `k` is `classes[k]`.
+    pub(super) classes: Vec<(String, PathBuf)>,
+    /// Every image file with its label, class by class, each class in path order.
+    pub(super) items: Vec<(PathBuf, u32)>,
+    /// Entries that cannot be resolved (a dangling link, a link loop): only with
+    /// `skip_bad_images` (else the first is the error).
+    pub(super) bad: Vec<BadImage>,
+}
+
+/// The classes and image files of `root` (the rules of [`load_image_folder_with`]), nothing
+/// decoded: `root` must hold class folders, each with at least one image file or bad entry.
+pub(super) fn list_folder(root: &Path, skip_bad_images: bool) -> Result<Listing, DataError> {
+    if !root.is_dir() {
+        return Err(DataError::MissingDir {
+            path: root.to_path_buf(),
+            expected: "one subdirectory per class, each holding .png/.jpg/.jpeg images".to_string(),
+        });
+    }
+    let classes = list_dir(root, Path::is_dir)?;
+    if classes.is_empty() {
+        return Err(DataError::NoClassFolders {
+            root: root.to_path_buf(),
+        });
+    }
+    // The root and every class folder count as read before any is walked, so that a link
+    // inside one class to another class (or to the root) is never followed.
+    let mut visited = HashSet::new();
+    for dir in std::iter::once(root).chain(classes.iter().map(|(_, d)| d.as_path())) {
+        visited.insert(std::fs::canonicalize(dir).map_err(io_err(dir))?);
+    }
+    let mut bad = Vec::new();
+    let mut items: Vec<(PathBuf, u32)> = Vec::new();
+    for (label, (_, dir)) in classes.iter().enumerate() {
+        let bad_before = bad.len();
+        let files = class_images(dir, &mut visited, &mut bad)?;
+        if files.is_empty() && bad.len() == bad_before {
+            return Err(DataError::EmptyClass { dir: dir.clone() });
+        }
+        items.extend(files.into_iter().map(|p| (p, label as u32)));
+    }
+    // Entries that cannot be resolved are reported before any decoding.
+    if !skip_bad_images && !bad.is_empty() {
+        return Err(bad.swap_remove(0).error);
+    }
+    Ok(Listing {
+        classes,
+        items,
+        bad,
+    })
+}
+
+/// Refuses a size or worker count that [`FolderOptions`] does not allow.
+pub(super) fn check_options(options: &FolderOptions) -> Result<(), DataError> {
+    if options.workers == Some(0) {
+        return Err(DataError::Unsupported {
+            what: "0 decoding workers (expected at least 1)".to_string(),
+        });
+    }
+    if options.size == 0 || options.size > MAX_FOLDER_IMAGE_SIDE {
+        return Err(DataError::Unsupported {
+            what: format!(
+                "image size {} (expected 1..={MAX_FOLDER_IMAGE_SIDE} pixels)",
+                options.size
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// A pool of `workers` decoding threads (`None`: one per core).
+pub(super) fn decode_pool(workers: Option<usize>) -> Result<rayon::ThreadPool, DataError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(workers.unwrap_or(0))
+        .thread_name(|i| format!("supcon-decode-{i}"))
+        .build()
+        .map_err(|e| DataError::Unsupported {
+            what: format!("a pool of decoding threads: {e}"),
+        })
 }
 
 /// The training and test folders of an image folder that comes split (the ImageNet layout):

@@ -5,13 +5,18 @@
 //! - [`load_cifar`]: CIFAR-10 / CIFAR-100 from their official binary versions.
 //! - [`load_image_folder`] / [`load_image_folder_with`]: a `root/class_name/**/*.png|jpg|jpeg`
 //!   tree, bad files an error or skipped.
+//! - [`open_image_folder`]: the same tree read lazily ([`FolderSource`]): checked up front,
+//!   decoded by worker threads when a batch asks for the images, for folders of any size.
 //! - [`stratified_split`]: a deterministic, per-class train/test split.
 //!
-//! Every loader returns an [`ImageDataset`]: f32 pixels in `[0, 1]`, NCHW row-major.
+//! Every loader returns an [`ImageDataset`]: f32 pixels in `[0, 1]`, NCHW row-major. The
+//! pipeline reads any [`ImageSource`] (an [`ImageDataset`] or a [`FolderSource`]).
 
 mod cifar;
 mod digits;
 mod folder;
+mod source;
+mod stream;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,6 +33,10 @@ pub use folder::{
     BadImage, FolderChannels, FolderLoad, FolderOptions, MAX_DECODE_BYTES, MAX_FOLDER_IMAGE_SIDE,
     MAX_SOURCE_IMAGE_SIDE, load_image_folder, load_image_folder_with, load_split_image_folder,
     split_folders, write_image_folder,
+};
+pub use source::{ImageSource, PREFETCH_BATCHES, prefetch, sample_indices};
+pub use stream::{
+    CHANNEL_SAMPLE, FolderOpen, FolderSource, open_image_folder, open_split_image_folder,
 };
 
 /// Images as f32 in `[0, 1]`, NCHW row-major: image `i` is
@@ -272,6 +281,14 @@ pub enum DataError {
         /// The decoder's error.
         #[source]
         source: image::ImageError,
+    },
+    /// An image file failed before (it is not decoded again).
+    #[error("{}: {reason}", path.display())]
+    ImageFailed {
+        /// The image file.
+        path: PathBuf,
+        /// Why it failed the first time.
+        reason: String,
     },
     /// An image file cannot be written.
     #[error("cannot write image {}: {source}", path.display())]

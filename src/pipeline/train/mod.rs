@@ -28,7 +28,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::augment::AugmentConfig;
-use super::data::ImageDataset;
+use super::data::ImageSource;
 use super::eval::{
     LinearEvalConfig, LinearEvalResult, knn_accuracy, linear_eval, linear_eval_device,
 };
@@ -142,7 +142,7 @@ pub struct TrainConfig {
 
 impl TrainConfig {
     /// Checks the values; the message names the bad one.
-    pub fn validate(&self, data: &ImageDataset) -> Result<()> {
+    pub fn validate(&self, data: &dyn ImageSource) -> Result<()> {
         let bad = |m: String| Err(PipelineError::Config(m));
         if self.epochs == 0 {
             return bad("--epochs must be at least 1".into());
@@ -236,7 +236,7 @@ impl TrainConfig {
             ));
         }
         self.augment
-            .validate(data.channels)
+            .validate(data.shape()[0])
             .map_err(PipelineError::Config)
     }
 
@@ -329,8 +329,8 @@ impl LrSchedule {
     }
 }
 
-fn build_model(config: &TrainConfig, data: &ImageDataset, device: &Device) -> PretrainModel {
-    let enc = config.model.config(data.channels, config.stem);
+fn build_model(config: &TrainConfig, data: &dyn ImageSource, device: &Device) -> PretrainModel {
+    let enc = config.model.config(data.shape()[0], config.stem);
     let dim = enc.feature_dim();
     let encoder = enc.init(device);
     match config.method {
@@ -374,8 +374,8 @@ fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
 /// A run's fixed inputs: its settings, data sets, evaluation device and output folder.
 struct RunContext<'a> {
     config: &'a TrainConfig,
-    train: &'a ImageDataset,
-    test: &'a ImageDataset,
+    train: &'a dyn ImageSource,
+    test: &'a dyn ImageSource,
     /// The device without autodiff: evaluation and linear evaluation run on it.
     plain: Device,
     paths: RunPaths,
@@ -395,8 +395,8 @@ struct PretrainTime {
 /// `device` is a Burn device (autodiff or not); training runs on its autodiff twin.
 pub fn run(
     config: &TrainConfig,
-    train: &ImageDataset,
-    test: &ImageDataset,
+    train: &dyn ImageSource,
+    test: &dyn ImageSource,
     out: &Path,
     options: &RunOptions,
     device: &Device,
@@ -488,7 +488,7 @@ pub fn run(
 /// [`RunOptions::skip_memory_check`], then a warning).
 fn check_memory(
     config: &TrainConfig,
-    train: &ImageDataset,
+    train: &dyn ImageSource,
     device: &Device,
     options: &RunOptions,
 ) -> Result<()> {
@@ -546,12 +546,16 @@ fn device_failed(paths: &RunPaths, epoch: usize, what: &str, message: &str) -> P
 }
 
 /// The checks of the settings and the data sets that come before anything is written.
-fn check_inputs(config: &TrainConfig, train: &ImageDataset, test: &ImageDataset) -> Result<()> {
+fn check_inputs(
+    config: &TrainConfig,
+    train: &dyn ImageSource,
+    test: &dyn ImageSource,
+) -> Result<()> {
     config.validate(train)?;
     if test.is_empty() {
         return Err(PipelineError::Config("the test set is empty".into()));
     }
-    if (test.channels, test.height, test.width) != (train.channels, train.height, train.width) {
+    if test.shape() != train.shape() {
         return Err(PipelineError::Config(
             "train and test images differ in size".into(),
         ));
@@ -598,15 +602,15 @@ fn finish(
     let encoder = state.model.encoder.valid();
     let (train_f, test_f) = match final_features {
         Some(features) => features,
-        None => features_of(&encoder, ctx),
+        None => features_of(&encoder, ctx)?,
     };
     let knn = match state.history.last().and_then(|m| m.knn_test_accuracy) {
         Some(a) => a,
         None => knn_accuracy(
             train_f.clone(),
-            &train.labels,
+            train.labels(),
             test_f.clone(),
-            &test.labels,
+            test.labels(),
             train.n_classes(),
             config.knn_k,
         )?,
@@ -640,9 +644,9 @@ fn linear_stage(
     };
     let linear = linear_eval(
         on_device(train_f),
-        &train.labels,
+        train.labels(),
         on_device(test_f),
-        &test.labels,
+        test.labels(),
         train.n_classes(),
         &ctx.config.linear,
         &device,

@@ -177,24 +177,24 @@ pub(super) fn write_metrics(paths: &RunPaths, history: &[EpochMetrics]) -> Resul
 }
 
 /// Encoder features of the training and test images, in batches of a training forward pass.
-pub(super) fn features_of(encoder: &ResNet, ctx: &RunContext) -> (Tensor<2>, Tensor<2>) {
+pub(super) fn features_of(encoder: &ResNet, ctx: &RunContext) -> Result<(Tensor<2>, Tensor<2>)> {
     let config = ctx.config;
     let bs = config.forward_rows(ctx.train.len());
-    (
-        extract_features(encoder, ctx.train, &config.augment, bs, &ctx.plain),
-        extract_features(encoder, ctx.test, &config.augment, bs, &ctx.plain),
-    )
+    Ok((
+        extract_features(encoder, ctx.train, &config.augment, bs, &ctx.plain)?,
+        extract_features(encoder, ctx.test, &config.augment, bs, &ctx.plain)?,
+    ))
 }
 
 /// kNN test accuracy of the current encoder, with the features it was computed from.
 fn knn_of(model: &PretrainModel, ctx: &RunContext) -> Result<(f64, (Tensor<2>, Tensor<2>))> {
     let (train, test) = (ctx.train, ctx.test);
-    let (train_f, test_f) = features_of(&model.encoder.valid(), ctx);
+    let (train_f, test_f) = features_of(&model.encoder.valid(), ctx)?;
     let accuracy = knn_accuracy(
         train_f.clone(),
-        &train.labels,
+        train.labels(),
         test_f.clone(),
-        &test.labels,
+        test.labels(),
         train.n_classes(),
         ctx.config.knn_k,
     )?;
@@ -295,8 +295,8 @@ pub(super) fn write_plots(
         &dir.join("embedding_pca.png"),
         &format!("Test embeddings, PCA ({name})"),
         &points,
-        &ctx.test.labels,
-        &ctx.test.class_names,
+        ctx.test.labels(),
+        ctx.test.class_names(),
         (700, 600),
     )?;
     Ok(())

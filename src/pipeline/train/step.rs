@@ -17,8 +17,8 @@ use super::report::progress;
 use super::{LrSchedule, Method, TrainConfig};
 use crate::backend::{GradCache, GradCacheConfig, SupConLoss, SupConLossConfig};
 use crate::pipeline::augment::augment;
-use crate::pipeline::data::ImageDataset;
-use crate::pipeline::eval::{batch_tensor, label_tensor};
+use crate::pipeline::data::{ImageSource, PREFETCH_BATCHES, prefetch};
+use crate::pipeline::eval::{label_tensor, pixels_tensor};
 use crate::pipeline::model::PretrainModel;
 use crate::pipeline::{PipelineError, Result, SplitMix64};
 
@@ -29,7 +29,7 @@ const READ_EVERY: usize = 10;
 /// schedule's lengths.
 pub(super) struct Pretrainer<'a> {
     config: &'a TrainConfig,
-    train: &'a ImageDataset,
+    train: &'a dyn ImageSource,
     /// The autodiff device training runs on.
     device: &'a Device,
     loss_fn: SupConLoss,
@@ -61,7 +61,7 @@ impl<'a> Pretrainer<'a> {
     /// The losses of `config` and its schedule over `train`, training on `device` (autodiff).
     pub(super) fn new(
         config: &'a TrainConfig,
-        train: &'a ImageDataset,
+        train: &'a dyn ImageSource,
         device: &'a Device,
     ) -> Result<Self> {
         let loss_fn = SupConLossConfig::new()
@@ -88,12 +88,12 @@ impl<'a> Pretrainer<'a> {
     }
 
     /// Runs epoch `epoch` (0-based) from `model` and returns the model after its last step: the
-    /// training set in the epoch's seeded order, batch by batch, `step` counting the run's
-    /// optimizer steps. The running loss is read back every [`READ_EVERY`] steps and at the
+    /// training set in the epoch's seeded order, batch by batch (the next batches read while
+    /// the device works: [`prefetch`]), `step` counting the run's optimizer steps. The running loss is read back every [`READ_EVERY`] steps and at the
     /// end; a loss that is not finite ends the run with [`PipelineError::Diverged`].
     pub(super) fn epoch(
         &self,
-        mut model: PretrainModel,
+        model: PretrainModel,
         optim: &mut ModuleOptimizer,
         queue: &mut Option<KeyQueue>,
         step: &mut usize,
@@ -121,41 +121,50 @@ impl<'a> Pretrainer<'a> {
         let mut schedule = LrSchedule::from_step(config.lr, self.warmup, self.total, *step)?;
         let mut lr = config.lr;
         let batch = config.step_images(order.len());
-        for idx in order.chunks_exact(batch).take(self.steps) {
-            lr = schedule.next_rate();
-            model = self.step(
-                model,
-                optim,
-                queue.as_mut(),
-                idx,
-                lr,
-                &mut rng,
-                &mut loss_acc,
-            )?;
-            seen += idx.len();
-            *step += 1;
-            let in_epoch = *step - first_step;
-            if in_epoch.is_multiple_of(READ_EVERY) || in_epoch == self.steps {
-                let sum = match loss_acc.clone() {
-                    Some(t) => read_loss(t, paths, epoch, *step)?,
-                    None => 0.0,
-                };
-                if !sum.is_finite() {
-                    return Err(diverged(
-                        paths,
-                        format!("the loss is {sum} in epoch {} by step {}", epoch + 1, *step),
-                        config,
+        let batches: Vec<&[usize]> = order.chunks_exact(batch).take(self.steps).collect();
+        let to_read = batches.iter().map(|idx| idx.to_vec()).collect();
+        let model = std::thread::scope(|scope| -> Result<PretrainModel> {
+            let mut model = model;
+            let read = prefetch(scope, self.train, to_read, PREFETCH_BATCHES);
+            for (idx, pixels) in batches.iter().zip(read) {
+                let images = pixels_tensor(pixels?, self.train.shape(), self.device);
+                lr = schedule.next_rate();
+                model = self.step(
+                    model,
+                    optim,
+                    queue.as_mut(),
+                    idx,
+                    images,
+                    lr,
+                    &mut rng,
+                    &mut loss_acc,
+                )?;
+                seen += idx.len();
+                *step += 1;
+                let in_epoch = *step - first_step;
+                if in_epoch.is_multiple_of(READ_EVERY) || in_epoch == self.steps {
+                    let sum = match loss_acc.clone() {
+                        Some(t) => read_loss(t, paths, epoch, *step)?,
+                        None => 0.0,
+                    };
+                    if !sum.is_finite() {
+                        return Err(diverged(
+                            paths,
+                            format!("the loss is {sum} in epoch {} by step {}", epoch + 1, *step),
+                            config,
+                        ));
+                    }
+                    loss_sum = sum;
+                    let rate = seen as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+                    bar.set_message(format!(
+                        "loss {:.4} lr {lr:.4} {rate:.0} img/s",
+                        sum / seen as f64
                     ));
                 }
-                loss_sum = sum;
-                let rate = seen as f64 / t0.elapsed().as_secs_f64().max(1e-9);
-                bar.set_message(format!(
-                    "loss {:.4} lr {lr:.4} {rate:.0} img/s",
-                    sum / seen as f64
-                ));
+                bar.inc(1);
             }
-            bar.inc(1);
-        }
+            Ok(model)
+        })?;
         bar.finish_and_clear();
         let ran = EpochRun {
             loss_sum,
@@ -166,7 +175,7 @@ impl<'a> Pretrainer<'a> {
         Ok((model, ran))
     }
 
-    /// One optimizer step at learning rate `lr` on the images at `idx`: augmentation with
+    /// One optimizer step at learning rate `lr` on `images`, the images at `idx`: augmentation with
     /// parameters drawn from `rng`, the loss of the method (against the feature queue's keys,
     /// when there is one; then the step's keys are pushed), autodiff. The loss times the batch
     /// size is added to `loss_acc`, which stays on the device (each readback waits for the
@@ -178,14 +187,14 @@ impl<'a> Pretrainer<'a> {
         optim: &mut ModuleOptimizer,
         mut queue: Option<&mut KeyQueue>,
         idx: &[usize],
+        images: Tensor<4>,
         lr: f64,
         rng: &mut StdRng,
         loss_acc: &mut Option<Tensor<1>>,
     ) -> Result<PretrainModel> {
         let config = self.config;
-        let (h, w) = (self.train.height, self.train.width);
+        let [_, h, w] = self.train.shape();
         let b = idx.len();
-        let images = batch_tensor(self.train, idx, self.device);
         let labels = label_tensor(self.train, idx, self.device);
         let v1 = augment(
             images.clone(),

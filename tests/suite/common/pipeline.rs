@@ -6,6 +6,11 @@ use supcon_wgpu::pipeline::eval::LinearEvalConfig;
 use supcon_wgpu::pipeline::model::{HeadKind, ModelPreset, Stem};
 use supcon_wgpu::pipeline::train::{EpochMetrics, Method, RunInfo, TrainConfig};
 
+/// glibc's malloc settings for the child processes whose memory a test measures: one arena,
+/// fixed mmap and trim thresholds, so that RSS follows what the process holds (pipeline_soak's
+/// documentation says why).
+pub const ALLOCATOR_TUNABLES: &str = "glibc.malloc.arena_max=1:glibc.malloc.mmap_threshold=131072:glibc.malloc.trim_threshold=131072";
+
 /// A few hundred digits for training and about a hundred for testing; every class present.
 pub fn small_digits() -> (ImageDataset, ImageDataset) {
     let all = data::digits().unwrap();
