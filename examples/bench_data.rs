@@ -27,8 +27,8 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use supcon_wgpu::pipeline::augment::Recipe;
 use supcon_wgpu::pipeline::data::{
-    FolderChannels, FolderOptions, FolderSource, ImageSource, PREFETCH_BATCHES, open_image_folder,
-    prefetch,
+    FolderChannels, FolderOptions, FolderSource, ImageSource, PREFETCH_BATCHES,
+    load_image_folder_with, open_image_folder, prefetch,
 };
 
 #[derive(Parser)]
@@ -130,6 +130,9 @@ struct Row {
     epoch_s: f64,
     /// Seconds of an epoch with every image in the byte cache.
     cached_s: f64,
+    /// Seconds of `load_image_folder_with` (the whole folder decoded into memory at once): the
+    /// same decoding without batches, prefetching or a cache, the baseline.
+    load_s: f64,
 }
 
 /// Seconds of one epoch over `source`: the images in a seeded order, whole batches of `batch`,
@@ -225,15 +228,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let batch = args.batch.min(count);
             let mut opens = Vec::new();
             let mut plain = Vec::new();
+            let mut loads = Vec::new();
             for run in 0..=args.runs {
                 let t = Instant::now();
                 let opened = open_image_folder(&root, &options)?;
                 let open_s = t.elapsed().as_secs_f64();
                 assert_eq!(opened.source.len(), count, "every image opens");
                 let epoch_s = epoch(&opened.source, batch, run as u64)?;
+                let t = Instant::now();
+                let loaded = load_image_folder_with(&root, &options)?;
+                let load_s = t.elapsed().as_secs_f64();
+                assert_eq!(loaded.dataset.len(), count, "every image loads");
+                drop(loaded);
                 if run > 0 {
                     opens.push(open_s);
                     plain.push(epoch_s);
+                    loads.push(load_s);
                 }
             }
             // With a cache for every image: the first epoch fills it, the later ones read it.
@@ -261,6 +271,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 open_s: median(opens),
                 epoch_s: median(plain),
                 cached_s: median(cached_times),
+                load_s: median(loads),
             });
         }
     }
@@ -269,8 +280,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     println!();
-    println!("| case | images | mean file | workers | open s | epoch images/s | cached images/s |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| case | images | mean file | workers | open s | epoch images/s | cached images/s | \
+         in-memory load images/s |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         let workers = if r.all_cores {
             format!("{} (all)", r.workers)
@@ -279,13 +293,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         let whole = (r.images / args.batch.min(r.images)) * args.batch.min(r.images);
         println!(
-            "| {} | {} | {:.1} KiB | {workers} | {:.2} | {:.0} | {:.0} |",
+            "| {} | {} | {:.1} KiB | {workers} | {:.2} | {:.0} | {:.0} | {:.0} |",
             r.case,
             r.images,
             r.mean_file_bytes / 1024.0,
             r.open_s,
             whole as f64 / r.epoch_s,
-            whole as f64 / r.cached_s
+            whole as f64 / r.cached_s,
+            r.images as f64 / r.load_s
         );
     }
     if let Some(path) = &args.json {
@@ -301,6 +316,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     "open_s": r.open_s,
                     "epoch_s": r.epoch_s,
                     "cached_epoch_s": r.cached_s,
+                    "in_memory_load_s": r.load_s,
                 })
             })
             .collect();
