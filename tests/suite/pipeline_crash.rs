@@ -18,12 +18,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::gpu;
-use common::pipeline::{assert_same_run, info, small_digits};
+use common::pipeline::{assert_same_run, history, info, small_digits};
 use rand::{Rng, SeedableRng};
 use supcon_wgpu::pipeline::eval::LinearEvalConfig;
 use supcon_wgpu::pipeline::is_temp_file;
 use supcon_wgpu::pipeline::model::{ModelPreset, Stem};
-use supcon_wgpu::pipeline::train::{EpochMetrics, Method, RunOptions, Summary, TrainConfig, run};
+use supcon_wgpu::pipeline::train::{Method, RunOptions, Summary, TrainConfig, run};
 
 const CHILD_ENV: &str = "SUPCON_CRASH_CHILD_DIR";
 
@@ -73,14 +73,6 @@ fn spawn_child(dir: &Path) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn the training process")
-}
-
-fn history(out: &Path) -> Vec<EpochMetrics> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 fn summary(out: &Path) -> Summary {

@@ -9,31 +9,18 @@ use crate::common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use burn::tensor::Device;
 use common::gpu;
-use common::pipeline::{ALLOCATOR_TUNABLES, assert_same_run, config, info, small_digits};
+use common::pipeline::{
+    ALLOCATOR_TUNABLES, assert_same_run, config, device, history, info, small_digits,
+};
 use supcon_wgpu::pipeline::data::{self, FolderOptions, ImageSource};
 use supcon_wgpu::pipeline::eval::LinearEvalConfig;
-use supcon_wgpu::pipeline::train::{EpochMetrics, Method, RunOptions, TrainConfig, run};
+use supcon_wgpu::pipeline::train::{Method, RunOptions, TrainConfig, run};
 
 fn out_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("supcon-stream-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
-}
-
-fn history(out: &Path) -> Vec<EpochMetrics> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn device() -> Option<Device> {
-    gpu()?;
-    let (device, _) = supcon_wgpu::backend::device::request_burn_device().expect("device");
-    Some(device)
 }
 
 /// The pipeline tests' setting, two epochs and a short linear evaluation.

@@ -8,30 +8,21 @@ use crate::common;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
-use common::gpu;
-use common::pipeline::{assert_same_run, config, info, small_digits};
+use common::pipeline::{assert_same_run, config, device, history, info, small_digits};
 use supcon_wgpu::pipeline::PipelineError;
 use supcon_wgpu::pipeline::augment::{AugmentConfig, Recipe};
 use supcon_wgpu::pipeline::data;
 use supcon_wgpu::pipeline::eval::LinearEvalConfig;
 use supcon_wgpu::pipeline::model::{ModelPreset, Stem};
 use supcon_wgpu::pipeline::train::{
-    EpochMetrics, LrSchedule, Method, ResumeFrom, RunOptions, RunPaths, Summary, TrainConfig,
-    prepare_run_folder, run,
+    LrSchedule, Method, ResumeFrom, RunOptions, RunPaths, Summary, TrainConfig, prepare_run_folder,
+    run,
 };
 
 fn out_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("supcon-pipeline-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
-}
-
-fn history(out: &Path) -> Vec<EpochMetrics> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 /// The bytes of the encoder's stem convolution weights.
@@ -43,12 +34,6 @@ fn first_weights(encoder: &supcon_wgpu::pipeline::model::ResNet) -> Vec<u8> {
         .find(|t| t.name == "stem.conv.weight")
         .expect("stem.conv.weight");
     stem.to_bytes().expect("bytes").to_vec()
-}
-
-fn device() -> Option<Device> {
-    gpu()?;
-    let (device, _) = supcon_wgpu::backend::device::request_burn_device().expect("device");
-    Some(device)
 }
 
 #[test]

@@ -1,5 +1,8 @@
 //! The training pipeline's tiny test setting, shared by the pipeline test files.
 
+use std::path::Path;
+
+use burn::tensor::Device;
 use supcon_wgpu::pipeline::augment::AugmentConfig;
 use supcon_wgpu::pipeline::data::{self, ImageDataset};
 use supcon_wgpu::pipeline::eval::LinearEvalConfig;
@@ -77,4 +80,20 @@ pub fn assert_same_run(a: &[EpochMetrics], b: &[EpochMetrics], how: &str) {
         );
         assert_eq!(x.lr, y.lr, "epoch {}: learning rate", x.epoch);
     }
+}
+
+/// The epochs a run wrote to `out/metrics.jsonl`.
+pub fn history(out: &Path) -> Vec<EpochMetrics> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The Burn device of the GPU tests' adapter (`None` where [`super::gpu`] skips).
+pub fn device() -> Option<Device> {
+    super::gpu()?;
+    let (device, _) = supcon_wgpu::backend::device::request_burn_device().expect("device");
+    Some(device)
 }
