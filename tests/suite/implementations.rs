@@ -229,6 +229,7 @@ fn for_every_implementation(mut body: impl FnMut(Implementation)) {
         body(implementation);
         eprintln!("{implementation:?}: {:.1} s", start.elapsed().as_secs_f64());
     }
+    forget_references();
 }
 
 /// Computes one problem and checks it against the reference with the one tolerance table.

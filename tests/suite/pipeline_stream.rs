@@ -1,6 +1,6 @@
 //! Image folders streamed from disk through the whole pipeline: a folder read as needed
-//! ([`data::open_split_image_folder`]) trains as the same folder decoded into memory does, for
-//! 1 and 3 decoding workers, with and without the byte cache, and resumes exactly; host memory
+//! ([`data::open_split_image_folder`]) trains as the same folder decoded into memory does, with
+//! 3 decoding workers and a byte cache, and with 1 worker and none, stopped and resumed; host memory
 //! does not grow with the folder (a child process trained on 1,000, then on 20,000 PNGs).
 #![cfg(feature = "pipeline")]
 
@@ -12,6 +12,7 @@ use std::process::Command;
 use common::gpu;
 use common::pipeline::{
     ALLOCATOR_TUNABLES, assert_same_run, config, device, history, info, small_digits,
+    warm_up_autotune,
 };
 use supcon_wgpu::pipeline::data::{self, FolderOptions, ImageSource};
 use supcon_wgpu::pipeline::eval::LinearEvalConfig;
@@ -63,47 +64,50 @@ fn streamed_folder_trains_as_in_memory_and_resumes() {
         .expect("a summary")
     };
 
-    // Warm-up: every kernel shape tuned before the runs compared (pipeline_train's reason).
-    let warm = out_dir("warm");
-    full(&mem_train, &mem_test, &warm);
-    let _ = std::fs::remove_dir_all(&warm);
+    warm_up_autotune("stream", |dir| {
+        full(&mem_train, &mem_test, dir);
+    });
 
     let a_dir = out_dir("memory");
     let a = full(&mem_train, &mem_test, &a_dir);
     let ha = history(&a_dir);
-    for (workers, cache_bytes) in [(1, 0), (3, 16 << 10)] {
-        let options = FolderOptions {
-            workers: Some(workers),
-            cache_bytes,
-            ..options
-        };
-        let (tr, te) = data::open_split_image_folder(&train_dir, &test_dir, &options).unwrap();
-        assert!(tr.skipped.is_empty() && te.skipped.is_empty());
-        assert_eq!(tr.source.shape(), [1, 8, 8]);
-        let dir = out_dir(&format!("streamed-{workers}"));
-        let b = full(&tr.source, &te.source, &dir);
-        let how = format!("streamed, {workers} workers, cache {cache_bytes} B");
-        assert_same_run(&ha, &history(&dir), &how);
-        assert!(
-            (a.linear_eval_test_accuracy - b.linear_eval_test_accuracy).abs()
-                <= 1.0 / mem_test.len() as f64 + 1e-9,
-            "{how}: linear evaluation {} vs {}",
-            a.linear_eval_test_accuracy,
-            b.linear_eval_test_accuracy
-        );
-        // The budget holds: 16 KiB keep 256 of the ~480 one-channel 8×8 images, never more.
-        assert!(tr.source.cached_bytes() <= cache_bytes, "{how}");
-        if cache_bytes > 0 {
-            assert_eq!(
-                tr.source.cached_bytes(),
-                cache_bytes,
-                "{how}: the cache fills up"
-            );
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    // Three workers and a cache smaller than the images here; one worker and no cache below,
+    // stopped and resumed.
+    let (workers, cache_bytes) = (3, 16 << 10);
+    let cached = FolderOptions {
+        workers: Some(workers),
+        cache_bytes,
+        ..options
+    };
+    let (tr, te) = data::open_split_image_folder(&train_dir, &test_dir, &cached).unwrap();
+    assert!(tr.skipped.is_empty() && te.skipped.is_empty());
+    assert_eq!(tr.source.shape(), [1, 8, 8]);
+    let dir = out_dir("streamed");
+    let b = full(&tr.source, &te.source, &dir);
+    let how = format!("streamed, {workers} workers, cache {cache_bytes} B");
+    assert_same_run(&ha, &history(&dir), &how);
+    assert!(
+        (a.linear_eval_test_accuracy - b.linear_eval_test_accuracy).abs()
+            <= 1.0 / mem_test.len() as f64 + 1e-9,
+        "{how}: linear evaluation {} vs {}",
+        a.linear_eval_test_accuracy,
+        b.linear_eval_test_accuracy
+    );
+    // The budget holds and fills: 16 KiB keep 256 of the ~480 one-channel 8×8 images.
+    assert_eq!(
+        tr.source.cached_bytes(),
+        cache_bytes,
+        "{how}: the cache fills up"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 
-    // Streamed, stopped after one epoch and resumed: the uninterrupted run again.
+    // Streamed (one worker, no cache), stopped after one epoch and resumed: the uninterrupted
+    // run again.
+    let options = FolderOptions {
+        workers: Some(1),
+        cache_bytes: 0,
+        ..options
+    };
     let (tr, te) = data::open_split_image_folder(&train_dir, &test_dir, &options).unwrap();
     let b_dir = out_dir("resumed");
     let stop = RunOptions {

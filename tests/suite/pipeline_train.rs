@@ -8,7 +8,9 @@ use crate::common;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
-use common::pipeline::{assert_same_run, config, device, history, info, small_digits};
+use common::pipeline::{
+    assert_same_run, config, device, history, info, small_digits, warm_up_autotune,
+};
 use supcon_wgpu::pipeline::PipelineError;
 use supcon_wgpu::pipeline::augment::{AugmentConfig, Recipe};
 use supcon_wgpu::pipeline::data;
@@ -42,23 +44,19 @@ fn pretrain_checkpoint_resume_evaluate() {
     let (train, test) = small_digits();
     let cfg = config(Method::SupCon);
 
-    // Warm-up: the first kernels of a process run while cubecl autotunes, and the variant in use
-    // can change between steps (equal results up to rounding, which training amplifies). A whole
-    // run, linear evaluation included, tunes every shape, so the two runs compared below use the
-    // same kernels.
-    let warm = out_dir("warm");
-    run(
-        &cfg,
-        &train,
-        &test,
-        &warm,
-        &RunOptions::default(),
-        &device,
-        &info(),
-    )
-    .unwrap()
-    .expect("the warm-up run returns its summary");
-    let _ = std::fs::remove_dir_all(&warm);
+    warm_up_autotune("pretrain", |dir| {
+        run(
+            &cfg,
+            &train,
+            &test,
+            dir,
+            &RunOptions::default(),
+            &device,
+            &info(),
+        )
+        .unwrap()
+        .expect("the warm-up run returns its summary");
+    });
 
     // Uninterrupted run.
     let a_dir = out_dir("a");
@@ -292,24 +290,23 @@ fn grad_cache_queue_run_trains_and_resumes() {
     let full = |dir: &Path, options: &RunOptions| {
         run(&cfg, &train, &test, dir, options, &device, &info()).unwrap()
     };
-    // Warm-up: tunes the kernels of every shape, as in `pretrain_checkpoint_resume_evaluate`.
-    let warm = out_dir("gc-warm");
-    let one_epoch = TrainConfig {
-        epochs: 1,
-        ..cfg.clone()
-    };
-    run(
-        &one_epoch,
-        &train,
-        &test,
-        &warm,
-        &RunOptions::default(),
-        &device,
-        &info(),
-    )
-    .unwrap()
-    .expect("a summary");
-    let _ = std::fs::remove_dir_all(&warm);
+    warm_up_autotune("grad-cache", |dir| {
+        let one_epoch = TrainConfig {
+            epochs: 1,
+            ..cfg.clone()
+        };
+        run(
+            &one_epoch,
+            &train,
+            &test,
+            dir,
+            &RunOptions::default(),
+            &device,
+            &info(),
+        )
+        .unwrap()
+        .expect("a summary");
+    });
 
     let a_dir = out_dir("gc-a");
     full(&a_dir, &RunOptions::default()).expect("a summary");

@@ -157,24 +157,33 @@ pub fn compare_with_keys(
         key_positives,
         options,
     );
+    let comparison = compare_to(loss, grad, features, shape.dim as usize, options, &want);
+    (comparison, want)
+}
+
+/// [`compare`] against a reference output computed before (`want`, for these `features` with
+/// `dim` columns and these `options`): for checking several implementations on one problem
+/// without recomputing the reference.
+pub fn compare_to(
+    loss: f32,
+    grad: &[f32],
+    features: &[f32],
+    dim: usize,
+    options: &SupConOptions,
+    want: &reference::Output,
+) -> Comparison {
     let loss_err = if loss.is_finite() {
         (f64::from(loss) - want.loss).abs() / want.loss.abs().max(LOSS_FLOOR)
     } else {
         f64::INFINITY
     };
-    let term = gradient_term(
-        options,
-        want.anchor_loss.len(),
-        features,
-        shape.dim as usize,
-    );
-    let comparison = Comparison {
+    let term = gradient_term(options, want.anchor_loss.len(), features, dim);
+    Comparison {
         reference_loss: want.loss,
         loss_err,
         grad_err: max_rel_err(grad, &want.grad, term),
         entry_tolerance: entry_tolerance(options.temperature),
-    };
-    (comparison, want)
+    }
 }
 
 #[cfg(test)]

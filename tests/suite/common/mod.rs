@@ -244,8 +244,14 @@ fn check_against_reference(
         got.grad.iter().all(|v| v.is_finite()),
         "{what}: non-finite gradient"
     );
-    let (c, want) = conformance::compare_with_keys(
-        got.loss, &got.grad, features, shape, positives, keys, options,
+    let want = reference_of(features, shape, positives, keys, options);
+    let c = conformance::compare_to(
+        got.loss,
+        &got.grad,
+        features,
+        shape.dim as usize,
+        options,
+        &want,
     );
     assert!(
         c.loss_err <= loss_tolerance,
@@ -273,4 +279,65 @@ fn check_against_reference(
         "{what}: gradient rel err {:e} > {tol:e}",
         c.grad_err
     );
+}
+
+// This thread's reference outputs, by problem (see `reference_of`).
+thread_local! {
+    static REFERENCES: std::cell::RefCell<ReferenceMemo> = Default::default();
+}
+type ReferenceMemo = std::collections::HashMap<
+    Vec<u8>,
+    std::rc::Rc<supcon_wgpu::kernels::supcon::reference::Output>,
+>;
+
+/// Empties this thread's memo of reference outputs (a test calls it when done with its problems:
+/// with `--test-threads=1` every test runs on one thread).
+pub fn forget_references() {
+    REFERENCES.with_borrow_mut(|m| m.clear());
+}
+
+/// The f64 reference output of one problem, computed once per test thread: the implementations
+/// a test checks on the same problem compare with one output. (The reference, O(N²·D) in f64 at
+/// the dev profile's optimisation, was most of these tests' time, computed again for each
+/// implementation.) Keyed by every input, bit for bit; [`forget_references`] empties it.
+fn reference_of(
+    features: &[f32],
+    shape: supcon_wgpu::SupConShape,
+    positives: supcon_wgpu::Positives<'_>,
+    keys: Option<supcon_wgpu::Keys<'_>>,
+    options: &supcon_wgpu::SupConOptions,
+) -> std::rc::Rc<supcon_wgpu::kernels::supcon::reference::Output> {
+    use std::rc::Rc;
+    use supcon_wgpu::kernels::supcon::reference::supcon_with_keys;
+    let (key_features, key_positives) = match keys {
+        Some(k) => (k.features, k.positives),
+        None => (&[][..], supcon_wgpu::Positives::None),
+    };
+    let mut id = format!("{shape:?} {options:?}").into_bytes();
+    for (x, p) in [(features, positives), (key_features, key_positives)] {
+        id.extend((x.len() as u64).to_le_bytes());
+        id.extend_from_slice(bytemuck::cast_slice(x));
+        let (kind, data): (u8, Vec<u8>) = match p {
+            supcon_wgpu::Positives::Labels(l) => (0, bytemuck::cast_slice(l).to_vec()),
+            supcon_wgpu::Positives::Labels64(l) => (1, bytemuck::cast_slice(l).to_vec()),
+            supcon_wgpu::Positives::None => (2, Vec::new()),
+            supcon_wgpu::Positives::Mask(m) => (3, m.iter().map(|&b| u8::from(b)).collect()),
+        };
+        id.push(kind);
+        id.extend((data.len() as u64).to_le_bytes());
+        id.extend(data);
+    }
+    if let Some(want) = REFERENCES.with_borrow(|m| m.get(&id).cloned()) {
+        return want;
+    }
+    let want = Rc::new(supcon_with_keys(
+        &to_f64(features),
+        shape,
+        positives,
+        &to_f64(key_features),
+        key_positives,
+        options,
+    ));
+    REFERENCES.with_borrow_mut(|m| m.insert(id, Rc::clone(&want)));
+    want
 }

@@ -97,3 +97,19 @@ pub fn device() -> Option<Device> {
     let (device, _) = supcon_wgpu::backend::device::request_burn_device().expect("device");
     Some(device)
 }
+
+/// Runs `run` once into a scratch folder before a test compares two runs, where Burn autotunes
+/// (feature `autotune`): the first kernels of a process then run while cubecl tunes, and the
+/// variant in use can change between steps (equal results up to rounding, which training
+/// amplifies); a whole run tunes every shape. Without the feature Burn launches fixed kernels and
+/// the first run already equals the later ones (as the crash test's fresh processes show), so
+/// nothing runs.
+pub fn warm_up_autotune(name: &str, run: impl FnOnce(&Path)) {
+    if !supcon_wgpu::backend::BURN_AUTOTUNE {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("supcon-warm-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    run(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+}
