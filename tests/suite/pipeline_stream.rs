@@ -64,9 +64,7 @@ fn streamed_folder_trains_as_in_memory_and_resumes() {
         .expect("a summary")
     };
 
-    warm_up_autotune("stream", |dir| {
-        full(&mem_train, &mem_test, dir);
-    });
+    warm_up_autotune("stream", &cfg, &mem_train, &mem_test, &device);
 
     let a_dir = out_dir("memory");
     let a = full(&mem_train, &mem_test, &a_dir);

@@ -44,19 +44,7 @@ fn pretrain_checkpoint_resume_evaluate() {
     let (train, test) = small_digits();
     let cfg = config(Method::SupCon);
 
-    warm_up_autotune("pretrain", |dir| {
-        run(
-            &cfg,
-            &train,
-            &test,
-            dir,
-            &RunOptions::default(),
-            &device,
-            &info(),
-        )
-        .unwrap()
-        .expect("the warm-up run returns its summary");
-    });
+    warm_up_autotune("pretrain", &cfg, &train, &test, &device);
 
     // Uninterrupted run.
     let a_dir = out_dir("a");
@@ -290,23 +278,7 @@ fn grad_cache_queue_run_trains_and_resumes() {
     let full = |dir: &Path, options: &RunOptions| {
         run(&cfg, &train, &test, dir, options, &device, &info()).unwrap()
     };
-    warm_up_autotune("grad-cache", |dir| {
-        let one_epoch = TrainConfig {
-            epochs: 1,
-            ..cfg.clone()
-        };
-        run(
-            &one_epoch,
-            &train,
-            &test,
-            dir,
-            &RunOptions::default(),
-            &device,
-            &info(),
-        )
-        .unwrap()
-        .expect("a summary");
-    });
+    warm_up_autotune("grad-cache", &cfg, &train, &test, &device);
 
     let a_dir = out_dir("gc-a");
     full(&a_dir, &RunOptions::default()).expect("a summary");

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use burn::tensor::Device;
 use supcon_wgpu::pipeline::augment::AugmentConfig;
-use supcon_wgpu::pipeline::data::{self, ImageDataset};
+use supcon_wgpu::pipeline::data::{self, ImageDataset, ImageSource};
 use supcon_wgpu::pipeline::eval::LinearEvalConfig;
 use supcon_wgpu::pipeline::model::{HeadKind, ModelPreset, Stem};
 use supcon_wgpu::pipeline::train::{EpochMetrics, Method, RunInfo, TrainConfig};
@@ -98,18 +98,27 @@ pub fn device() -> Option<Device> {
     Some(device)
 }
 
-/// Runs `run` once into a scratch folder before a test compares two runs, where Burn autotunes
-/// (feature `autotune`): the first kernels of a process then run while cubecl tunes, and the
-/// variant in use can change between steps (equal results up to rounding, which training
+/// Trains `config` once into a scratch folder before a test compares two runs, where Burn
+/// autotunes (feature `autotune`): the first kernels of a process then run while cubecl tunes,
+/// and the variant in use can change between steps (equal results up to rounding, which training
 /// amplifies); a whole run tunes every shape. Without the feature Burn launches fixed kernels and
 /// the first run already equals the later ones (as the crash test's fresh processes show), so
 /// nothing runs.
-pub fn warm_up_autotune(name: &str, run: impl FnOnce(&Path)) {
+pub fn warm_up_autotune(
+    name: &str,
+    config: &TrainConfig,
+    train: &dyn ImageSource,
+    test: &dyn ImageSource,
+    device: &Device,
+) {
     if !supcon_wgpu::backend::BURN_AUTOTUNE {
         return;
     }
     let dir = std::env::temp_dir().join(format!("supcon-warm-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    run(&dir);
+    let options = supcon_wgpu::pipeline::train::RunOptions::default();
+    supcon_wgpu::pipeline::train::run(config, train, test, &dir, &options, device, &info())
+        .unwrap()
+        .expect("the warm-up run returns its summary");
     let _ = std::fs::remove_dir_all(&dir);
 }
