@@ -92,6 +92,9 @@ pub enum Error {
     /// The device's limits are below what the kernels were written for.
     #[error("device limit too low: {0}")]
     DeviceLimit(String),
+    /// A list of devices is unusable: empty, a device named twice, an index no adapter has.
+    #[error("devices: {0}")]
+    Devices(String),
     /// The operation cannot run on this device or configuration.
     #[error("unsupported: {0}")]
     Unsupported(String),

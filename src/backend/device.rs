@@ -102,15 +102,23 @@ pub fn request_burn_device() -> Result<(Device, wgpu::AdapterInfo)> {
         &instance, None,
     ))
     .map_err(|e| Error::NoAdapter(e.to_string()))?;
+    device_on(instance, adapter)
+}
+
+/// The Burn device on a new wgpu device of `adapter`, with the adapter's description.
+fn device_on(
+    instance: wgpu::Instance,
+    adapter: wgpu::Adapter,
+) -> Result<(Device, wgpu::AdapterInfo)> {
+    let info = adapter.get_info();
     // With Burn's SPIR-V compiler (feature `vulkan`), a Vulkan device as cubecl requests it:
     // SPIR-V passthrough and the extensions its kernels use (cooperative matrices, f16).
     #[cfg(feature = "vulkan")]
-    if adapter.get_info().backend == wgpu::Backend::Vulkan {
+    if info.backend == wgpu::Backend::Vulkan {
         let requested =
             pollster::block_on(cubecl::wgpu::vulkan::try_request_vulkan_device(&adapter))
-                .map_err(|e| Error::RequestDevice(e.to_string()))?;
+                .map_err(|e| Error::RequestDevice(format!("{}: {e}", info.name)))?;
         if let Some((device, queue)) = requested {
-            let info = adapter.get_info();
             return Ok((burn_device(instance, adapter, device, queue)?, info));
         }
     }
@@ -120,9 +128,81 @@ pub fn request_burn_device() -> Result<(Device, wgpu::AdapterInfo)> {
         required_limits: adapter.limits(),
         ..Default::default()
     }))
-    .map_err(|e| Error::RequestDevice(e.to_string()))?;
-    let info = adapter.get_info();
+    .map_err(|e| Error::RequestDevice(format!("{}: {e}", info.name)))?;
     Ok((burn_device(instance, adapter, device, queue)?, info))
+}
+
+/// Every adapter of the backends that `WGPU_BACKEND` names (default: all), in wgpu's order:
+/// what the indices of [`request_burn_devices`] count.
+pub fn adapters() -> Vec<wgpu::AdapterInfo> {
+    let (instance, backends) = instance_from_env();
+    pollster::block_on(instance.enumerate_adapters(backends))
+        .iter()
+        .map(|a| a.get_info())
+        .collect()
+}
+
+fn instance_from_env() -> (wgpu::Instance, wgpu::Backends) {
+    let descriptor = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    let backends = descriptor.backends;
+    (wgpu::Instance::new(descriptor), backends)
+}
+
+/// The indices of every GPU among [`adapters`] (every adapter whose type is not a CPU), or of
+/// the CPU adapters where there is no GPU: what `--devices all` means.
+pub fn all_adapter_indices() -> Vec<usize> {
+    let infos = adapters();
+    let gpus: Vec<usize> = (0..infos.len())
+        .filter(|&i| infos[i].device_type != wgpu::DeviceType::Cpu)
+        .collect();
+    match gpus.is_empty() {
+        true => (0..infos.len()).collect(),
+        false => gpus,
+    }
+}
+
+/// A Burn device for each index into [`adapters`], in order (the first is the main device of
+/// [`DataParallel`](super::DataParallel)), each with its adapter's description. An index
+/// given twice gets two devices on one adapter (each its own queue and memory pool: what the
+/// tests use on a machine with one adapter).
+///
+/// # Errors
+/// [`Error::Devices`] for no index or an index no adapter has (the message lists the
+/// adapters); [`Error::RequestDevice`] naming the adapter that refused a device.
+pub fn request_burn_devices(indices: &[usize]) -> Result<Vec<(Device, wgpu::AdapterInfo)>> {
+    let listing = |infos: &[wgpu::AdapterInfo]| {
+        infos
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{i}: {} ({:?}, {:?})", a.name, a.backend, a.device_type))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    if indices.is_empty() {
+        return Err(Error::Devices("no device index was given".into()));
+    }
+    let infos = adapters();
+    if let Some(&bad) = indices.iter().find(|&&i| i >= infos.len()) {
+        return Err(Error::Devices(format!(
+            "there is no adapter {bad}; the adapters are: {}",
+            match infos.is_empty() {
+                true => "none".to_string(),
+                false => listing(&infos),
+            }
+        )));
+    }
+    indices
+        .iter()
+        .map(|&i| {
+            // A fresh instance and adapter per device: WebGPU lets an adapter give one device.
+            let (instance, backends) = instance_from_env();
+            let adapter = pollster::block_on(instance.enumerate_adapters(backends))
+                .into_iter()
+                .nth(i)
+                .ok_or_else(|| Error::Devices(format!("adapter {i} went away")))?;
+            device_on(instance, adapter)
+        })
+        .collect()
 }
 
 /// What Burn can allocate on `device`, `None` on a device that is not Burn's wgpu runtime.

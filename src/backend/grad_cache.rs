@@ -177,91 +177,159 @@ impl GradCache {
         M: CachedForward<D>,
         L: FnOnce(Tensor<3>) -> Result<Tensor<1>>,
     {
-        let Some(first) = views.first() else {
-            return Err(Error::InvalidShape(
-                "gradient caching needs at least one view".into(),
-            ));
-        };
-        let dims = first.dims();
-        if let Some(v) = views.iter().position(|v| v.dims() != dims) {
-            return Err(Error::InvalidShape(format!(
-                "view {v} has shape {:?}, view 0 {dims:?}",
-                views[v].dims()
-            )));
-        }
-        let batch = dims[0];
-        if batch == 0 {
-            return Err(Error::InvalidShape("the batch is empty".into()));
-        }
-        if !first.device().is_autodiff() {
-            return Err(Error::Unsupported(
-                "gradient caching needs the views on an autodiff device".into(),
-            ));
-        }
-        let n_views = views.len();
-        let chunk_input = |range: &std::ops::Range<usize>| {
-            Tensor::cat(
-                views
-                    .iter()
-                    .map(|v| v.clone().narrow(0, range.start, range.len()))
-                    .collect(),
-                0,
-            )
-        };
+        let batch = check_views(views)?;
+        cached_step(
+            &self.chunks(batch).collect::<Vec<_>>(),
+            model,
+            std::slice::from_ref(model),
+            views,
+            loss,
+        )
+    }
+}
 
-        // Pass 1: features of every chunk, no graph. [n_views · c, d] → [n_views, c, d].
-        let features: Vec<Tensor<3>> = self
-            .chunks(batch)
-            .map(|range| {
-                let z = model.forward_untracked(chunk_input(&range));
-                let d = z.dims()[1];
-                z.reshape([n_views, range.len(), d])
-            })
-            .collect();
-        // [n_views, batch, d] → [batch, n_views, d], a leaf of the loss's graph.
-        let features = Tensor::cat(features, 1)
-            .swap_dims(0, 1)
-            .detach()
-            .require_grad();
-        let value = loss(features.clone())?;
-        let no_gradient =
-            || Error::Unsupported("the loss does not depend on the features it was given".into());
-        if !value.is_tracked() {
-            return Err(no_gradient());
-        }
-        let feature_grad = features
-            .grad(&value.backward())
-            .map(Tensor::from_inner)
-            .ok_or_else(no_gradient)?;
-        let d = feature_grad.dims()[2];
-        // [n_views, batch, d]: a chunk's seed is a narrow of the batch axis.
-        let feature_grad = feature_grad.swap_dims(0, 1);
+/// The items of a step: checks that `views` are at least one tensor, all of one shape with a
+/// non-empty batch, on an autodiff device; returns the batch size.
+pub(crate) fn check_views<const D: usize>(views: &[Tensor<D>]) -> Result<usize> {
+    let Some(first) = views.first() else {
+        return Err(Error::InvalidShape("a step needs at least one view".into()));
+    };
+    let dims = first.dims();
+    if let Some(v) = views.iter().position(|v| v.dims() != dims) {
+        return Err(Error::InvalidShape(format!(
+            "view {v} has shape {:?}, view 0 {dims:?}",
+            views[v].dims()
+        )));
+    }
+    if dims[0] == 0 {
+        return Err(Error::InvalidShape("the batch is empty".into()));
+    }
+    if !first.device().is_autodiff() {
+        return Err(Error::Unsupported(
+            "a training step needs the views on an autodiff device".into(),
+        ));
+    }
+    Ok(dims[0])
+}
 
-        // Pass 2: each chunk with its graph, seeded with its cached feature gradient.
-        let mut accumulator = GradientsAccumulator::<M>::new();
-        for range in self.chunks(batch) {
-            let z = model.forward_tracked(chunk_input(&range));
-            let seed = feature_grad
-                .clone()
-                .narrow(1, range.start, range.len())
-                .reshape([n_views * range.len(), d]);
-            // d(Σ z ⊙ seed)/dθ = seedᵀ · dz/dθ: the chunk's share of dL/dθ.
-            let surrogate = (z * seed).sum();
-            if !surrogate.is_tracked() {
-                return Err(Error::Unsupported(
-                    "the model's tracked forward recorded no autodiff graph (are its parameters \
-                     frozen?)"
-                        .into(),
-                ));
-            }
-            accumulator.accumulate(
-                model,
-                GradientsParams::from_grads(surrogate.backward(), model),
+/// The model's input for the items `range` of every view: view 0's rows, then view 1's, ...,
+/// on `device`.
+pub(crate) fn chunk_input<const D: usize>(
+    views: &[Tensor<D>],
+    range: &std::ops::Range<usize>,
+    device: &burn::tensor::Device,
+) -> Tensor<D> {
+    let input = Tensor::cat(
+        views
+            .iter()
+            .map(|v| v.clone().narrow(0, range.start, range.len()))
+            .collect(),
+        0,
+    );
+    onto(input, device)
+}
+
+/// `tensor` on `device` (no copy where it is there already).
+pub(crate) fn onto<const D: usize>(tensor: Tensor<D>, device: &burn::tensor::Device) -> Tensor<D> {
+    if &tensor.device() == device {
+        tensor
+    } else {
+        tensor.to_device(device)
+    }
+}
+
+/// Gradient caching over `chunks` of the batch, chunk `i` through `replicas[i % replicas.len()]`
+/// (each a copy of `model` on a device of its own, `replicas[0]` sharing `model`'s device):
+/// [`GradCache::step`] with one replica, [`DataParallel`](super::DataParallel) with several.
+/// The loss runs on `model`'s device over the whole batch; the gradients come back there,
+/// summed over the chunks, keyed by `model`'s parameters.
+pub(crate) fn cached_step<const D: usize, M, L>(
+    chunks: &[std::ops::Range<usize>],
+    model: &M,
+    replicas: &[M],
+    views: &[Tensor<D>],
+    loss: L,
+) -> Result<GradCacheStep>
+where
+    M: CachedForward<D>,
+    L: FnOnce(Tensor<3>) -> Result<Tensor<1>>,
+{
+    let n_views = views.len();
+    let main = views[0].device();
+    let device_of = |replica: &M| replica.devices().first().cloned().unwrap_or(main.clone());
+    let devices: Vec<_> = replicas.iter().map(device_of).collect();
+    let at = |i: usize| (&replicas[i % replicas.len()], &devices[i % replicas.len()]);
+
+    // Pass 1: features of every chunk, no graph. [n_views · c, d] → [n_views, c, d].
+    let features: Vec<Tensor<3>> = chunks
+        .iter()
+        .enumerate()
+        .map(|(i, range)| {
+            let (replica, device) = at(i);
+            let z = onto(
+                replica.forward_untracked(chunk_input(views, range, device)),
+                &main,
             );
-        }
-        Ok(GradCacheStep {
-            loss: value.detach(),
-            grads: accumulator.grads(),
+            let d = z.dims()[1];
+            z.reshape([n_views, range.len(), d])
         })
+        .collect();
+    // [n_views, batch, d] → [batch, n_views, d], a leaf of the loss's graph.
+    let features = Tensor::cat(features, 1)
+        .swap_dims(0, 1)
+        .detach()
+        .require_grad();
+    let value = loss(features.clone())?;
+    let no_gradient =
+        || Error::Unsupported("the loss does not depend on the features it was given".into());
+    if !value.is_tracked() {
+        return Err(no_gradient());
+    }
+    let feature_grad = features
+        .grad(&value.backward())
+        .map(Tensor::from_inner)
+        .ok_or_else(no_gradient)?;
+    let d = feature_grad.dims()[2];
+    // [n_views, batch, d]: a chunk's seed is a narrow of the batch axis.
+    let feature_grad = feature_grad.swap_dims(0, 1);
+
+    // Pass 2: each chunk with its graph, seeded with its cached feature gradient.
+    let mut accumulator = GradientsAccumulator::<M>::new();
+    for (i, range) in chunks.iter().enumerate() {
+        let (replica, device) = at(i);
+        let z = replica.forward_tracked(chunk_input(views, range, device));
+        let seed = feature_grad
+            .clone()
+            .narrow(1, range.start, range.len())
+            .reshape([n_views * range.len(), d]);
+        // d(Σ z ⊙ seed)/dθ = seedᵀ · dz/dθ: the chunk's share of dL/dθ.
+        let surrogate = (z * onto(seed, device)).sum();
+        if !surrogate.is_tracked() {
+            return Err(Error::Unsupported(
+                "the model's tracked forward recorded no autodiff graph (are its parameters \
+                 frozen?)"
+                    .into(),
+            ));
+        }
+        let grads = GradientsParams::from_grads(surrogate.backward(), replica);
+        accumulator.accumulate(model, on_main(grads, replica, device, &main));
+    }
+    Ok(GradCacheStep {
+        loss: value.detach(),
+        grads: accumulator.grads(),
+    })
+}
+
+/// `grads` of `replica`'s parameters (on `device`) moved to `main`.
+pub(crate) fn on_main<M: Module>(
+    grads: GradientsParams,
+    replica: &M,
+    device: &burn::tensor::Device,
+    main: &burn::tensor::Device,
+) -> GradientsParams {
+    if device == main {
+        grads
+    } else {
+        grads.to_device(main, replica)
     }
 }

@@ -39,11 +39,13 @@
 mod autodiff;
 pub mod composed;
 mod cube;
+pub mod data_parallel;
 pub mod device;
 pub mod grad_cache;
 mod loss;
 mod ops;
 
+pub use data_parallel::{DataParallel, DataParallelConfig};
 pub use grad_cache::{CachedForward, GradCache, GradCacheConfig, GradCacheStep};
 pub use loss::{
     Implementation, SupConLoss, SupConLossConfig, cosine_similarity, fused_available,

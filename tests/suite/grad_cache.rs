@@ -1,5 +1,8 @@
 //! Gradient caching (`backend::grad_cache`): a step computed in chunks gives the parameter
 //! gradients of the unchunked step, on NdArray (composed loss) and on wgpu (fused loss).
+//! Data parallelism (`backend::data_parallel`): a step over two wgpu devices gives the
+//! gradients of the one-device step (with batch norm: of one device's step in chunks of the
+//! shards), with and without gradient caching.
 //!
 //! Tolerance: every parameter gradient within `GRAD_TOLERANCE` (1e-4) of the largest entry of
 //! the unchunked one — the bound the loss's own gradient is held to (common/mod.rs). The two
@@ -11,9 +14,14 @@ use burn::nn::{Linear, LinearConfig};
 use burn::optim::GradientsParams;
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
-use supcon_wgpu::backend::{CachedForward, GradCacheConfig, SupConLoss, SupConLossConfig};
+use supcon_wgpu::backend::device::{adapters, request_burn_devices};
+use supcon_wgpu::backend::{
+    CachedForward, DataParallelConfig, GradCacheConfig, SupConLoss, SupConLossConfig,
+};
+use supcon_wgpu::pipeline::model::{HeadKind, ModelPreset, PretrainModel, ProjectionHead, Stem};
 
 use crate::common::burn_tensors::{ndarray_device, to_vec, wgpu_device};
+use crate::common::gpu;
 
 const GRAD_TOLERANCE: f64 = 1e-4;
 
@@ -169,19 +177,8 @@ fn chunked_gradients_equal_unchunked_wgpu() {
 #[test]
 fn batch_norm_statistics_move_once() {
     use burn::store::ModuleSnapshot;
-    use supcon_wgpu::pipeline::model::{
-        HeadKind, ModelPreset, PretrainModel, ProjectionHead, Stem,
-    };
     let device = ndarray_device();
-    let build = || {
-        let encoder = ModelPreset::Small.config(1, Stem::Cifar).init(&device);
-        let head = ProjectionHead::new(HeadKind::Mlp, 64, 16, &device);
-        PretrainModel {
-            encoder,
-            head: Some(head),
-            classifier: None,
-        }
-    };
+    let build = || small_model(&device);
     let snapshot = |m: &PretrainModel| -> Vec<(String, Vec<f32>)> {
         m.collect(None, None, false)
             .into_iter()
@@ -227,24 +224,39 @@ fn batch_norm_statistics_move_once() {
         }
     }
     assert!(stats >= 10, "{stats} running-statistics tensors compared");
-    // The gradients of every parameter (visited in the same order in both models).
-    let grads = |m: &PretrainModel, g: &GradientsParams| -> Vec<Vec<f32>> {
-        struct Visit<'a>(&'a GradientsParams, Vec<Vec<f32>>);
-        impl burn::module::ModuleVisitor for Visit<'_> {
-            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-                if let Some(g) = self.0.get::<D>(p.id) {
-                    self.1.push(to_vec(g));
-                }
+    assert_same_gradients(&all_grads(&cached, &step.grads), &all_grads(&plain, &want));
+}
+
+/// The pipeline's small encoder (batch norm) with its MLP head, for 1×8×8 images.
+fn small_model(device: &Device) -> PretrainModel {
+    let encoder = ModelPreset::Small.config(1, Stem::Cifar).init(device);
+    let head = ProjectionHead::new(HeadKind::Mlp, 64, 16, device);
+    PretrainModel {
+        encoder,
+        head: Some(head),
+        classifier: None,
+    }
+}
+
+/// The gradient of every parameter of `m` in `g`, in the order the module visits them.
+fn all_grads<M: Module>(m: &M, g: &GradientsParams) -> Vec<Vec<f32>> {
+    struct Visit<'a>(&'a GradientsParams, Vec<Vec<f32>>);
+    impl burn::module::ModuleVisitor for Visit<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            if let Some(g) = self.0.get::<D>(p.id) {
+                self.1.push(to_vec(g));
             }
         }
-        let mut v = Visit(g, Vec::new());
-        m.visit(&mut v);
-        v.1
-    };
-    let (want_g, got_g) = (grads(&plain, &want), grads(&cached, &step.grads));
-    assert!(want_g.len() > 10, "{} gradients", want_g.len());
-    assert_eq!(want_g.len(), got_g.len());
-    for (i, (w, g)) in want_g.iter().zip(&got_g).enumerate() {
+    }
+    let mut v = Visit(g, Vec::new());
+    m.visit(&mut v);
+    v.1
+}
+
+fn assert_same_gradients(got: &[Vec<f32>], want: &[Vec<f32>]) {
+    assert!(want.len() > 10, "{} gradients", want.len());
+    assert_eq!(want.len(), got.len());
+    for (i, (w, g)) in want.iter().zip(got).enumerate() {
         assert_close(&format!("parameter {i}"), g, w);
     }
 }
@@ -270,4 +282,163 @@ fn bad_arguments_are_errors() {
         .step(&model, &v, |_| Ok(Tensor::<1>::zeros([1], &device)))
         .unwrap_err();
     assert!(err.to_string().contains("does not depend"), "{err}");
+}
+
+/// Two autodiff Burn devices on the test adapter: two wgpu devices of one adapter, each with
+/// its own queue and memory pool, so every transfer between them goes through the host as
+/// between two GPUs. A skip (a failure under CI=true) without an adapter.
+fn two_wgpu_devices() -> Option<Vec<Device>> {
+    static DEVICES: std::sync::OnceLock<Vec<Device>> = std::sync::OnceLock::new();
+    gpu()?;
+    let devices = DEVICES.get_or_init(|| {
+        let infos = adapters();
+        let i = infos
+            .iter()
+            .position(|a| a.backend == supcon_wgpu::wgpu::Backend::Vulkan)
+            .unwrap_or(0);
+        let devices = request_burn_devices(&[i, i]).expect("two devices on one adapter");
+        eprintln!(
+            "data-parallel tests run on two devices of {}",
+            devices[0].1.name
+        );
+        devices.into_iter().map(|(d, _)| d).collect()
+    });
+    Some(devices.iter().map(|d| d.clone().autodiff()).collect())
+}
+
+fn assert_same_loss(what: &str, got: Tensor<1>, want: f32) {
+    let got = to_vec(got)[0];
+    assert!(
+        ((got - want).abs() as f64) <= 1e-5 * want.abs() as f64,
+        "{what}: loss {got} vs {want}"
+    );
+}
+
+/// A model without batch norm: the step over two devices (even and uneven shards; with and
+/// without gradient caching, whose chunks the devices take in turn) equals the plain step on
+/// one device, with labels and without.
+#[test]
+fn two_devices_equal_one_device() {
+    let Some(devices) = two_wgpu_devices() else {
+        return;
+    };
+    let main = &devices[0];
+    let model = Mlp::new(main);
+    let loss = SupConLossConfig::new().with_temperature(0.2).init();
+    for b in [10, 9] {
+        let views = views(b, main);
+        for labelled in [true, false] {
+            let l = labelled.then(|| labels(b, main));
+            let steps: Vec<_> = [None, Some(4), Some(1)]
+                .into_iter()
+                .map(|chunk| {
+                    let parallel = DataParallelConfig::new(devices.clone())
+                        .with_grad_cache_chunk(chunk)
+                        .try_init()
+                        .unwrap();
+                    let step = parallel.step(&model, &views, |f| loss.try_forward(f, l.clone()));
+                    (chunk, step.unwrap())
+                })
+                .collect();
+            let (want_loss, want) = plain_step(&model, &views, &loss, l.clone());
+            for (chunk, step) in steps {
+                let what = format!("batch {b}, labels {labelled}, chunk {chunk:?}");
+                assert_same_loss(&what, step.loss, want_loss);
+                for (name, param) in model.params() {
+                    let got = match param {
+                        ParamRef::One(p) => step.grads.get::<1>(p.id).unwrap().device(),
+                        ParamRef::Two(p) => step.grads.get::<2>(p.id).unwrap().device(),
+                    };
+                    assert_eq!(
+                        &got, main,
+                        "{what}: {name}'s gradient is on the main device"
+                    );
+                    let what = format!("{what}: {name}");
+                    assert_close(&what, &param.grad(&step.grads), &param.grad(&want));
+                }
+            }
+        }
+    }
+}
+
+/// The pipeline's model has batch norm, whose statistics are each forward pass's: the step
+/// over two devices (each half of the batch) equals one device's step with gradient caching in
+/// chunks of half the batch, which sees the same rows per pass.
+#[test]
+fn two_devices_with_batch_norm_equal_chunks_of_the_shards() {
+    let Some(devices) = two_wgpu_devices() else {
+        return;
+    };
+    let main = &devices[0];
+    let model = small_model(main);
+    let b = 8;
+    let views = views(b, main);
+    let loss = SupConLossConfig::new().init();
+    let l = Some(labels(b, main));
+    let parallel = DataParallelConfig::new(devices.clone()).try_init().unwrap();
+    let got = parallel
+        .step(&model, &views, |f| loss.try_forward(f, l.clone()))
+        .unwrap();
+    let want = GradCacheConfig::new(b / 2)
+        .init()
+        .step(&model, &views, |f| loss.try_forward(f, l.clone()))
+        .unwrap();
+    assert_same_loss("batch norm", got.loss, to_vec(want.loss)[0]);
+    assert_same_gradients(
+        &all_grads(&model, &got.grads),
+        &all_grads(&model, &want.grads),
+    );
+    // The other device's replica left the main model's running statistics on the main device.
+    assert_eq!(model.devices(), vec![main.clone()]);
+}
+
+#[test]
+fn data_parallel_bad_arguments_are_errors() {
+    use supcon_wgpu::Error;
+    let device = ndarray_device();
+    fn devices_error<T>(r: supcon_wgpu::Result<T>) -> bool {
+        matches!(r, Err(Error::Devices(_)))
+    }
+    assert!(devices_error(DataParallelConfig::new(vec![]).try_init()));
+    let twice = DataParallelConfig::new(vec![device.clone(), device.clone()]).try_init();
+    assert!(devices_error(twice), "a device twice");
+    #[allow(deprecated)]
+    let plain = DataParallelConfig::new(vec![Device::ndarray()]).try_init();
+    assert!(matches!(plain, Err(Error::Unsupported(_))), "no autodiff");
+    let chunk = DataParallelConfig::new(vec![device.clone()]).with_grad_cache_chunk(Some(0));
+    assert!(matches!(chunk.try_init(), Err(Error::InvalidShape(_))));
+    assert!(devices_error(request_burn_devices(&[])));
+    let missing = request_burn_devices(&[usize::MAX]).map(|_| ()).unwrap_err();
+    assert!(
+        missing.to_string().contains("no adapter"),
+        "an index no adapter has: {missing}"
+    );
+
+    let Some(devices) = two_wgpu_devices() else {
+        return;
+    };
+    let parallel = DataParallelConfig::new(devices.clone()).try_init().unwrap();
+    let loss = SupConLossConfig::new().init();
+    let model = Mlp::new(&devices[0]);
+    let run = |views: &[Tensor<4>]| parallel.step(&model, views, |f| loss.try_forward(f, None));
+    let err = run(&views(1, &devices[0])).unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidShape(_)),
+        "one item, two devices: {err}"
+    );
+    let err = run(&views(4, &devices[1])).unwrap_err();
+    assert!(
+        matches!(err, Error::Unsupported(_)),
+        "views off the main device: {err}"
+    );
+    let elsewhere = Mlp::new(&devices[1]);
+    let err = parallel
+        .step(&elsewhere, &views(4, &devices[0]), |f| {
+            loss.try_forward(f, None)
+        })
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Unsupported(_)),
+        "a model off the main device: {err}"
+    );
 }
