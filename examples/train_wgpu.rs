@@ -235,6 +235,31 @@ struct Args {
     /// upper bound); a step that then fails on the device ends the run with an error.
     #[arg(long)]
     skip_memory_check: bool,
+    /// Train on several devices: adapter indices (`0,1`; an index twice gives two devices on
+    /// one adapter) or `all` (every GPU). Each step's batch is split over them and the loss
+    /// runs over the whole batch on the first, which also holds the model and evaluates. A bad
+    /// index is an error that lists the adapters. Default: one device, the one wgpu prefers.
+    #[arg(long, value_parser = parse_devices)]
+    devices: Option<DeviceList>,
+}
+
+/// `--devices`: adapter indices, or every GPU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DeviceList {
+    Indices(Vec<usize>),
+    All,
+}
+
+fn parse_devices(text: &str) -> std::result::Result<DeviceList, String> {
+    if text == "all" {
+        return Ok(DeviceList::All);
+    }
+    let indices = text
+        .split(',')
+        .map(|i| i.trim().parse::<usize>())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|_| format!("{text:?}: adapter indices separated by commas (e.g. 0,1), or all"))?;
+    Ok(DeviceList::Indices(indices))
 }
 
 /// `--resume-from`: `latest` or `previous`.
@@ -577,11 +602,26 @@ fn main_inner(args: &Args) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{dataset}", method.name())));
-    let (device, adapter) = supcon_wgpu::backend::device::request_burn_device()?;
+    use supcon_wgpu::backend::device::{
+        all_adapter_indices, request_burn_device, request_burn_devices,
+    };
+    let mut devices = match &args.devices {
+        None => vec![request_burn_device()?],
+        Some(DeviceList::Indices(indices)) => request_burn_devices(indices)?,
+        Some(DeviceList::All) => request_burn_devices(&all_adapter_indices())?,
+    };
+    let (device, adapter) = devices.remove(0);
+    for (i, (_, more)) in devices.iter().enumerate() {
+        log::info!("device {}: {} ({:?})", i + 1, more.name, more.backend);
+    }
     log::info!(
-        "{} on {} ({:?}, Burn kernels {}); {} training / {} test images of {}×{}×{}, {} classes",
+        "{} on {}{} ({:?}, Burn kernels {}); {} training / {} test images of {}×{}×{}, {} classes",
         method.name(),
         adapter.name,
+        match devices.len() {
+            0 => String::new(),
+            n => format!(" and {n} more device(s), each step's batch split over them"),
+        },
         adapter.backend,
         if supcon_wgpu::backend::BURN_AUTOTUNE {
             "autotuned"
@@ -605,7 +645,11 @@ fn main_inner(args: &Args) -> Result<()> {
     }
     let info = RunInfo {
         dataset: dataset.into(),
-        adapter: adapter.name.clone(),
+        adapter: std::iter::once(&adapter)
+            .chain(devices.iter().map(|(_, a)| a))
+            .map(|a| a.name.as_str())
+            .collect::<Vec<_>>()
+            .join(" + "),
         backend: format!("{:?}", adapter.backend),
     };
     let options = RunOptions {
@@ -616,6 +660,7 @@ fn main_inner(args: &Args) -> Result<()> {
         stop_after_epochs: args.stop_after_epochs,
         on_epoch_end: None,
         skip_memory_check: args.skip_memory_check,
+        more_devices: devices.into_iter().map(|(d, _)| d).collect(),
     };
     let Some(summary) = run(&config, &*train, &*test, &out, &options, &device, &info)? else {
         println!("checkpoint: {}", out.join("checkpoints").display());

@@ -14,13 +14,13 @@ use burn::nn::{Linear, LinearConfig};
 use burn::optim::GradientsParams;
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
-use supcon_wgpu::backend::device::{adapters, request_burn_devices};
+use supcon_wgpu::backend::device::request_burn_devices;
 use supcon_wgpu::backend::{
     CachedForward, DataParallelConfig, GradCacheConfig, SupConLoss, SupConLossConfig,
 };
 use supcon_wgpu::pipeline::model::{HeadKind, ModelPreset, PretrainModel, ProjectionHead, Stem};
 
-use crate::common::burn_tensors::{ndarray_device, to_vec, wgpu_device};
+use crate::common::burn_tensors::{devices_of_test_adapter, ndarray_device, to_vec, wgpu_device};
 use crate::common::gpu;
 
 const GRAD_TOLERANCE: f64 = 1e-4;
@@ -291,12 +291,7 @@ fn two_wgpu_devices() -> Option<Vec<Device>> {
     static DEVICES: std::sync::OnceLock<Vec<Device>> = std::sync::OnceLock::new();
     gpu()?;
     let devices = DEVICES.get_or_init(|| {
-        let infos = adapters();
-        let i = infos
-            .iter()
-            .position(|a| a.backend == supcon_wgpu::wgpu::Backend::Vulkan)
-            .unwrap_or(0);
-        let devices = request_burn_devices(&[i, i]).expect("two devices on one adapter");
+        let devices = devices_of_test_adapter(2).expect("an adapter");
         eprintln!(
             "data-parallel tests run on two devices of {}",
             devices[0].1.name

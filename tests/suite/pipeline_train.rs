@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use common::pipeline::{
-    assert_same_run, config, device, history, info, small_digits, warm_up_autotune,
+    another_device, assert_same_run, config, device, history, info, small_digits, warm_up_autotune,
 };
 use supcon_wgpu::pipeline::PipelineError;
 use supcon_wgpu::pipeline::augment::{AugmentConfig, Recipe};
@@ -256,7 +256,7 @@ fn pretrain_checkpoint_resume_evaluate() {
 /// steps of 128, then rolling) from an averaged model; the loss falls once the queue is full
 /// (epochs 2 to 3: a loss over more columns is larger, so epoch 1's is not comparable), and a
 /// run stopped after one epoch and resumed (queue and averaged model from the checkpoint)
-/// repeats the uninterrupted one.
+/// repeats the uninterrupted one, though its first epoch ran on two devices.
 #[test]
 fn grad_cache_queue_run_trains_and_resumes() {
     let Some(device) = device() else { return };
@@ -291,9 +291,12 @@ fn grad_cache_queue_run_trains_and_resumes() {
         ha[2].loss
     );
 
+    // The first epoch on two devices (chunks dealt to them in turn: the same chunks, so the
+    // same losses and gradients), the rest on one: checkpoints do not depend on the devices.
     let b_dir = out_dir("gc-b");
     let stop = RunOptions {
         stop_after_epochs: Some(1),
+        more_devices: vec![another_device().expect("a second device")],
         ..RunOptions::default()
     };
     assert!(full(&b_dir, &stop).is_none());
@@ -318,6 +321,12 @@ fn grad_cache_queue_run_trains_and_resumes() {
 fn baselines_run_and_bad_configs_are_errors() {
     let Some(device) = device() else { return };
     let (train, test) = small_digits();
+    // Both on two devices: each step's batch split over them (cross-entropy's logits and
+    // SimCLR's features gathered on the first).
+    let two = RunOptions {
+        more_devices: vec![another_device().expect("a second device")],
+        ..RunOptions::default()
+    };
     for method in [Method::Ce, Method::SimClr] {
         let mut cfg = config(method);
         // The baselines also exercise LARS.
@@ -327,17 +336,9 @@ fn baselines_run_and_bad_configs_are_errors() {
         cfg.knn_every = 0;
         cfg.max_steps_per_epoch = Some(2);
         let dir = out_dir(method.name());
-        let s = run(
-            &cfg,
-            &train,
-            &test,
-            &dir,
-            &RunOptions::default(),
-            &device,
-            &info(),
-        )
-        .unwrap()
-        .unwrap();
+        let s = run(&cfg, &train, &test, &dir, &two, &device, &info())
+            .unwrap()
+            .unwrap();
         assert_eq!(s.method, method.name());
         assert!(s.final_loss.is_finite());
         assert!(dir.join("plots/embedding_pca.png").exists());

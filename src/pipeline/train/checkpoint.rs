@@ -437,6 +437,11 @@ pub struct RunOptions {
     /// says a step does not fit (its estimate is an upper bound, and may be pessimistic for a
     /// backend that allocates less); a step that then fails on the device is an error.
     pub skip_memory_check: bool,
+    /// Devices besides `run`'s `device` (the main one: model, optimizer, loss, evaluation):
+    /// each pretraining step's batch is spread over all of them
+    /// ([`crate::backend::data_parallel`]). Empty: one device. Checkpoints do not depend on
+    /// them: a run resumes on any number of devices.
+    pub more_devices: Vec<burn::tensor::Device>,
 }
 
 impl Default for RunOptions {
@@ -449,6 +454,7 @@ impl Default for RunOptions {
             stop_after_epochs: None,
             on_epoch_end: None,
             skip_memory_check: false,
+            more_devices: Vec::new(),
         }
     }
 }

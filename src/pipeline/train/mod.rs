@@ -419,7 +419,7 @@ pub fn run(
         paths,
     };
     let mut state = start(&ctx, &ad, options)?;
-    let pretrainer = Pretrainer::new(config, train, &ad)?;
+    let pretrainer = Pretrainer::new(config, train, &ad, &options.more_devices)?;
     let mut time = PretrainTime::default();
     let mut final_features: Option<(Tensor<2>, Tensor<2>)> = None;
     let stop = options

@@ -15,7 +15,9 @@ use super::checkpoint::{RunPaths, latest_epoch};
 use super::queue::KeyQueue;
 use super::report::progress;
 use super::{LrSchedule, Method, TrainConfig};
-use crate::backend::{GradCache, GradCacheConfig, SupConLoss, SupConLossConfig};
+use crate::backend::{
+    DataParallel, DataParallelConfig, GradCache, GradCacheConfig, SupConLoss, SupConLossConfig,
+};
 use crate::pipeline::augment::augment;
 use crate::pipeline::data::{ImageSource, PREFETCH_BATCHES, prefetch};
 use crate::pipeline::eval::{label_tensor, pixels_tensor};
@@ -33,8 +35,11 @@ pub(super) struct Pretrainer<'a> {
     /// The autodiff device training runs on.
     device: &'a Device,
     loss_fn: SupConLoss,
-    /// Gradient caching, when the run asks for it.
+    /// Gradient caching, when the run asks for it (on one device).
     grad_cache: Option<GradCache>,
+    /// The step spread over `device` and the run's other devices
+    /// ([`RunOptions::more_devices`](super::RunOptions)), with gradient caching when asked.
+    parallel: Option<DataParallel>,
     ce: CrossEntropyLoss,
     /// Steps per epoch.
     steps: usize,
@@ -58,11 +63,13 @@ pub(super) struct EpochRun {
 }
 
 impl<'a> Pretrainer<'a> {
-    /// The losses of `config` and its schedule over `train`, training on `device` (autodiff).
+    /// The losses of `config` and its schedule over `train`, training on `device` (autodiff),
+    /// each step's batch spread over `device` and `more_devices` when there are any.
     pub(super) fn new(
         config: &'a TrainConfig,
         train: &'a dyn ImageSource,
         device: &'a Device,
+        more_devices: &[Device],
     ) -> Result<Self> {
         let loss_fn = SupConLossConfig::new()
             .with_temperature(config.temperature)
@@ -72,6 +79,18 @@ impl<'a> Pretrainer<'a> {
             .grad_cache_chunk
             .map(|chunk| GradCacheConfig::new(chunk).try_init())
             .transpose()?;
+        let parallel = match more_devices.is_empty() {
+            true => None,
+            false => {
+                let devices = std::iter::once(device.clone())
+                    .chain(more_devices.iter().map(|d| d.clone().autodiff()))
+                    .collect();
+                let parallel = DataParallelConfig::new(devices)
+                    .with_grad_cache_chunk(config.grad_cache_chunk)
+                    .try_init()?;
+                Some(parallel)
+            }
+        };
         let ce = CrossEntropyLossConfig::new().init(device);
         let steps = config.steps_per_epoch(train.len());
         Ok(Pretrainer {
@@ -80,6 +99,7 @@ impl<'a> Pretrainer<'a> {
             device,
             loss_fn,
             grad_cache,
+            parallel,
             ce,
             steps,
             total: steps * config.epochs,
@@ -202,11 +222,21 @@ impl<'a> Pretrainer<'a> {
             &config.augment,
         );
         let (loss, grads) = match config.method {
-            Method::Ce => {
-                let loss = self.ce.forward(model.forward(v1), labels);
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                (loss.inner(), grads)
-            }
+            Method::Ce => match &self.parallel {
+                Some(parallel) => {
+                    // One view: the features are the logits, [b, 1, classes].
+                    let step = parallel.step(&model, &[v1], |logits| {
+                        let [b, _, classes] = logits.dims();
+                        Ok(self.ce.forward(logits.reshape([b, classes]), labels))
+                    })?;
+                    (step.loss.inner(), step.grads)
+                }
+                None => {
+                    let loss = self.ce.forward(model.forward(v1), labels);
+                    let grads = GradientsParams::from_grads(loss.backward(), &model);
+                    (loss.inner(), grads)
+                }
+            },
             Method::SupCon | Method::SimClr => {
                 let v2 = augment(
                     images,
@@ -235,12 +265,16 @@ impl<'a> Pretrainer<'a> {
                         None => self.loss_fn.try_forward(features, labels.clone()),
                     }
                 };
-                let (loss, grads) = match &self.grad_cache {
-                    Some(cache) => {
+                let (loss, grads) = match (&self.parallel, &self.grad_cache) {
+                    (Some(parallel), _) => {
+                        let step = parallel.step(&model, &views, loss_of)?;
+                        (step.loss.inner(), step.grads)
+                    }
+                    (None, Some(cache)) => {
                         let step = cache.step(&model, &views, loss_of)?;
                         (step.loss.inner(), step.grads)
                     }
-                    None => {
+                    (None, None) => {
                         let z = model.forward(Tensor::cat(views.to_vec(), 0));
                         let d = z.dims()[1];
                         // [2b, d] → [b, 2, d]: view-major rows, as the reference code stacks

@@ -24,6 +24,18 @@ pub fn wgpu_device() -> Option<Device> {
     Some(device.clone().autodiff())
 }
 
+/// `n` new Burn devices (not autodiff) on the test adapter: the first Vulkan adapter (lavapipe
+/// in CI), else the first adapter; a skip (a failure under CI=true) without one.
+pub fn devices_of_test_adapter(n: usize) -> Option<Vec<(Device, supcon_wgpu::wgpu::AdapterInfo)>> {
+    use supcon_wgpu::backend::device::{adapters, request_burn_devices};
+    gpu()?;
+    let i = adapters()
+        .iter()
+        .position(|a| a.backend == supcon_wgpu::wgpu::Backend::Vulkan)
+        .unwrap_or(0);
+    Some(request_burn_devices(&vec![i; n]).expect("devices on the test adapter"))
+}
+
 #[allow(deprecated)]
 pub fn ndarray_device() -> Device {
     Device::ndarray().autodiff()

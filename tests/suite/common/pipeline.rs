@@ -98,6 +98,13 @@ pub fn device() -> Option<Device> {
     Some(device)
 }
 
+/// A further Burn device on the test adapter (its own wgpu device, queue and memory pool), for
+/// runs spread over two devices (`RunOptions::more_devices`).
+pub fn another_device() -> Option<Device> {
+    let (device, _) = super::burn_tensors::devices_of_test_adapter(1)?.remove(0);
+    Some(device)
+}
+
 /// Trains `config` once into a scratch folder before a test compares two runs, where Burn
 /// autotunes (feature `autotune`): the first kernels of a process then run while cubecl tunes,
 /// and the variant in use can change between steps (equal results up to rounding, which training
