@@ -11,8 +11,18 @@
 //!
 //! ```text
 //! cargo run --release --example bench_batch -- [--models small,resnet18] [--batches 32,128,512,1024]
-//!     [--chunks 16,32] [--image-size 32] [--runs 2] [--timeout-s 1800] [--plain-timeout-s S]
-//!     [--short-warmup] [--json PATH]
+//!     [--chunks 16,32] [--devices 1,2] [--image-size 32] [--runs 2] [--timeout-s 1800]
+//!     [--plain-timeout-s S] [--short-warmup] [--json PATH]
+//! ```
+//!
+//! `--devices` lists device counts: a row with `D > 1` spreads each step over `D` devices
+//! (`backend::data_parallel`: the GPUs of `--devices all` in `train_wgpu`, taken in turn, so
+//! with fewer GPUs than `D` — or on lavapipe — several devices share an adapter and nothing runs
+//! faster). Such a row also times, after its steps, what a step moves between the devices:
+//! the model's weights to the other devices, a model's worth of gradients back, and the other
+//! devices' features to the main one.
+//!
+//! ```text
 //! ```
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -20,11 +30,14 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig, momentum::MomentumConfig};
+use burn::tensor::Device;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use clap::Parser;
 use serde_json::{Value, json};
-use supcon_wgpu::backend::{GradCacheConfig, SupConLoss, SupConLossConfig};
+use supcon_wgpu::backend::data_parallel::replica;
+use supcon_wgpu::backend::{DataParallelConfig, GradCacheConfig, SupConLoss, SupConLossConfig};
 use supcon_wgpu::pipeline::model::{HeadKind, ModelPreset, PretrainModel, ProjectionHead, Stem};
 
 #[derive(Parser)]
@@ -39,6 +52,9 @@ struct Args {
     /// Gradient-caching chunks (images); each batch also runs plain.
     #[arg(long, value_delimiter = ',', default_values_t = vec![16, 32])]
     chunks: Vec<usize>,
+    /// Device counts: each row runs with each (data parallelism over several devices).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1])]
+    devices: Vec<usize>,
     /// Side of the square 3-channel images.
     #[arg(long, default_value_t = 32)]
     image_size: usize,
@@ -58,7 +74,7 @@ struct Args {
     short_warmup: bool,
     #[arg(long)]
     json: Option<std::path::PathBuf>,
-    /// Internal: run one row (`MODEL,BATCH,CHUNK`, chunk 0 = plain) and print its JSON.
+    /// Internal: run one row (`MODEL,BATCH,CHUNK,DEVICES`, chunk 0 = plain) and print its JSON.
     #[arg(long, hide = true)]
     row: Option<String>,
 }
@@ -84,8 +100,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for m in &args.models {
         preset(m)?;
     }
-    if args.batches.iter().chain(&args.chunks).any(|&n| n == 0) || args.runs == 0 {
-        return Err("batches, chunks and runs must be at least 1".into());
+    if args
+        .batches
+        .iter()
+        .chain(&args.chunks)
+        .chain(&args.devices)
+        .any(|&n| n == 0)
+        || args.runs == 0
+    {
+        return Err("batches, chunks, devices and runs must be at least 1".into());
     }
     if let Some(row) = &args.row {
         let out = child_row(&args, row)?;
@@ -105,8 +128,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if burn_autotune { "autotuned" } else { "fixed" }
     );
     println!(
-        "{:>9} {:>5} {:>6} {:>6} {:>10} {:>9} {:>14} {:>10}  note",
-        "model", "size", "batch", "chunk", "step ms", "images/s", "peak B", "vs plain"
+        "{:>9} {:>5} {:>6} {:>6} {:>4} {:>10} {:>9} {:>14} {:>10} {:>9} {:>9} {:>9}  note",
+        "model",
+        "size",
+        "batch",
+        "chunk",
+        "dev",
+        "step ms",
+        "images/s",
+        "peak B",
+        "vs plain",
+        "vs 1 dev",
+        "weights",
+        "grads",
     );
     let mut rows = Vec::new();
     for model in &args.models {
@@ -114,23 +148,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut plain_rate: Option<f64> = None;
             let chunks =
                 std::iter::once(0).chain(args.chunks.iter().copied().filter(|&c| c < batch));
-            for chunk in chunks {
-                let (result, note) = spawn_row(&args, model, batch, chunk);
+            let rows_of = chunks.flat_map(|c| args.devices.iter().map(move |&d| (c, d)));
+            let mut one_device_rate: Option<f64> = None;
+            for (chunk, devices) in rows_of {
+                let (result, note) = spawn_row(&args, model, batch, chunk, devices);
                 let step_ms = result.as_ref().and_then(|r| r["step_ms"].as_f64());
                 let peak = result
                     .as_ref()
                     .and_then(|r| r["peak_device_bytes"].as_u64());
                 let rate = step_ms.map(|ms| batch as f64 / (ms / 1000.0));
-                if chunk == 0 {
+                if chunk == 0 && devices == 1 {
                     plain_rate = rate;
                 }
-                let ratio = match (chunk, rate, plain_rate) {
-                    (c, Some(r), Some(p)) if c > 0 => format!("{:.2}x", r / p),
+                if devices == 1 {
+                    one_device_rate = rate;
+                }
+                let ratio = |base: Option<f64>, applies: bool| match (rate, base) {
+                    (Some(r), Some(p)) if applies => format!("{:.2}x", r / p),
                     _ => "-".into(),
                 };
+                let moved = |key: &str| result.as_ref().and_then(|r| r[key].as_f64());
                 let show = |v: Option<String>| v.unwrap_or_else(|| "null".into());
+                let ms = |v: Option<f64>| match devices {
+                    1 => "-".to_string(),
+                    _ => show(v.map(|v| format!("{v:.0}"))),
+                };
                 println!(
-                    "{:>9} {:>5} {:>6} {:>6} {:>10} {:>9} {:>14} {:>10}  {}",
+                    "{:>9} {:>5} {:>6} {:>6} {:>4} {:>10} {:>9} {:>14} {:>10} {:>9} {:>9} {:>9}  {}",
                     model,
                     args.image_size,
                     batch,
@@ -139,16 +183,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     } else {
                         chunk.to_string()
                     },
+                    devices,
                     show(step_ms.map(|v| format!("{v:.0}"))),
                     show(rate.map(|v| format!("{v:.1}"))),
                     show(peak.map(|v| v.to_string())),
-                    ratio,
-                    note
+                    ratio(plain_rate, chunk > 0 && devices == 1),
+                    ratio(one_device_rate, devices > 1),
+                    ms(moved("weights_ms")),
+                    ms(moved("grads_ms")),
+                    match (devices, moved("features_ms")) {
+                        (1, _) => note.clone(),
+                        (_, f) =>
+                            format!("features {} ms {note}", show(f.map(|v| format!("{v:.1}")))),
+                    }
                 );
                 rows.push(json!({
                     "model": model, "image_size": args.image_size, "batch": batch,
-                    "chunk": (chunk > 0).then_some(chunk), "step_ms": step_ms,
-                    "images_per_s": rate, "peak_device_bytes": peak,
+                    "chunk": (chunk > 0).then_some(chunk), "devices": devices,
+                    "step_ms": step_ms, "images_per_s": rate, "peak_device_bytes": peak,
+                    "weights_ms": moved("weights_ms"), "grads_ms": moved("grads_ms"),
+                    "features_ms": moved("features_ms"),
                     "note": (!note.is_empty()).then_some(note),
                 }));
             }
@@ -166,14 +220,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Runs one row in a child process; `None` and the reason when it fails or times out.
-fn spawn_row(args: &Args, model: &str, batch: usize, chunk: usize) -> (Option<Value>, String) {
+fn spawn_row(
+    args: &Args,
+    model: &str,
+    batch: usize,
+    chunk: usize,
+    devices: usize,
+) -> (Option<Value>, String) {
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => return (None, format!("no executable path: {e}")),
     };
     let child = Command::new(exe)
         .arg("--row")
-        .arg(format!("{model},{batch},{chunk}"))
+        .arg(format!("{model},{batch},{chunk},{devices}"))
         .args(["--image-size", &args.image_size.to_string()])
         .args(["--runs", &args.runs.to_string()])
         .args(args.short_warmup.then_some("--short-warmup"))
@@ -276,12 +336,32 @@ fn spawn_row(args: &Args, model: &str, batch: usize, chunk: usize) -> (Option<Va
 /// One row, in the child: the model, one warm-up step, `runs` timed steps.
 fn child_row(args: &Args, row: &str) -> Result<Value, Box<dyn std::error::Error>> {
     let parts: Vec<&str> = row.split(',').collect();
-    let [model, batch, chunk] = parts[..] else {
-        return Err(format!("--row {row:?}: expected MODEL,BATCH,CHUNK").into());
+    let [model, batch, chunk, n_devices] = parts[..] else {
+        return Err(format!("--row {row:?}: expected MODEL,BATCH,CHUNK,DEVICES").into());
     };
-    let (batch, chunk): (usize, usize) = (batch.parse()?, chunk.parse()?);
-    let (device, _) = supcon_wgpu::backend::device::request_burn_device()?;
-    let device = device.autodiff();
+    let (batch, chunk, n_devices): (usize, usize, usize) =
+        (batch.parse()?, chunk.parse()?, n_devices.parse()?);
+    let devices: Vec<Device> = match n_devices {
+        1 => vec![supcon_wgpu::backend::device::request_burn_device()?.0],
+        n => {
+            // Every GPU, taken in turn: devices share an adapter where there are fewer.
+            let gpus = supcon_wgpu::backend::device::all_adapter_indices();
+            let indices: Vec<usize> = (0..n).map(|i| gpus[i % gpus.len().max(1)]).collect();
+            supcon_wgpu::backend::device::request_burn_devices(&indices)?
+                .into_iter()
+                .map(|(d, _)| d)
+                .collect()
+        }
+    };
+    let devices: Vec<Device> = devices.into_iter().map(|d| d.autodiff()).collect();
+    let device = devices[0].clone();
+    let parallel = (n_devices > 1)
+        .then(|| {
+            DataParallelConfig::new(devices.clone())
+                .with_grad_cache_chunk((chunk > 0).then_some(chunk))
+                .try_init()
+        })
+        .transpose()?;
     let encoder = preset(model)?.config(3, Stem::Cifar);
     let dim = encoder.feature_dim();
     let mut net = PretrainModel {
@@ -297,31 +377,38 @@ fn child_row(args: &Args, row: &str) -> Result<Value, Box<dyn std::error::Error>
         .then(|| GradCacheConfig::new(chunk).try_init())
         .transpose()?;
     let s = args.image_size;
-    let mut step =
-        |net: PretrainModel, batch: usize| -> Result<PretrainModel, Box<dyn std::error::Error>> {
-            let views: Vec<Tensor<4>> = (0..2)
-                .map(|_| Tensor::random([batch, 3, s, s], Distribution::Normal(0.0, 1.0), &device))
-                .collect();
-            let labels: Vec<i32> = (0..batch as i32).map(|i| i % CLASSES).collect();
-            let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [batch]), &device);
-            let (value, grads) = supcon_step(&net, &views, labels, &loss, cache.as_ref())?;
-            let net = optim.step(0.05, net, grads);
-            let v = value
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .unwrap_or_default();
-            if !v.first().is_some_and(|x| x.is_finite()) {
-                return Err(format!("the loss is {v:?}").into());
+    let mut step = |net: PretrainModel,
+                    batch: usize|
+     -> Result<PretrainModel, Box<dyn std::error::Error>> {
+        let views: Vec<Tensor<4>> = (0..2)
+            .map(|_| Tensor::random([batch, 3, s, s], Distribution::Normal(0.0, 1.0), &device))
+            .collect();
+        let labels: Vec<i32> = (0..batch as i32).map(|i| i % CLASSES).collect();
+        let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [batch]), &device);
+        let (value, grads) = match &parallel {
+            Some(parallel) => {
+                let step = parallel.step(&net, &views, |f| loss.try_forward(f, Some(labels)))?;
+                (step.loss.inner(), step.grads)
             }
-            // The step is done when the device is idle: the loss on the host is not enough, the
-            // optimizer's update is queued after it. Left in flight, that work is still running
-            // when the process exits (lavapipe then crashes or hangs in its exit handlers).
-            device
-                .sync()
-                .map_err(|e| format!("the device failed: {e:?}"))?;
-            Ok(net)
+            None => supcon_step(&net, &views, labels, &loss, cache.as_ref())?,
         };
+        let net = optim.step(0.05, net, grads);
+        let v = value
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap_or_default();
+        if !v.first().is_some_and(|x| x.is_finite()) {
+            return Err(format!("the loss is {v:?}").into());
+        }
+        // The step is done when the device is idle: the loss on the host is not enough, the
+        // optimizer's update is queued after it. Left in flight, that work is still running
+        // when the process exits (lavapipe then crashes or hangs in its exit handlers).
+        device
+            .sync()
+            .map_err(|e| format!("the device failed: {e:?}"))?;
+        Ok(net)
+    };
     // With --short-warmup a cached row warms up on one chunk: the encoder runs the same chunk
     // shapes, so the timed steps find their kernels compiled and tuned.
     let warmup = match (args.short_warmup, chunk) {
@@ -338,7 +425,53 @@ fn child_row(args: &Args, row: &str) -> Result<Value, Box<dyn std::error::Error>
     }
     times.sort_by(f64::total_cmp);
     let peak = device.memory_pool_usage().map_or(0, |u| u.bytes_reserved);
-    Ok(json!({ "step_ms": times[times.len() / 2], "peak_device_bytes": peak }))
+    let mut out = json!({ "step_ms": times[times.len() / 2], "peak_device_bytes": peak });
+    if n_devices > 1 {
+        // What a step moves, timed apart (median of `runs`): the weights to every other device,
+        // a model's worth of gradients back, the other devices' features to the main one.
+        let sync_all = || -> Result<(), Box<dyn std::error::Error>> {
+            for d in &devices {
+                d.sync().map_err(|e| format!("the device failed: {e:?}"))?;
+            }
+            Ok(())
+        };
+        let rows_elsewhere = 2 * batch
+            - 2 * parallel
+                .as_ref()
+                .map_or(batch, |p| p.shards(batch)[0].len());
+        let (mut weights, mut grads, mut features) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..args.runs {
+            sync_all()?;
+            let t0 = Instant::now();
+            let replicas: Vec<PretrainModel> =
+                devices[1..].iter().map(|d| replica(&net, d)).collect();
+            sync_all()?;
+            weights.push(t0.elapsed().as_secs_f64() * 1000.0);
+            let t0 = Instant::now();
+            let back: Vec<PretrainModel> =
+                replicas.into_iter().map(|r| r.to_device(&device)).collect();
+            sync_all()?;
+            grads.push(t0.elapsed().as_secs_f64() * 1000.0);
+            drop(back);
+            let z = Tensor::<2>::random(
+                [rows_elsewhere.max(1), FEAT_DIM],
+                Distribution::Normal(0.0, 1.0),
+                &devices[1],
+            );
+            sync_all()?;
+            let t0 = Instant::now();
+            let _ = z.to_device(&device).into_data();
+            features.push(t0.elapsed().as_secs_f64() * 1000.0);
+        }
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        out["weights_ms"] = json!(median(weights));
+        out["grads_ms"] = json!(median(grads));
+        out["features_ms"] = json!(median(features));
+    }
+    Ok(out)
 }
 
 /// The loss and parameter gradients of one step: one forward pass of both views, or gradient

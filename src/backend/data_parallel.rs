@@ -61,14 +61,163 @@
 //! # }
 //! ```
 
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::{GradientsAccumulator, GradientsParams};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Shape, Tensor};
 
 use super::grad_cache::{
     CachedForward, GradCache, GradCacheConfig, GradCacheStep, cached_step, check_views,
-    chunk_input, on_main, onto,
+    chunk_input, onto,
 };
 use crate::{Error, Result};
+
+/// A training copy of `model` on `device` (autodiff), with parameters and running statistics
+/// of its own: what each step sends to every device but the main one.
+///
+/// (`valid` then `train` makes the copy's own state: [`Module::fork`] alone would also move the
+/// model's running statistics, which clones of a module share.)
+///
+/// Every float tensor (parameters and running statistics) travels in one transfer: on wgpu
+/// each `to_device` is a read-back that waits for the source device, so a tensor at a time
+/// would stall a step once per tensor.
+pub fn replica<M: Module>(model: &M, device: &Device) -> M {
+    let copy = model.valid().train();
+    let mut collect = Collect::default();
+    copy.visit(&mut collect);
+    let Some(flat) = collect.packed() else {
+        return copy.fork(device);
+    };
+    let mut place = Place {
+        parts: collect.split(flat.to_device(device)).into_iter(),
+    };
+    // `fork` then moves whatever is not a float tensor (nothing, in the pipeline's models).
+    copy.map(&mut place).fork(device)
+}
+
+/// The parameter gradients `grads` of `replica` moved to `main`, in one transfer (see
+/// [`replica`]).
+pub(crate) fn gradients_to(
+    mut grads: GradientsParams,
+    replica: &impl Module,
+    main: &Device,
+) -> GradientsParams {
+    let mut take = TakeGrads {
+        grads: &mut grads,
+        ids: Vec::new(),
+        collect: Collect::default(),
+    };
+    replica.visit(&mut take);
+    let TakeGrads { ids, collect, .. } = take;
+    let parts = match collect.packed() {
+        Some(flat) => collect.split(flat.to_device(main)),
+        // Mixed dtypes: a tensor at a time.
+        None => collect
+            .flats
+            .into_iter()
+            .map(|t| t.to_device(main))
+            .collect(),
+    };
+    let mut put = PutGrads {
+        grads: &mut grads,
+        parts: ids.into_iter().zip(parts).collect(),
+    };
+    replica.visit(&mut put);
+    grads
+}
+
+/// Float tensors flattened, in the order a module visits them, with their shapes.
+#[derive(Default)]
+struct Collect {
+    flats: Vec<Tensor<1>>,
+    shapes: Vec<Shape>,
+}
+
+impl Collect {
+    fn push<const D: usize>(&mut self, tensor: Tensor<D>) {
+        let shape = tensor.shape();
+        self.flats.push(tensor.reshape([shape.num_elements()]));
+        self.shapes.push(shape);
+    }
+
+    /// The tensors end to end in one tensor; `None` for none, or for several dtypes.
+    fn packed(&self) -> Option<Tensor<1>> {
+        let dtype = self.flats.first()?.dtype();
+        if self.flats.iter().any(|t| t.dtype() != dtype) {
+            return None;
+        }
+        Some(Tensor::cat(self.flats.clone(), 0))
+    }
+
+    /// `flat` (a packed copy, wherever it now is) cut back into the tensors, still flat.
+    fn split(&self, flat: Tensor<1>) -> Vec<Tensor<1>> {
+        let mut start = 0;
+        self.shapes
+            .iter()
+            .map(|shape| {
+                let n = shape.num_elements();
+                let part = flat.clone().narrow(0, start, n);
+                start += n;
+                part
+            })
+            .collect()
+    }
+}
+
+impl ModuleVisitor for Collect {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.push(param.val().detach());
+    }
+}
+
+/// Gives each float tensor of a module its part of a packed copy (shape, tracking kept).
+struct Place {
+    parts: std::vec::IntoIter<Tensor<1>>,
+}
+
+impl ModuleMapper for Place {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let part = self
+            .parts
+            .next()
+            .expect("a part for every float tensor visited");
+        param.map(|tensor| {
+            let moved = part.reshape(tensor.shape()).detach();
+            match tensor.is_require_grad() {
+                true => moved.require_grad(),
+                false => moved,
+            }
+        })
+    }
+}
+
+struct TakeGrads<'a> {
+    grads: &'a mut GradientsParams,
+    ids: Vec<ParamId>,
+    collect: Collect,
+}
+
+impl ModuleVisitor for TakeGrads<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(grad) = self.grads.remove::<D>(param.id) {
+            self.ids.push(param.id);
+            self.collect.push(grad);
+        }
+    }
+}
+
+struct PutGrads<'a> {
+    grads: &'a mut GradientsParams,
+    parts: std::collections::HashMap<ParamId, Tensor<1>>,
+}
+
+impl ModuleVisitor for PutGrads<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(part) = self.parts.remove(&param.id) {
+            self.grads
+                .register::<D>(param.id, part.reshape(param.shape()));
+        }
+    }
+}
 
 /// Devices for [`DataParallel`]; `devices[0]` is the main device (model, optimizer, loss).
 #[derive(Debug, Clone)]
@@ -175,10 +324,7 @@ impl DataParallel {
             .enumerate()
             .map(|(i, device)| match i {
                 0 => model.clone(),
-                // `valid` then `train` gives the copy parameters and running statistics of
-                // its own: `fork` alone would move the main model's running statistics, which
-                // its clones share.
-                _ => model.valid().train().fork(device),
+                _ => replica(model, device),
             })
             .collect()
     }
@@ -259,7 +405,11 @@ impl DataParallel {
         let mut accumulator = GradientsAccumulator::<M>::new();
         for (replica, device) in replicas.iter().zip(&self.devices) {
             let replica_grads = GradientsParams::from_module(&mut grads, replica);
-            accumulator.accumulate(model, on_main(replica_grads, replica, device, main));
+            let replica_grads = match device == main {
+                true => replica_grads,
+                false => gradients_to(replica_grads, replica, main),
+            };
+            accumulator.accumulate(model, replica_grads);
         }
         Ok(GradCacheStep {
             loss: value.detach(),

@@ -148,16 +148,30 @@ fn instance_from_env() -> (wgpu::Instance, wgpu::Backends) {
     (wgpu::Instance::new(descriptor), backends)
 }
 
-/// The indices of every GPU among [`adapters`] (every adapter whose type is not a CPU), or of
-/// the CPU adapters where there is no GPU: what `--devices all` means.
+/// What `--devices all` means: the indices into [`adapters`] of every GPU of one backend — the
+/// first of Vulkan, Metal, DX12 that has a GPU (a GPU shows up once per backend that drives it,
+/// and this must not count one GPU twice), else GL's — or, where there is no GPU, the first
+/// adapter alone.
 pub fn all_adapter_indices() -> Vec<usize> {
     let infos = adapters();
-    let gpus: Vec<usize> = (0..infos.len())
-        .filter(|&i| infos[i].device_type != wgpu::DeviceType::Cpu)
-        .collect();
-    match gpus.is_empty() {
-        true => (0..infos.len()).collect(),
-        false => gpus,
+    let gpu = |a: &wgpu::AdapterInfo| a.device_type != wgpu::DeviceType::Cpu;
+    let order = [
+        wgpu::Backend::Vulkan,
+        wgpu::Backend::Metal,
+        wgpu::Backend::Dx12,
+        wgpu::Backend::Gl,
+    ];
+    for backend in order {
+        let of_backend: Vec<usize> = (0..infos.len())
+            .filter(|&i| infos[i].backend == backend && gpu(&infos[i]))
+            .collect();
+        if !of_backend.is_empty() {
+            return of_backend;
+        }
+    }
+    match infos.is_empty() {
+        true => Vec::new(),
+        false => vec![0],
     }
 }
 
@@ -179,7 +193,9 @@ pub fn request_burn_devices(indices: &[usize]) -> Result<Vec<(Device, wgpu::Adap
             .join("; ")
     };
     if indices.is_empty() {
-        return Err(Error::Devices("no device index was given".into()));
+        return Err(Error::Devices(
+            "no device was asked for (no index, or no adapter for `all`)".into(),
+        ));
     }
     let infos = adapters();
     if let Some(&bad) = indices.iter().find(|&&i| i >= infos.len()) {

@@ -312,24 +312,14 @@ where
             ));
         }
         let grads = GradientsParams::from_grads(surrogate.backward(), replica);
-        accumulator.accumulate(model, on_main(grads, replica, device, &main));
+        let grads = match device == &main {
+            true => grads,
+            false => super::data_parallel::gradients_to(grads, replica, &main),
+        };
+        accumulator.accumulate(model, grads);
     }
     Ok(GradCacheStep {
         loss: value.detach(),
         grads: accumulator.grads(),
     })
-}
-
-/// `grads` of `replica`'s parameters (on `device`) moved to `main`.
-pub(crate) fn on_main<M: Module>(
-    grads: GradientsParams,
-    replica: &M,
-    device: &burn::tensor::Device,
-    main: &burn::tensor::Device,
-) -> GradientsParams {
-    if device == main {
-        grads
-    } else {
-        grads.to_device(main, replica)
-    }
 }
