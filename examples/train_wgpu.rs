@@ -702,6 +702,29 @@ mod tests {
         assert!(Args::try_parse_from(["train_wgpu", "--epochs", "-1"]).is_err());
     }
 
+    #[test]
+    fn device_lists_are_parsed_when_the_flags_are_read() {
+        let devices =
+            |v: &str| Args::try_parse_from(["train_wgpu", "--devices", v]).map(|a| a.devices);
+        assert_eq!(
+            devices("0,1").unwrap(),
+            Some(DeviceList::Indices(vec![0, 1]))
+        );
+        assert_eq!(
+            devices("0, 0").unwrap(),
+            Some(DeviceList::Indices(vec![0, 0]))
+        );
+        assert_eq!(devices("all").unwrap(), Some(DeviceList::All));
+        for bad in ["", "gpu", "0,", "1.5", "1;2"] {
+            let err = devices(bad).unwrap_err();
+            assert!(
+                err.to_string().contains("adapter indices"),
+                "{bad:?}: {err}"
+            );
+        }
+        assert_eq!(Args::try_parse_from(["train_wgpu"]).unwrap().devices, None);
+    }
+
     /// One epoch: the default warm-up shrinks to fit (no underflow), and the settings pass.
     #[test]
     fn one_epoch_gets_a_valid_configuration() {
