@@ -103,7 +103,8 @@ fn suggested_chunk(err: &PipelineError) -> usize {
 /// on the full device. The CIFAR stem's output is 64×32×32 f32 per row, 512 MiB for the batch,
 /// four times lavapipe's 128 MiB: refused before the run folder is made or a kernel runs, with
 /// the largest chunk that fits (256 images on lavapipe, 128 MiB exactly), and that chunk is the
-/// boundary: it passes the preflight, one more does not.
+/// boundary: it passes the preflight, one more does not. Spread over three devices, each
+/// device's share is what is checked.
 #[test]
 fn resnet18_batch_1024_is_refused_with_the_largest_chunk_that_fits() {
     if gpu().is_none() {
@@ -142,6 +143,24 @@ fn resnet18_batch_1024_is_refused_with_the_largest_chunk_that_fits() {
         "{:.1} MiB",
         limits.max_tensor_bytes as f64 / MIB as f64
     )));
+
+    // Over three devices each forward pass holds a third of the batch (342 images, 684 rows):
+    // still above the limit, refused before any work, naming the device.
+    let three = RunOptions {
+        more_devices: crate::common::burn_tensors::devices_of_test_adapter(2)
+            .expect("devices")
+            .into_iter()
+            .map(|(d, _)| d)
+            .collect(),
+        ..RunOptions::default()
+    };
+    let split = run(&cfg, &train, &test, &out, &three, &device, &info()).unwrap_err();
+    let split = split.to_string();
+    assert!(
+        split.contains("device 0: a training step") && split.contains("684 rows"),
+        "{split}"
+    );
+    assert!(!out.exists(), "nothing is written before the preflight");
 
     let chunk = suggested_chunk(&err);
     let with_chunk = |c: usize| TrainConfig {

@@ -483,29 +483,69 @@ pub fn run(
     finish(&ctx, info, &state, final_features, started, time).map(Some)
 }
 
-/// The device memory preflight ([`memory::preflight`]) on a Burn wgpu device: a step that
-/// cannot fit is an error before anything is written or launched (unless
-/// [`RunOptions::skip_memory_check`], then a warning).
+/// The device memory preflight ([`memory::preflight`]) on each Burn wgpu device of the run: a
+/// step that cannot fit is an error before anything is written or launched (unless
+/// [`RunOptions::skip_memory_check`], then a warning). With several devices and no gradient
+/// caching each device's forward pass holds its share of the batch, checked as chunks of that
+/// share (what a one-device run would need `--grad-cache-chunk` for).
 fn check_memory(
     config: &TrainConfig,
     train: &dyn ImageSource,
     device: &Device,
     options: &RunOptions,
 ) -> Result<()> {
+    let devices = 1 + options.more_devices.len();
+    let mut per_device = config.clone();
+    if devices > 1 && per_device.grad_cache_chunk.is_none() {
+        let batch = config.batch_size.min(train.len());
+        per_device.grad_cache_chunk = Some(batch.div_ceil(devices));
+    }
+    for (i, device) in std::iter::once(device)
+        .chain(&options.more_devices)
+        .enumerate()
+    {
+        check_memory_of(
+            &per_device,
+            train,
+            device,
+            options,
+            (devices > 1).then_some(i),
+        )?;
+    }
+    Ok(())
+}
+
+/// [`check_memory`] on one device, device `index` of several (named in the messages) or the
+/// run's only one (`None`).
+fn check_memory_of(
+    config: &TrainConfig,
+    train: &dyn ImageSource,
+    device: &Device,
+    options: &RunOptions,
+    index: Option<usize>,
+) -> Result<()> {
     let Some(limits) = DeviceMemory::of(device) else {
         return Ok(());
     };
+    let label = index.map_or(String::new(), |i| format!(" on device {i}"));
     let step = match memory::preflight(config, train, &limits) {
         Ok(step) => step,
         Err(e) if options.skip_memory_check => {
-            log::warn!("{e} (checked anyway: --skip-memory-check)");
+            log::warn!("{e}{label} (checked anyway: --skip-memory-check)");
             return Ok(());
         }
-        Err(e) => return Err(e),
+        Err(e) => {
+            return Err(match (index, e) {
+                (Some(i), PipelineError::DeviceMemory(m)) => {
+                    PipelineError::DeviceMemory(format!("device {i}: {m}"))
+                }
+                (_, e) => e,
+            });
+        }
     };
     let mib = memory::mib;
     log::info!(
-        "device memory of a step (estimate): largest tensor {} ({}) of {} allowed, about {} in \
+        "device memory of a step{label} (estimate): largest tensor {} ({}) of {} allowed, about {} in \
          all{}",
         mib(step.largest_bytes),
         step.largest_name,
