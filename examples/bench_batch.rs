@@ -30,7 +30,6 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig, momentum::MomentumConfig};
 use burn::tensor::Device;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
@@ -448,8 +447,9 @@ fn child_row(args: &Args, row: &str) -> Result<Value, Box<dyn std::error::Error>
             sync_all()?;
             weights.push(t0.elapsed().as_secs_f64() * 1000.0);
             let t0 = Instant::now();
-            let back: Vec<PretrainModel> =
-                replicas.into_iter().map(|r| r.to_device(&device)).collect();
+            // The way back carries a model's worth of floats in one packed transfer each, as
+            // the gradients do.
+            let back: Vec<PretrainModel> = replicas.iter().map(|r| replica(r, &device)).collect();
             sync_all()?;
             grads.push(t0.elapsed().as_secs_f64() * 1000.0);
             drop(back);

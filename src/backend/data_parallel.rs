@@ -94,13 +94,17 @@ pub fn replica<M: Module>(model: &M, device: &Device) -> M {
     copy.map(&mut place).fork(device)
 }
 
-/// The parameter gradients `grads` of `replica` moved to `main`, in one transfer (see
-/// [`replica`]).
+/// The parameter gradients `grads` of `replica` (on `device`) moved to `main`, in one transfer
+/// (see [`replica`]); as they are where `device` is `main`.
 pub(crate) fn gradients_to(
     mut grads: GradientsParams,
     replica: &impl Module,
+    device: &Device,
     main: &Device,
 ) -> GradientsParams {
+    if device == main {
+        return grads;
+    }
     let mut take = TakeGrads {
         grads: &mut grads,
         ids: Vec::new(),
@@ -370,7 +374,7 @@ impl DataParallel {
         if let Some(cache) = &self.cache {
             let replicas = self.replicas(model);
             let chunks: Vec<_> = cache.chunks(batch).collect();
-            return cached_step(&chunks, model, &replicas, views, loss);
+            return cached_step(&chunks, model, &replicas, &self.devices, views, loss);
         }
         if batch < self.devices.len() {
             return Err(Error::InvalidShape(format!(
@@ -405,11 +409,7 @@ impl DataParallel {
         let mut accumulator = GradientsAccumulator::<M>::new();
         for (replica, device) in replicas.iter().zip(&self.devices) {
             let replica_grads = GradientsParams::from_module(&mut grads, replica);
-            let replica_grads = match device == main {
-                true => replica_grads,
-                false => gradients_to(replica_grads, replica, main),
-            };
-            accumulator.accumulate(model, replica_grads);
+            accumulator.accumulate(model, gradients_to(replica_grads, replica, device, main));
         }
         Ok(GradCacheStep {
             loss: value.detach(),

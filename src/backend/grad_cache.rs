@@ -182,6 +182,7 @@ impl GradCache {
             &self.chunks(batch).collect::<Vec<_>>(),
             model,
             std::slice::from_ref(model),
+            &[views[0].device()],
             views,
             loss,
         )
@@ -239,7 +240,8 @@ pub(crate) fn onto<const D: usize>(tensor: Tensor<D>, device: &burn::tensor::Dev
 }
 
 /// Gradient caching over `chunks` of the batch, chunk `i` through `replicas[i % replicas.len()]`
-/// (each a copy of `model` on a device of its own, `replicas[0]` sharing `model`'s device):
+/// on `devices[i % replicas.len()]` (each a copy of `model` on a device of its own,
+/// `replicas[0]` sharing `model`'s device, the views' device):
 /// [`GradCache::step`] with one replica, [`DataParallel`](super::DataParallel) with several.
 /// The loss runs on `model`'s device over the whole batch; the gradients come back there,
 /// summed over the chunks, keyed by `model`'s parameters.
@@ -247,6 +249,7 @@ pub(crate) fn cached_step<const D: usize, M, L>(
     chunks: &[std::ops::Range<usize>],
     model: &M,
     replicas: &[M],
+    devices: &[burn::tensor::Device],
     views: &[Tensor<D>],
     loss: L,
 ) -> Result<GradCacheStep>
@@ -256,8 +259,6 @@ where
 {
     let n_views = views.len();
     let main = views[0].device();
-    let device_of = |replica: &M| replica.devices().first().cloned().unwrap_or(main.clone());
-    let devices: Vec<_> = replicas.iter().map(device_of).collect();
     let at = |i: usize| (&replicas[i % replicas.len()], &devices[i % replicas.len()]);
 
     // Pass 1: features of every chunk, no graph. [n_views · c, d] → [n_views, c, d].
@@ -312,10 +313,7 @@ where
             ));
         }
         let grads = GradientsParams::from_grads(surrogate.backward(), replica);
-        let grads = match device == &main {
-            true => grads,
-            false => super::data_parallel::gradients_to(grads, replica, &main),
-        };
+        let grads = super::data_parallel::gradients_to(grads, replica, device, &main);
         accumulator.accumulate(model, grads);
     }
     Ok(GradCacheStep {
