@@ -11,7 +11,7 @@ use std::process::Command;
 
 use common::gpu;
 use common::pipeline::{
-    ALLOCATOR_TUNABLES, assert_same_run, config, device, history, info, small_digits,
+    ALLOCATOR_TUNABLES, assert_same_run, config, device, history, info, small_digits, status_bytes,
     warm_up_autotune,
 };
 use supcon_wgpu::pipeline::data::{self, FolderOptions, ImageSource};
@@ -153,17 +153,6 @@ const FOLDERS: [(&str, usize); 2] = [("small", 1_000), ("large", 20_000)];
 /// How much more host memory the larger folder's run may hold (and peak at) than the smaller
 /// one's: its file list and labels, far below the 19,000 more images' 233 MiB as f32.
 const GROWTH_BOUND: u64 = 32 << 20;
-
-/// A field of /proc/self/status, in bytes (`VmRSS`: resident now; `VmHWM`: the peak).
-fn status_bytes(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect(field)
-        * 1024
-}
 
 /// The training process of the memory test. For each of [`FOLDERS`], smaller first (so that the
 /// kernels are compiled and the pools filled before the larger one runs):

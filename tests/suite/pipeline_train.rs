@@ -686,11 +686,12 @@ fn a_plot_failure_never_costs_the_summary() {
 }
 
 /// The image-folder path learns: the digits written as RGB PNG class folders, read back at 12×12
-/// (grayscale detected: one channel, the mild recipe), trained for a few steps with batches
-/// whose channels span more values than Burn's one-op reduction handles (2 × 256 views of
-/// 12×12: 73,728 values a channel, above ~65,536). The kNN monitor must be far above chance
-/// (10 %) and the features not collapsed. (12 rather than 16 pixels: Burn's direct convolutions
-/// make this test's time, in proportion to the pixels.)
+/// (grayscale detected: one channel, the mild recipe), trained for 8 steps (2 epochs of 4) with
+/// batches whose channels span more values than Burn's one-op reduction handles (2 × 256 views
+/// of 12×12: 73,728 values a channel, above ~65,536). The kNN monitor and the linear evaluation
+/// must be far above chance (10 %; on lavapipe, 2026-12-07: kNN 86 %, linear 78 %, and 83 % /
+/// 80 % after a third epoch) and the features not collapsed. (12 rather than 16 pixels: Burn's
+/// direct convolutions make this test's time, in proportion to the pixels.)
 #[test]
 fn folder_images_learn_at_12_pixels() {
     let Some(device) = device() else { return };
@@ -705,7 +706,7 @@ fn folder_images_learn_at_12_pixels() {
     let recipe = Recipe::for_images(&train);
     assert_eq!(recipe, Recipe::Mild);
     let cfg = TrainConfig {
-        epochs: 3,
+        epochs: 2,
         batch_size: 256,
         lr: 0.1,
         warmup_epochs: 0,

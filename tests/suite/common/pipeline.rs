@@ -14,6 +14,18 @@ use supcon_wgpu::pipeline::train::{EpochMetrics, Method, RunInfo, TrainConfig};
 /// documentation says why).
 pub const ALLOCATOR_TUNABLES: &str = "glibc.malloc.arena_max=1:glibc.malloc.mmap_threshold=131072:glibc.malloc.trim_threshold=131072";
 
+/// A field of /proc/self/status, in bytes (`VmRSS`: resident now; `VmHWM`: the peak;
+/// `RssAnon`, `RssFile`, `RssShmem`: the resident pages by kind).
+pub fn status_bytes(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect(field)
+        * 1024
+}
+
 /// A few hundred digits for training and about a hundred for testing; every class present.
 pub fn small_digits() -> (ImageDataset, ImageDataset) {
     let all = data::digits().unwrap();
