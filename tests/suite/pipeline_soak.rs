@@ -1,9 +1,8 @@
 //! Memory over a long run: the small model trained on half the digits (every other image of the
 //! training and test splits) for many steps in a process of its own (the test binary runs itself
 //! as `soak_child`, so other tests' allocations do not count), sampled at every epoch end (11
-//! steps of 64 images): the host memory the process holds (its resident
-//! anonymous and shared pages: heap, thread stacks, lavapipe's device memory) and Burn's reserved
-//! device memory. The resident pages of mapped files (the program's and its libraries' code,
+//! steps of 64 images): the host memory the process holds (its resident anonymous and shared
+//! pages: heap, thread stacks, lavapipe's device memory) and Burn's reserved device memory. The resident pages of mapped files (the program's and its libraries' code,
 //! which the kernel reads in and drops as it pleases) are printed, not bounded.
 //! The window starts after the first kNN pass (from then on every kind of work has run once — its
 //! first run compiles kernels and fills caches, a one-time ~15 MiB of host memory on lavapipe)
@@ -56,8 +55,8 @@ const JUMP_BOUND: u64 = 16 << 20;
 /// batches of 64.
 const STEPS_PER_EPOCH: usize = 11;
 
-/// The pipeline tests' small model on every digit of the training split, kNN every
-/// `knn_epochs` epochs, `epochs` epochs.
+/// The pipeline tests' small model on every image it is given (no cap on the steps of an
+/// epoch), kNN every `knn_epochs` epochs, `epochs` epochs.
 fn config(epochs: usize, knn_epochs: usize) -> TrainConfig {
     TrainConfig {
         epochs,
