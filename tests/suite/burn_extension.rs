@@ -271,7 +271,8 @@ fn bad_input_is_a_typed_error_or_a_precise_panic() {
 #[test]
 fn bring_your_own_wgpu_device() {
     use supcon_wgpu::wgpu;
-    if gpu().is_none() {
+    // In a process of its own: the adopted device would outlive the test in the suite's.
+    if gpu().is_none() || !common::in_own_process(module_path!(), "bring_your_own_wgpu_device") {
         return;
     }
     let instance =
@@ -446,7 +447,13 @@ fn temperatures_outside_the_f32_normal_range_are_rejected() {
 #[test]
 fn problems_beyond_the_device_limits_are_typed_errors() {
     use supcon_wgpu::wgpu;
-    if gpu().is_none() {
+    // In a process of its own: the limited device would outlive the test in the suite's.
+    if gpu().is_none()
+        || !common::in_own_process(
+            module_path!(),
+            "problems_beyond_the_device_limits_are_typed_errors",
+        )
+    {
         return;
     }
     // A Burn device on a wgpu device whose storage bindings stop at 1 MiB.

@@ -8,7 +8,6 @@
 use crate::common;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use common::gpu;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use supcon_wgpu::pipeline::augment::{AugmentConfig, AugmentParams, augment, reference};
 
@@ -17,11 +16,8 @@ const TOL: f32 = 2e-5;
 #[allow(deprecated)]
 fn devices() -> Vec<(&'static str, Device)> {
     let mut d = vec![("ndarray", Device::ndarray())];
-    if gpu().is_some() {
-        d.push((
-            "wgpu",
-            Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
-        ));
+    if let Some(device) = common::burn_tensors::shared_device() {
+        d.push(("wgpu", device));
     }
     d
 }

@@ -104,13 +104,19 @@ fn suggested_chunk(err: &PipelineError) -> usize {
 /// four times lavapipe's 128 MiB: refused before the run folder is made or a kernel runs, with
 /// the largest chunk that fits (256 images on lavapipe, 128 MiB exactly), and that chunk is the
 /// boundary: it passes the preflight, one more does not. Spread over three devices, each
-/// device's share is what is checked.
+/// device's share is what is checked (in a process of its own: the two further devices would
+/// outlive the test in the suite's process).
 #[test]
 fn resnet18_batch_1024_is_refused_with_the_largest_chunk_that_fits() {
-    if gpu().is_none() {
+    if gpu().is_none()
+        || !common::in_own_process(
+            module_path!(),
+            "resnet18_batch_1024_is_refused_with_the_largest_chunk_that_fits",
+        )
+    {
         return;
     }
-    let (device, _) = supcon_wgpu::backend::device::request_burn_device().unwrap();
+    let device = common::burn_tensors::shared_device().expect("the test device");
     let limits = DeviceMemory::of(&device).expect("a wgpu device has limits");
     let (train, test) = train_test(1024, 76, [3, 32, 32], 2);
     let cfg = TrainConfig {
@@ -147,9 +153,10 @@ fn resnet18_batch_1024_is_refused_with_the_largest_chunk_that_fits() {
     // Over three devices each forward pass holds a third of the batch (342 images, 684 rows):
     // still above the limit, refused before any work, naming the device.
     let three = RunOptions {
-        more_devices: crate::common::burn_tensors::devices_of_test_adapter(2)
+        more_devices: common::burn_tensors::devices_of_test_adapter(3)
             .expect("devices")
             .into_iter()
+            .skip(1)
             .map(|(d, _)| d)
             .collect(),
         ..RunOptions::default()
@@ -188,10 +195,9 @@ fn resnet18_batch_1024_is_refused_with_the_largest_chunk_that_fits() {
 #[test]
 #[ignore = "half an hour on lavapipe: one ResNet-18 step of 2,048 views"]
 fn resnet18_batch_1024_runs_with_the_suggested_chunk() {
-    if gpu().is_none() {
+    let Some(device) = crate::common::burn_tensors::shared_device() else {
         return;
-    }
-    let (device, _) = supcon_wgpu::backend::device::request_burn_device().unwrap();
+    };
     let limits = DeviceMemory::of(&device).unwrap();
     let (train, test) = train_test(1024, 76, [3, 32, 32], 2);
     let mut cfg = TrainConfig {
@@ -234,7 +240,8 @@ fn resnet18_batch_1024_runs_with_the_suggested_chunk() {
 /// error that names the epoch and the step, with the last checkpoint intact and resumable.
 #[test]
 fn small_model_at_its_limit() {
-    if gpu().is_none() {
+    // In a process of its own: the limited device would outlive the test in the suite's.
+    if gpu().is_none() || !common::in_own_process(module_path!(), "small_model_at_its_limit") {
         return;
     }
     let (train, test) = train_test(264, 88, [1, 16, 16], 3);
@@ -299,7 +306,7 @@ fn small_model_at_its_limit() {
 
     // The refused step, run anyway after an epoch that fitted (on the full device): the error
     // names epoch 2, the checkpoint of epoch 1 is untouched and resumes.
-    let (full, _) = supcon_wgpu::backend::device::request_burn_device().unwrap();
+    let full = common::burn_tensors::shared_device().expect("the test device");
     let out = out_dir("small-failed");
     let first = RunOptions {
         stop_after_epochs: Some(1),

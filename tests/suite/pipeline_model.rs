@@ -94,8 +94,9 @@ fn preset_names_round_trip() {
 /// fails this on lavapipe: channel means off by 0.5.)
 #[test]
 fn batch_norm_statistics_are_exact_for_long_channels() {
-    let Some(_) = common::gpu() else { return };
-    let (device, _) = supcon_wgpu::backend::device::request_burn_device().expect("device");
+    let Some(device) = common::burn_tensors::shared_device() else {
+        return;
+    };
     let device = device.inner().autodiff();
     let (n, c, h) = (512, 16, 16);
     let plane = h * h;

@@ -5,13 +5,22 @@ use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
 use supcon_wgpu::backend::SupConLoss;
 use supcon_wgpu::{Positives, SupConShape};
 
-/// The autodiff wgpu device, or a clear skip (a failure under CI=true), as the other GPU tests:
-/// one Burn device on the crate's own wgpu handles (`request_burn_device`), so that in a build
-/// with Burn's SPIR-V compiler (feature `vulkan`) the fused ops run on it too.
-pub fn wgpu_device() -> Option<Device> {
-    static DEVICE: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
+/// The one Burn wgpu device (not autodiff) of the GPU tests, or a clear skip (a failure under
+/// CI=true), as the other GPU tests: made once per process on the crate's own wgpu handles
+/// (`request_burn_device`), so that in a build with Burn's SPIR-V compiler (feature `vulkan`) the
+/// fused ops run on it too. Shared because every Burn device keeps two cubecl runner threads for
+/// the rest of the process, which wake every 150 µs even when idle (about 3 % of a core each
+/// here): a device per test left dozens of them taking CPU from the later tests.
+pub fn shared_device() -> Option<Device> {
+    Some(shared_device_and_adapter()?.0)
+}
+
+/// [`shared_device`] with its adapter's description.
+fn shared_device_and_adapter() -> Option<(Device, supcon_wgpu::wgpu::AdapterInfo)> {
+    static DEVICE: std::sync::OnceLock<(Device, supcon_wgpu::wgpu::AdapterInfo)> =
+        std::sync::OnceLock::new();
     gpu()?;
-    let device = DEVICE.get_or_init(|| {
+    let shared = DEVICE.get_or_init(|| {
         let (device, adapter) =
             supcon_wgpu::backend::device::request_burn_device().expect("a Burn device");
         eprintln!(
@@ -19,21 +28,36 @@ pub fn wgpu_device() -> Option<Device> {
             adapter.name,
             supcon_wgpu::backend::device::compiler_name(&device).unwrap_or("?")
         );
-        device
+        (device, adapter)
     });
-    Some(device.clone().autodiff())
+    Some(shared.clone())
 }
 
-/// `n` new Burn devices (not autodiff) on the test adapter: the first Vulkan adapter (lavapipe
-/// in CI), else the first adapter; a skip (a failure under CI=true) without one.
+/// The autodiff wgpu device: [`shared_device`] with autodiff.
+pub fn wgpu_device() -> Option<Device> {
+    Some(shared_device()?.autodiff())
+}
+
+/// `n` distinct Burn devices (not autodiff), the first [`shared_device`], the others on the
+/// first Vulkan adapter (lavapipe in CI; else the first adapter), each its own wgpu device,
+/// queue and memory pool; a skip (a failure under CI=true) without an adapter. The same devices
+/// for every test that asks: made once, as [`shared_device`] and for its reason.
 pub fn devices_of_test_adapter(n: usize) -> Option<Vec<(Device, supcon_wgpu::wgpu::AdapterInfo)>> {
     use supcon_wgpu::backend::device::{adapters, request_burn_devices};
-    gpu()?;
-    let i = adapters()
-        .iter()
-        .position(|a| a.backend == supcon_wgpu::wgpu::Backend::Vulkan)
-        .unwrap_or(0);
-    Some(request_burn_devices(&vec![i; n]).expect("devices on the test adapter"))
+    type Pool = Vec<(Device, supcon_wgpu::wgpu::AdapterInfo)>;
+    static MORE: std::sync::Mutex<Pool> = std::sync::Mutex::new(Vec::new());
+    let shared = shared_device_and_adapter()?;
+    let mut more = MORE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let missing = n.saturating_sub(1 + more.len());
+    if missing > 0 {
+        let i = adapters()
+            .iter()
+            .position(|a| a.backend == supcon_wgpu::wgpu::Backend::Vulkan)
+            .unwrap_or(0);
+        more.extend(request_burn_devices(&vec![i; missing]).expect("devices on the test adapter"));
+    }
+    let all = std::iter::once(shared).chain(more.iter().cloned());
+    Some(all.take(n).collect())
 }
 
 #[allow(deprecated)]

@@ -15,6 +15,43 @@ pub use supcon_wgpu::kernels::supcon::conformance::{
     self, ANCHOR_LOSS_FLOOR, GOLDEN_LOSS, GOLDEN_LOSS_TOLERANCE, LOSS_TOLERANCE,
 };
 
+/// Tells a child process of [`in_own_process`] which test to run.
+const OWN_PROCESS_ENV: &str = "SUPCON_TEST_OWN_PROCESS";
+
+/// Runs the calling test's body in a process of its own: for a test that makes a Burn device
+/// only it uses (a device with other limits, or on the caller's own wgpu handles). Burn keeps a
+/// device until its process ends, with two cubecl threads that wake every 150 µs even while
+/// idle (docs/burn.md), so such a device made in the suite's process would take CPU from every
+/// later test. `module` is the caller's `module_path!()`, `test` its function's name. Returns
+/// `true` in the child (the caller runs its body there) and `false` in the suite's process once
+/// the child has passed; a failure of the child fails the test, with the child's output.
+pub fn in_own_process(module: &str, test: &str) -> bool {
+    let module = module.split_once("::").map_or("", |(_, m)| m);
+    let name = format!("{module}::{test}");
+    if std::env::var(OWN_PROCESS_ENV).as_deref() == Ok(name.as_str()) {
+        return true;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .arg(&name)
+        .args(["--exact", "--test-threads=1", "--nocapture"])
+        .env(OWN_PROCESS_ENV, &name)
+        .output()
+        .expect("spawn the test's process");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    // Shown by the test harness where the test fails or runs with --nocapture.
+    print!("{stdout}");
+    eprint!("{stderr}");
+    assert!(out.status.success(), "{name} failed in its own process");
+    assert!(
+        stdout.contains("1 passed"),
+        "{name} did not run in its own process"
+    );
+    false
+}
+
 /// The test device, created once with WebGPU's default limits. In CI (`CI=true`) a missing
 /// adapter fails the test; elsewhere the test prints that it was skipped and returns `None`.
 pub fn gpu() -> Option<&'static GpuContext> {

@@ -103,17 +103,16 @@ pub fn history(out: &Path) -> Vec<EpochMetrics> {
         .collect()
 }
 
-/// The Burn device of the GPU tests' adapter (`None` where [`super::gpu`] skips).
+/// The Burn device of the GPU tests (`None` where [`super::gpu`] skips): the one every test of
+/// the process shares ([`super::burn_tensors::shared_device`]).
 pub fn device() -> Option<Device> {
-    super::gpu()?;
-    let (device, _) = supcon_wgpu::backend::device::request_burn_device().expect("device");
-    Some(device)
+    super::burn_tensors::shared_device()
 }
 
 /// A further Burn device on the test adapter (its own wgpu device, queue and memory pool), for
 /// runs spread over two devices (`RunOptions::more_devices`).
 pub fn another_device() -> Option<Device> {
-    let (device, _) = super::burn_tensors::devices_of_test_adapter(1)?.remove(0);
+    let (device, _) = super::burn_tensors::devices_of_test_adapter(2)?.remove(1);
     Some(device)
 }
 
