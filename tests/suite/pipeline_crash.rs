@@ -14,7 +14,7 @@
 use crate::common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::gpu;
@@ -63,11 +63,7 @@ fn crash_child() {
 }
 
 fn spawn_child(dir: &Path) -> Child {
-    // The harness names a test by its module path without the crate's name.
-    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
-    Command::new(std::env::current_exe().unwrap())
-        .arg(format!("{module}::crash_child"))
-        .args(["--exact", "--ignored", "--test-threads=1"])
+    common::child_test(module_path!(), "crash_child")
         .env(CHILD_ENV, dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

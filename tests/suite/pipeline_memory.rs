@@ -195,7 +195,7 @@ fn resnet18_batch_1024_is_refused_with_the_largest_chunk_that_fits() {
 #[test]
 #[ignore = "half an hour on lavapipe: one ResNet-18 step of 2,048 views"]
 fn resnet18_batch_1024_runs_with_the_suggested_chunk() {
-    let Some(device) = crate::common::burn_tensors::shared_device() else {
+    let Some(device) = common::burn_tensors::shared_device() else {
         return;
     };
     let limits = DeviceMemory::of(&device).unwrap();
@@ -274,6 +274,7 @@ fn small_model_at_its_limit() {
         warmup_epochs: 0,
         ..cfg.clone()
     };
+    let chunked_dir = out_dir("small-chunked");
     let reserved = Arc::new(Mutex::new(0u64));
     let (probe, r) = (limited.clone(), reserved.clone());
     let options = RunOptions {
@@ -288,7 +289,7 @@ fn small_model_at_its_limit() {
         &chunked,
         &train,
         &test,
-        &out_dir("small-chunked"),
+        &chunked_dir,
         &options,
         &limited,
         &info(),
@@ -350,7 +351,8 @@ fn small_model_at_its_limit() {
         .unwrap()
         .unwrap();
     assert!(summary.final_loss.is_finite());
-    // A passing test leaves no run folder behind (`out_dir` empties its folder).
-    let _ = std::fs::remove_dir_all(&out);
-    out_dir("small-chunked");
+    // A passing test leaves no run folder behind.
+    for dir in [&out, &chunked_dir] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -2,8 +2,9 @@
 //! training and test splits) for many steps in a process of its own (the test binary runs itself
 //! as `soak_child`, so other tests' allocations do not count), sampled at every epoch end (11
 //! steps of 64 images): the host memory the process holds (its resident anonymous and shared
-//! pages: heap, thread stacks, lavapipe's device memory) and Burn's reserved device memory. The resident pages of mapped files (the program's and its libraries' code,
-//! which the kernel reads in and drops as it pleases) are printed, not bounded.
+//! pages: heap, thread stacks, lavapipe's device memory) and Burn's reserved device memory. The
+//! resident pages of mapped files (the program's and its libraries' code, which the kernel reads
+//! in and drops as it pleases) are printed, not bounded.
 //! The window starts after the first kNN pass (from then on every kind of work has run once — its
 //! first run compiles kernels and fills caches, a one-time ~15 MiB of host memory on lavapipe)
 //! and ends before the last epoch (whose features are kept for the linear evaluation).
@@ -33,7 +34,6 @@
 use crate::common;
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 
 use common::gpu;
@@ -129,10 +129,7 @@ fn soak(steps: usize, knn_epochs: usize) {
     }
     let dir = std::env::temp_dir().join(format!("supcon-soak-{}-{steps}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
-    let out = Command::new(std::env::current_exe().unwrap())
-        .arg(format!("{module}::soak_child"))
-        .args(["--exact", "--ignored", "--test-threads=1", "--nocapture"])
+    let out = common::child_test(module_path!(), "soak_child")
         .env(STEPS_ENV, steps.to_string())
         .env(DIR_ENV, &dir)
         .env(KNN_ENV, knn_epochs.to_string())

@@ -7,7 +7,6 @@
 use crate::common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::gpu;
 use common::pipeline::{
@@ -237,10 +236,7 @@ fn streamed_folder_memory_does_not_grow_with_the_folder() {
     for (name, n) in FOLDERS {
         write_pngs(&dir.join(name), n);
     }
-    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
-    let out = Command::new(std::env::current_exe().unwrap())
-        .arg(format!("{module}::stream_child"))
-        .args(["--exact", "--ignored", "--test-threads=1", "--nocapture"])
+    let out = common::child_test(module_path!(), "stream_child")
         .env(CHILD_ENV, &dir)
         .env("GLIBC_TUNABLES", ALLOCATOR_TUNABLES)
         .output()

@@ -15,6 +15,27 @@ pub use supcon_wgpu::kernels::supcon::conformance::{
     self, ANCHOR_LOSS_FLOOR, GOLDEN_LOSS, GOLDEN_LOSS_TOLERANCE, LOSS_TOLERANCE,
 };
 
+/// The harness's name of `module`'s `test` (`module` the caller's `module_path!()`): the module
+/// path without the crate's name.
+fn test_name(module: &str, test: &str) -> String {
+    let module = module.split_once("::").map_or("", |(_, m)| m);
+    format!("{module}::{test}")
+}
+
+/// The suite's binary set to run one test, `module`'s `test` (`module` the caller's
+/// `module_path!()`; an `#[ignore]`d test too), alone and with its output not captured: how the
+/// tests start their child processes.
+pub fn child_test(module: &str, test: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command.arg(test_name(module, test)).args([
+        "--exact",
+        "--include-ignored",
+        "--test-threads=1",
+        "--nocapture",
+    ]);
+    command
+}
+
 /// Tells a child process of [`in_own_process`] which test to run.
 const OWN_PROCESS_ENV: &str = "SUPCON_TEST_OWN_PROCESS";
 
@@ -26,14 +47,11 @@ const OWN_PROCESS_ENV: &str = "SUPCON_TEST_OWN_PROCESS";
 /// `true` in the child (the caller runs its body there) and `false` in the suite's process once
 /// the child has passed; a failure of the child fails the test, with the child's output.
 pub fn in_own_process(module: &str, test: &str) -> bool {
-    let module = module.split_once("::").map_or("", |(_, m)| m);
-    let name = format!("{module}::{test}");
+    let name = test_name(module, test);
     if std::env::var(OWN_PROCESS_ENV).as_deref() == Ok(name.as_str()) {
         return true;
     }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .arg(&name)
-        .args(["--exact", "--test-threads=1", "--nocapture"])
+    let out = child_test(module, test)
         .env(OWN_PROCESS_ENV, &name)
         .output()
         .expect("spawn the test's process");
