@@ -12,7 +12,7 @@
 //! ```text
 //! cargo run --release --example bench_batch -- [--models small,resnet18] [--batches 32,128,512,1024]
 //!     [--chunks 16,32] [--devices 1,2] [--image-size 32] [--runs 2] [--timeout-s 1800]
-//!     [--plain-timeout-s S] [--short-warmup] [--json PATH]
+//!     [--plain-timeout-s S] [--short-warmup] [--json PATH] [--remote URL]
 //! ```
 //!
 //! `--devices` lists device counts: a row with `D > 1` spreads each step over `D` devices
@@ -20,10 +20,8 @@
 //! with fewer GPUs than `D` — or on lavapipe — several devices share an adapter and nothing runs
 //! faster). Such a row also times, after its steps, what a step moves between the devices:
 //! the model's weights to the other devices, a model's worth of gradients back, and the other
-//! devices' features to the main one.
-//!
-//! ```text
-//! ```
+//! devices' features to the main one. With `--remote ws://HOST:PORT` (feature `remote`) the
+//! other devices are a `serve_device` server's, so the row measures a step over the network.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
@@ -73,6 +71,11 @@ struct Args {
     short_warmup: bool,
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// In rows with `D > 1`, the other `D - 1` devices are those of this server
+    /// (`ws://HOST:PORT`, the `serve_device` example; its devices in order; the token from
+    /// SUPCON_REMOTE_TOKEN) instead of local adapters. Needs the `remote` feature.
+    #[arg(long, value_name = "URL")]
+    remote: Option<String>,
     /// Internal: run one row (`MODEL,BATCH,CHUNK,DEVICES`, chunk 0 = plain) and print its JSON.
     #[arg(long, hide = true)]
     row: Option<String>,
@@ -236,6 +239,7 @@ fn spawn_row(
         .args(["--image-size", &args.image_size.to_string()])
         .args(["--runs", &args.runs.to_string()])
         .args(args.short_warmup.then_some("--short-warmup"))
+        .args(args.remote.iter().flat_map(|url| ["--remote", url]))
         .env("RUST_BACKTRACE", "0")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -332,6 +336,26 @@ fn spawn_row(
     }
 }
 
+/// The first `count` devices of the server at `url`.
+#[cfg(feature = "remote")]
+fn remote_devices(url: &str, count: usize) -> Result<Vec<Device>, Box<dyn std::error::Error>> {
+    use supcon_wgpu::backend::remote;
+    let devices = remote::connect(url, &remote::read_token(None)?)?;
+    if devices.len() < count {
+        return Err(format!(
+            "{url} hosts {} device(s), the row needs {count}",
+            devices.len()
+        )
+        .into());
+    }
+    Ok(devices.into_iter().take(count).collect())
+}
+
+#[cfg(not(feature = "remote"))]
+fn remote_devices(_: &str, _: usize) -> Result<Vec<Device>, Box<dyn std::error::Error>> {
+    Err("--remote needs the `remote` feature (cargo run --features remote ...)".into())
+}
+
 /// One row, in the child: the model, one warm-up step, `runs` timed steps.
 fn child_row(args: &Args, row: &str) -> Result<Value, Box<dyn std::error::Error>> {
     let parts: Vec<&str> = row.split(',').collect();
@@ -340,9 +364,12 @@ fn child_row(args: &Args, row: &str) -> Result<Value, Box<dyn std::error::Error>
     };
     let (batch, chunk, n_devices): (usize, usize, usize) =
         (batch.parse()?, chunk.parse()?, n_devices.parse()?);
-    let devices: Vec<Device> = match n_devices {
-        1 => vec![supcon_wgpu::backend::device::request_burn_device()?.0],
-        n => {
+    let devices: Vec<Device> = match (n_devices, &args.remote) {
+        (1, _) => vec![supcon_wgpu::backend::device::request_burn_device()?.0],
+        (n, Some(url)) => std::iter::once(supcon_wgpu::backend::device::request_burn_device()?.0)
+            .chain(remote_devices(url, n - 1)?)
+            .collect(),
+        (n, None) => {
             // Every GPU, taken in turn: devices share an adapter where there are fewer.
             let gpus = supcon_wgpu::backend::device::all_adapter_indices();
             let indices: Vec<usize> = (0..n).map(|i| gpus[i % gpus.len().max(1)]).collect();

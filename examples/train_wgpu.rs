@@ -241,6 +241,45 @@ struct Args {
     /// index is an error that lists the adapters. Default: one device, the one wgpu prefers.
     #[arg(long, value_parser = parse_devices)]
     devices: Option<DeviceList>,
+    /// Also train on every device of a remote server, `ws://HOST:PORT` (the `serve_device`
+    /// example on the other machine; repeatable), after the local devices: each step's batch
+    /// is split over all of them. The token comes from SUPCON_REMOTE_TOKEN or
+    /// --remote-token-file. Needs the `remote` feature.
+    #[arg(long, value_name = "URL")]
+    remote: Vec<String>,
+    /// A file whose first line is the remote servers' token (default: SUPCON_REMOTE_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    remote_token_file: Option<PathBuf>,
+}
+
+/// The devices of the `--remote` servers, with a name for each.
+#[cfg(feature = "remote")]
+fn remote_devices(args: &Args) -> Result<Vec<(burn::tensor::Device, String)>> {
+    use supcon_wgpu::backend::remote;
+    if args.remote.is_empty() {
+        return Ok(Vec::new());
+    }
+    let token = remote::read_token(args.remote_token_file.as_deref())?;
+    let mut devices = Vec::new();
+    for url in &args.remote {
+        for (i, device) in remote::connect(url, &token)?.into_iter().enumerate() {
+            devices.push((device, format!("{url} device {i}")));
+        }
+    }
+    Ok(devices)
+}
+
+#[cfg(not(feature = "remote"))]
+fn remote_devices(args: &Args) -> Result<Vec<(burn::tensor::Device, String)>> {
+    if args.remote.is_empty() && args.remote_token_file.is_none() {
+        return Ok(Vec::new());
+    }
+    Err(supcon_wgpu::Error::Unsupported(
+        "--remote needs the `remote` feature: cargo run --release --features remote --example \
+         train_wgpu -- ..."
+            .into(),
+    )
+    .into())
 }
 
 /// `--devices`: adapter indices, or every GPU.
@@ -610,15 +649,21 @@ fn main_inner(args: &Args) -> Result<()> {
         Some(DeviceList::Indices(indices)) => request_burn_devices(indices)?,
         Some(DeviceList::All) => request_burn_devices(&all_adapter_indices())?,
     };
+    let remote = remote_devices(args)?;
     let (device, adapter) = devices.remove(0);
-    for (i, (_, more)) in devices.iter().enumerate() {
-        log::info!("device {}: {} ({:?})", i + 1, more.name, more.backend);
+    let mut more: Vec<(burn::tensor::Device, String)> = devices
+        .into_iter()
+        .map(|(d, a)| (d, a.name))
+        .chain(remote)
+        .collect();
+    for (i, (_, name)) in more.iter().enumerate() {
+        log::info!("device {}: {name}", i + 1);
     }
     log::info!(
         "{} on {}{} ({:?}, Burn kernels {}); {} training / {} test images of {}×{}×{}, {} classes",
         method.name(),
         adapter.name,
-        match devices.len() {
+        match more.len() {
             0 => String::new(),
             n => format!(" and {n} more device(s), each step's batch split over them"),
         },
@@ -645,9 +690,8 @@ fn main_inner(args: &Args) -> Result<()> {
     }
     let info = RunInfo {
         dataset: dataset.into(),
-        adapter: std::iter::once(&adapter)
-            .chain(devices.iter().map(|(_, a)| a))
-            .map(|a| a.name.as_str())
+        adapter: std::iter::once(adapter.name.as_str())
+            .chain(more.iter().map(|(_, name)| name.as_str()))
             .collect::<Vec<_>>()
             .join(" + "),
         backend: format!("{:?}", adapter.backend),
@@ -660,7 +704,7 @@ fn main_inner(args: &Args) -> Result<()> {
         stop_after_epochs: args.stop_after_epochs,
         on_epoch_end: None,
         skip_memory_check: args.skip_memory_check,
-        more_devices: devices.into_iter().map(|(d, _)| d).collect(),
+        more_devices: more.drain(..).map(|(d, _)| d).collect(),
     };
     let Some(summary) = run(&config, &*train, &*test, &out, &options, &device, &info)? else {
         println!("checkpoint: {}", out.join("checkpoints").display());
@@ -723,6 +767,40 @@ mod tests {
             );
         }
         assert_eq!(Args::try_parse_from(["train_wgpu"]).unwrap().devices, None);
+    }
+
+    /// `--remote` repeats; a bad URL or a missing token is an error before any connection.
+    #[test]
+    fn remote_servers() {
+        let args = Args::try_parse_from([
+            "train_wgpu",
+            "--remote",
+            "ws://gpu-a:3000",
+            "--remote",
+            "ws://gpu-b:3000",
+        ])
+        .unwrap();
+        assert_eq!(args.remote, ["ws://gpu-a:3000", "ws://gpu-b:3000"]);
+        assert!(
+            Args::try_parse_from(["train_wgpu"])
+                .unwrap()
+                .remote
+                .is_empty()
+        );
+        let missing = std::env::temp_dir().join("supcon-wgpu-no-such-token-file");
+        let args = Args::try_parse_from([
+            "train_wgpu",
+            "--remote",
+            "ws://gpu-a:3000",
+            "--remote-token-file",
+            missing.to_str().unwrap(),
+        ])
+        .unwrap();
+        let err = remote_devices(&args).map(|_| ()).unwrap_err().to_string();
+        assert!(
+            err.contains("token") || err.contains("`remote` feature"),
+            "{err}"
+        );
     }
 
     /// One epoch: the default warm-up shrinks to fit (no underflow), and the settings pass.

@@ -407,8 +407,13 @@ impl SupConLoss {
                 split_columns: self.split_columns,
                 strategy: self.strategy,
             };
-            let cube = cube_device(&device).expect("a fused device is a cubecl device");
-            super::cube::check_problem(&cube, &params)?;
+            match cube_device(&device) {
+                Some(cube) => super::cube::check_problem(&cube, &params)?,
+                #[cfg(feature = "remote")]
+                None => super::remote::check_problem(&params)?,
+                #[cfg(not(feature = "remote"))]
+                None => unreachable!("a fused device is a cubecl device"),
+            }
             // Placeholders where the kernels read nothing (no labels, no keys).
             let positives = positives.unwrap_or_else(|| Tensor::<1, Int>::zeros([1], &device));
             let keys = keys.map_or_else(|| Tensor::<2>::zeros([1, 1], &device), |k| k.features);
@@ -463,30 +468,47 @@ pub fn try_cosine_similarity(a: Tensor<2>, b: Tensor<2>) -> Result<Tensor<2>> {
         }
         return Ok(composed::cosine_similarity(a, b));
     }
-    let cube = cube_device(&a.device()).expect("a fused device is a cubecl device");
-    super::cube::check_similarity(&cube, n, m, da)?;
+    match cube_device(&a.device()) {
+        Some(cube) => super::cube::check_similarity(&cube, n, m, da)?,
+        #[cfg(feature = "remote")]
+        None => super::remote::check_similarity(n, m, da)?,
+        #[cfg(not(feature = "remote"))]
+        None => unreachable!("a fused device is a cubecl device"),
+    }
     Ok(Tensor::from_dispatch(Dispatch::cosine_similarity(
         a.into_dispatch(),
         b.into_dispatch(),
     )))
 }
 
-/// Whether `device` can run the WGSL kernels: Burn's wgpu runtime (autodiff or not).
+/// Whether `device` can run the WGSL kernels: Burn's wgpu runtime (autodiff or not), or, with
+/// the `remote` feature, a device of a server opened by
+/// [`remote::connect`](super::remote::connect).
 pub fn fused_available(device: &Device) -> bool {
-    cube_device(device).is_some_and(|cube| super::cube::runs_kernels(&cube))
+    match cube_device(device) {
+        Some(cube) => super::cube::runs_kernels(&cube),
+        #[cfg(feature = "remote")]
+        None => super::remote::is_fused_remote(&base_device(device.as_dispatch())),
+        #[cfg(not(feature = "remote"))]
+        None => false,
+    }
+}
+
+/// `device` without its autodiff layers.
+fn base_device(device: &DispatchDevice) -> DispatchDevice {
+    match device {
+        DispatchDevice::Autodiff(inner) => base_device(&inner.clone().inner()),
+        other => other.clone(),
+    }
 }
 
 /// The cubecl device under `device` (autodiff or not), if it is one.
 pub(crate) fn cube_device(device: &Device) -> Option<cubecl::Device> {
-    fn find(device: &DispatchDevice) -> Option<cubecl::Device> {
-        match device {
-            DispatchDevice::Cube(cube) => Some(cube.clone()),
-            DispatchDevice::Autodiff(inner) => find(&inner.clone().inner()),
-            #[allow(unreachable_patterns)]
-            _ => None,
-        }
+    match base_device(device.as_dispatch()) {
+        DispatchDevice::Cube(cube) => Some(cube),
+        #[allow(unreachable_patterns)]
+        _ => None,
     }
-    find(device.as_dispatch())
 }
 
 fn check_features(features: &Tensor<3>) -> Result<SupConShape> {

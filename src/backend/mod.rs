@@ -30,9 +30,11 @@
 //!
 //! - On a burn-wgpu device (autodiff or not, fusion on or off) the loss runs the fused kernels of
 //!   `shaders/` through Burn's raw-kernel path, with the fused backward registered on
-//!   `Autodiff<B>`. Burn's WGSL compiler must stay the one in use: the `vulkan` and `metal`
-//!   features of Burn switch cubecl to SPIR-V / MSL, which cannot run a WGSL source kernel (the
-//!   fused ops then fail at launch; use [`Implementation::Composed`]).
+//!   `Autodiff<B>`. Where cubecl compiles Burn's kernels to SPIR-V (this crate's `vulkan`
+//!   feature) it refuses a WGSL source kernel; there the kernels run as wgpu dispatches on the
+//!   device's own handles ([`device::burn_device`], [`device::request_burn_device`]).
+//! - With the `remote` feature, on the devices of a server opened by `remote::connect` it runs
+//!   the same kernels on the server (module `remote`, Burn's remote backend).
 //! - On every other backend (NdArray, Flex, CUDA, ...) it runs [`composed`], the same loss from
 //!   Burn tensor ops — also the benchmark's baseline on wgpu.
 
@@ -44,6 +46,8 @@ pub mod device;
 pub mod grad_cache;
 mod loss;
 mod ops;
+#[cfg(feature = "remote")]
+pub mod remote;
 
 pub use data_parallel::{DataParallel, DataParallelConfig};
 pub use grad_cache::{CachedForward, GradCache, GradCacheConfig, GradCacheStep};

@@ -113,7 +113,7 @@ fn forward_meta(
 /// `keys` are `params.shape.keys` contrast-only rows `[K, dim]` (any small float tensor when
 /// K = 0, never read), with their labels after the batch's in `positives`; they are never
 /// differentiated.
-#[backend_extension(Cube, Autodiff, Fusion: cfg(feature = "fusion"))]
+#[backend_extension(Cube, Autodiff, Fusion: cfg(feature = "fusion"), Remote: cfg(feature = "remote"))]
 pub trait SupConBackend: Backend {
     /// `[n, d] x [m, d] -> [n, m]` cosine similarities.
     #[fusion(dtype = a, shape = similarity_shape(a, b))]

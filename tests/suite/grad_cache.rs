@@ -437,3 +437,173 @@ fn data_parallel_bad_arguments_are_errors() {
         "a model off the main device: {err}"
     );
 }
+
+/// Burn's remote backend (feature `remote`): a server on 127.0.0.1, started here on a second
+/// wgpu device of the test adapter with the fused operations registered, reached over
+/// WebSocket with a token. On the remote device the loss runs the fused kernels on the server
+/// (custom operations; autodiff stays here): its loss and feature gradient equal the local
+/// fused ones for every option family, and a data-parallel step over a local and a remote
+/// device (either one the main device) equals the plain local step, all within the tolerance
+/// of the other device tests. A wrong token and an unreachable server are errors, not hangs.
+/// In a process of its own: the server switches Burn's read-backs to their async mode for the
+/// whole process.
+#[cfg(feature = "remote")]
+#[test]
+fn a_remote_device_equals_a_local_one() {
+    use burn::tensor::Bool;
+    use supcon_wgpu::backend::{fused_available, remote};
+    use supcon_wgpu::{ContrastMode, Error, Reduction, Variant};
+    if gpu().is_none()
+        || !crate::common::in_own_process(module_path!(), "a_remote_device_equals_a_local_one")
+    {
+        return;
+    }
+    let mut devices = devices_of_test_adapter(2).expect("an adapter");
+    let (served, adapter) = devices.pop().unwrap();
+    let local = devices.pop().unwrap().0.autodiff();
+    let token = "a test token";
+    assert!(matches!(
+        remote::server(std::slice::from_ref(&served), ""),
+        Err(Error::Devices(_))
+    ));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let server = remote::server(&[served], token).unwrap();
+    std::thread::spawn(move || remote::serve(&server, listener));
+    let far = remote::connect(&url, token).unwrap();
+    assert_eq!(far.len(), 1, "the server hosts one device");
+    eprintln!("remote device on {url}: {} (served)", adapter.name);
+    let far = far[0].clone().autodiff();
+    assert!(fused_available(&far), "the loss runs fused on the server");
+    assert!(matches!(
+        remote::server(std::slice::from_ref(&far), token),
+        Err(Error::Devices(_))
+    ));
+
+    /// A case's name, labels, keys and mask.
+    type Case<'a> = (
+        &'a str,
+        Option<&'a Tensor<1, Int>>,
+        Option<&'a Tensor<2>>,
+        Option<&'a Tensor<2, Bool>>,
+    );
+    // The loss and the features' gradient, on each device from the same data.
+    let run = |device: &Device,
+               loss: &SupConLoss,
+               x: &Tensor<3>,
+               labels: Option<&Tensor<1, Int>>,
+               keys: Option<&Tensor<2>>,
+               mask: Option<&Tensor<2, Bool>>| {
+        let x = Tensor::<3>::from_data(x.to_data(), device).require_grad();
+        let labels = labels.map(|l| Tensor::<1, Int>::from_data(l.to_data(), device));
+        let value = match (keys, mask) {
+            (Some(keys), _) => {
+                let keys = Tensor::<2>::from_data(keys.to_data(), device);
+                let key_labels = labels
+                    .as_ref()
+                    .map(|_| self::labels(keys.dims()[0], device));
+                loss.try_forward_with_keys(x.clone(), labels, keys, key_labels)
+            }
+            (None, Some(mask)) => {
+                let mask = Tensor::<2, Bool>::from_data(mask.to_data(), device);
+                loss.try_forward_with_mask(x.clone(), mask)
+            }
+            (None, None) => loss.try_forward(x.clone(), labels),
+        }
+        .unwrap();
+        let grads = value.backward();
+        let grad = to_vec(x.grad(&grads).expect("a gradient"));
+        (to_vec(value.inner())[0], grad)
+    };
+    // 80 rows and 5 keys: two passes of 64 contrast rows where asked.
+    let x = Tensor::<3>::random([40, 2, 20], Distribution::Normal(0.0, 1.0), &local);
+    let l = labels(40, &local);
+    let keys = Tensor::<2>::random([5, 20], Distribution::Normal(0.0, 1.0), &local);
+    let mask = l.clone().reshape([40, 1]).equal(l.clone().reshape([1, 40]));
+    let losses = [
+        ("defaults", SupConLossConfig::new().init()),
+        (
+            "τ 0.5, τ_base 0.07, contrast one",
+            SupConLossConfig::new()
+                .with_temperature(0.5)
+                .with_base_temperature(Some(0.07))
+                .with_contrast_mode(ContrastMode::One)
+                .init(),
+        ),
+        (
+            "L_in over anchors with positives, passes and splits of 64 rows, Tiles",
+            SupConLossConfig::new()
+                .with_variant(Variant::In)
+                .with_reduction(Reduction::AnchorsWithPositives)
+                .init()
+                .with_pass_columns(64)
+                .with_split_columns(64)
+                .with_strategy(supcon_wgpu::Strategy::Tiles),
+        ),
+    ];
+    for (what, loss) in losses {
+        let cases: [Case; 5] = [
+            ("labels", Some(&l), None, None),
+            ("SimCLR", None, None, None),
+            ("keys", Some(&l), Some(&keys), None),
+            ("SimCLR with keys", None, Some(&keys), None),
+            ("mask", None, None, Some(&mask)),
+        ];
+        for (case, labels, keys, mask) in cases {
+            let what = format!("{what}, {case}");
+            let (want_loss, want) = run(&local, &loss, &x, labels, keys, mask);
+            let (got_loss, got) = run(&far, &loss, &x, labels, keys, mask);
+            assert_same_loss(
+                &what,
+                Tensor::<1>::from_floats([got_loss], &local),
+                want_loss,
+            );
+            assert_close(&what, &got, &want);
+        }
+    }
+
+    // One training step: over [local, remote] and [remote, local] vs the plain local step.
+    let model = Mlp::new(&local);
+    let loss = SupConLossConfig::new().with_temperature(0.2).init();
+    let b = 10;
+    let v = views(b, &local);
+    let l = labels(b, &local);
+    let (want_loss, want) = plain_step(&model, &v, &loss, Some(l.clone()));
+    for order in [[&local, &far], [&far, &local]] {
+        let main = order[0];
+        let what = format!(
+            "a step with the main device {}",
+            if main == &far { "remote" } else { "local" }
+        );
+        let forked = model.clone().fork(main);
+        let v: Vec<_> = v.iter().map(|v| v.clone().to_device(main)).collect();
+        let l = l.clone().to_device(main);
+        let parallel = DataParallelConfig::new(order.map(|d| d.clone()).to_vec())
+            .try_init()
+            .unwrap();
+        let step = parallel
+            .step(&forked, &v, |f| loss.try_forward(f, Some(l.clone())))
+            .unwrap();
+        assert_same_loss(&what, step.loss, want_loss);
+        // `fork` keeps the parameters' ids: the original model names them in both.
+        for (name, param) in Mlp::params(&model) {
+            let what = format!("{what}: {name}");
+            assert_close(&what, &param.grad(&step.grads), &param.grad(&want));
+        }
+    }
+
+    // A wrong token, an unreachable server: errors.
+    let err = remote::connect(&url, "another token").unwrap_err();
+    assert!(err.to_string().contains("refused the token"), "{err}");
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let started = std::time::Instant::now();
+    let err = remote::connect(&format!("ws://{closed}"), token).unwrap_err();
+    assert!(matches!(err, Error::Devices(_)), "{err}");
+    eprintln!(
+        "an unreachable server: {err} after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
