@@ -442,9 +442,9 @@ fn data_parallel_bad_arguments_are_errors() {
 /// wgpu device of the test adapter with the fused operations registered, reached over
 /// WebSocket with a token. On the remote device the loss runs the fused kernels on the server
 /// (custom operations; autodiff stays here): its loss and feature gradient equal the local
-/// fused ones for every option family, and a data-parallel step over a local and a remote
-/// device (either one the main device) equals the plain local step, all within the tolerance
-/// of the other device tests. A wrong token and an unreachable server are errors, not hangs.
+/// fused ones for every option family (the cosine similarity and its gradient too), and a
+/// data-parallel step over a local and a remote device (either one the main device) equals
+/// the plain local step, all within the tolerance of the other device tests. A wrong token and an unreachable server are errors, not hangs.
 /// In a process of its own: the server switches Burn's read-backs to their async mode for the
 /// whole process.
 #[cfg(feature = "remote")]
@@ -561,6 +561,23 @@ fn a_remote_device_equals_a_local_one() {
             assert_close(&what, &got, &want);
         }
     }
+
+    // The cosine similarity and its gradient (the fused kernel on the server).
+    let a = Tensor::<2>::random([7, 20], Distribution::Normal(0.0, 1.0), &local);
+    let b = Tensor::<2>::random([5, 20], Distribution::Normal(0.0, 1.0), &local);
+    let similarity = |device: &Device| {
+        let a = Tensor::<2>::from_data(a.to_data(), device).require_grad();
+        let b = Tensor::<2>::from_data(b.to_data(), device);
+        let s = supcon_wgpu::backend::try_cosine_similarity(a.clone(), b).unwrap();
+        let grads = (s.clone() * s.clone()).sum().backward();
+        (
+            to_vec(s.inner()),
+            to_vec(a.grad(&grads).expect("a gradient")),
+        )
+    };
+    let ((want, want_grad), (got, got_grad)) = (similarity(&local), similarity(&far));
+    assert_close("cosine similarity", &got, &want);
+    assert_close("cosine similarity's gradient", &got_grad, &want_grad);
 
     // One training step: over [local, remote] and [remote, local] vs the plain local step.
     let model = Mlp::new(&local);
