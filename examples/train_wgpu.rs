@@ -651,7 +651,7 @@ fn main_inner(args: &Args) -> Result<()> {
     };
     let remote = remote_devices(args)?;
     let (device, adapter) = devices.remove(0);
-    let mut more: Vec<(burn::tensor::Device, String)> = devices
+    let more: Vec<(burn::tensor::Device, String)> = devices
         .into_iter()
         .map(|(d, a)| (d, a.name))
         .chain(remote)
@@ -704,7 +704,7 @@ fn main_inner(args: &Args) -> Result<()> {
         stop_after_epochs: args.stop_after_epochs,
         on_epoch_end: None,
         skip_memory_check: args.skip_memory_check,
-        more_devices: more.drain(..).map(|(d, _)| d).collect(),
+        more_devices: more.into_iter().map(|(d, _)| d).collect(),
     };
     let Some(summary) = run(&config, &*train, &*test, &out, &options, &device, &info)? else {
         println!("checkpoint: {}", out.join("checkpoints").display());

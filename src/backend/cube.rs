@@ -31,7 +31,7 @@ use crate::kernels::plan::{
     Dispatch, KernelSpec, Role, SupConLaunch, similarity_launch, supcon_launch,
 };
 use crate::kernels::supcon::{
-    Pass, PositiveKind, ProblemLimits, Strategy, kernel_params, problem_layout, z_stride,
+    Pass, PositiveKind, ProblemLimits, Strategy, kernel_params, z_stride,
 };
 
 /// A kernel of [`crate::kernels::plan`] as a Burn source kernel (entry point `main`).
@@ -285,7 +285,7 @@ fn strategy(client: &Client, params: &LossParams) -> Strategy {
 }
 
 /// Checks a problem against the device's limits before anything is launched: the raw API's
-/// checks ([`problem_layout`]), with the largest buffer cubecl allocates (its page size, the
+/// checks ([`LossParams::check`]), with the largest buffer cubecl allocates (its page size, the
 /// device's `max_storage_buffer_binding_size` or less) as the binding limit.
 pub(crate) fn check_problem(device: &cubecl::Device, params: &LossParams) -> Result<()> {
     let client = device.client();
@@ -293,15 +293,7 @@ pub(crate) fn check_problem(device: &cubecl::Device, params: &LossParams) -> Res
         max_binding: client.properties().memory.max_page_size,
         max_groups_per_dim: MAX_GROUPS_PER_DIM,
     };
-    problem_layout(
-        params.shape,
-        params.kind,
-        &params.options,
-        strategy(&client, params),
-        params.columns(),
-        limits,
-    )
-    .map(|_| ())
+    params.check(strategy(&client, params), limits)
 }
 
 /// Checks an `[n, d] × [m, d]` cosine similarity against the device's limits (as

@@ -407,12 +407,10 @@ impl SupConLoss {
                 split_columns: self.split_columns,
                 strategy: self.strategy,
             };
-            match cube_device(&device) {
-                Some(cube) => super::cube::check_problem(&cube, &params)?,
+            match fused_device(&device).expect("checked by `fused`") {
+                FusedDevice::Cube(cube) => super::cube::check_problem(&cube, &params)?,
                 #[cfg(feature = "remote")]
-                None => super::remote::check_problem(&params)?,
-                #[cfg(not(feature = "remote"))]
-                None => unreachable!("a fused device is a cubecl device"),
+                FusedDevice::Remote => super::remote::check_problem(&params)?,
             }
             // Placeholders where the kernels read nothing (no labels, no keys).
             let positives = positives.unwrap_or_else(|| Tensor::<1, Int>::zeros([1], &device));
@@ -460,20 +458,18 @@ pub fn try_cosine_similarity(a: Tensor<2>, b: Tensor<2>) -> Result<Tensor<2>> {
             "cosine_similarity: a has {da} columns, b has {db}"
         )));
     }
-    if !fused_available(&a.device()) {
+    let Some(fused) = fused_device(&a.device()) else {
         if n == 0 || m == 0 || da == 0 {
             return Err(Error::InvalidShape(format!(
                 "cosine similarity needs n, m, dim >= 1, got n = {n}, m = {m}, dim = {da}"
             )));
         }
         return Ok(composed::cosine_similarity(a, b));
-    }
-    match cube_device(&a.device()) {
-        Some(cube) => super::cube::check_similarity(&cube, n, m, da)?,
+    };
+    match fused {
+        FusedDevice::Cube(cube) => super::cube::check_similarity(&cube, n, m, da)?,
         #[cfg(feature = "remote")]
-        None => super::remote::check_similarity(n, m, da)?,
-        #[cfg(not(feature = "remote"))]
-        None => unreachable!("a fused device is a cubecl device"),
+        FusedDevice::Remote => super::remote::check_similarity(n, m, da)?,
     }
     Ok(Tensor::from_dispatch(Dispatch::cosine_similarity(
         a.into_dispatch(),
@@ -485,12 +481,30 @@ pub fn try_cosine_similarity(a: Tensor<2>, b: Tensor<2>) -> Result<Tensor<2>> {
 /// the `remote` feature, a device of a server opened by
 /// [`remote::connect`](super::remote::connect).
 pub fn fused_available(device: &Device) -> bool {
-    match cube_device(device) {
-        Some(cube) => super::cube::runs_kernels(&cube),
-        #[cfg(feature = "remote")]
-        None => super::remote::is_fused_remote(&base_device(device.as_dispatch())),
-        #[cfg(not(feature = "remote"))]
-        None => false,
+    fused_device(device).is_some()
+}
+
+/// Where the fused kernels of a device run, whose limits a problem is checked against.
+pub(crate) enum FusedDevice {
+    /// A local cubecl device that runs them (its own limits).
+    Cube(cubecl::Device),
+    /// A device of a server opened by `remote::connect` (WebGPU's default limits).
+    #[cfg(feature = "remote")]
+    Remote,
+}
+
+/// How `device` runs the fused kernels, if it does.
+pub(crate) fn fused_device(device: &Device) -> Option<FusedDevice> {
+    let base = base_device(device.as_dispatch());
+    #[cfg(feature = "remote")]
+    if super::remote::is_fused_remote(&base) {
+        return Some(FusedDevice::Remote);
+    }
+    match base {
+        DispatchDevice::Cube(cube) if super::cube::runs_kernels(&cube) => {
+            Some(FusedDevice::Cube(cube))
+        }
+        _ => None,
     }
 }
 

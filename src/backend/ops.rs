@@ -51,6 +51,24 @@ impl LossParams {
         crate::kernels::plan::forward_passes(self.shape, self.pass_columns)
     }
 
+    /// Checks the problem with `strategy` against `limits` before anything is launched: the raw
+    /// API's checks ([`problem_layout`](crate::kernels::supcon::problem_layout)).
+    pub(crate) fn check(
+        &self,
+        strategy: Strategy,
+        limits: crate::kernels::supcon::ProblemLimits,
+    ) -> crate::Result<()> {
+        crate::kernels::supcon::problem_layout(
+            self.shape,
+            self.kind,
+            &self.options,
+            strategy,
+            self.columns(),
+            limits,
+        )
+        .map(|_| ())
+    }
+
     /// The overrides of the column loop's cut.
     pub(crate) fn columns(&self) -> crate::kernels::plan::Columns {
         crate::kernels::plan::Columns {

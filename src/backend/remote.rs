@@ -32,8 +32,9 @@ use burn::remote::{ConnectError, CustomOpClient, RemoteHost};
 use burn::server::{CustomOpIr, RemoteServer, TokenAuthorizer, WebSocketTransport};
 use burn::tensor::{DType, Device, Shape};
 
+use super::loss::{FusedDevice, fused_device};
 use super::ops::{LossParams, SupConBackend};
-use crate::kernels::supcon::{PositiveKind, ProblemLimits, Strategy, SupConShape, problem_layout};
+use crate::kernels::supcon::{PositiveKind, ProblemLimits, Strategy, SupConShape};
 use crate::{ContrastMode, Error, Reduction, Result, SupConOptions, Variant};
 
 /// The operations' ids on the wire.
@@ -59,9 +60,7 @@ pub fn server(devices: &[Device], token: &str) -> Result<RemoteServer> {
     if devices.is_empty() {
         return Err(Error::Devices("a server needs at least one device".into()));
     }
-    let local = |d: &Device| {
-        super::loss::cube_device(d).is_some_and(|cube| super::cube::runs_kernels(&cube))
-    };
+    let local = |d: &Device| matches!(fused_device(d), Some(FusedDevice::Cube(_)));
     if let Some(other) = devices.iter().find(|d| !local(d)) {
         return Err(Error::Devices(format!(
             "a server hosts local wgpu devices that run the fused kernels, got {other:?}"
@@ -233,17 +232,9 @@ pub(crate) fn check_problem(params: &LossParams) -> Result<()> {
         Some(s) => vec![s],
         None => vec![Strategy::Tiles, Strategy::Direct],
     };
-    for strategy in strategies {
-        problem_layout(
-            params.shape,
-            params.kind,
-            &params.options,
-            strategy,
-            params.columns(),
-            limits(),
-        )?;
-    }
-    Ok(())
+    strategies
+        .into_iter()
+        .try_for_each(|strategy| params.check(strategy, limits()))
 }
 
 /// Checks an `[n, d] × [m, d]` cosine similarity for a remote device (as [`check_problem`]).
