@@ -1,5 +1,5 @@
-//! The same operations composed from plain Burn tensor ops: runs on every Burn backend (NdArray,
-//! Flex, CUDA, ...), differentiable wherever autodiff is on, and the baseline the benchmark
+//! The same operations composed from plain Burn tensor ops: runs on every Burn backend (Flex,
+//! CUDA, Metal, ...), differentiable wherever autodiff is on, and the baseline the benchmark
 //! measures the fused kernels against. It materialises the N×N similarity matrix (memory O(N²)).
 
 use burn::tensor::{Bool, DType, FloatDType, Int, Tensor};

@@ -45,8 +45,7 @@
 //!
 //! # fn main() -> supcon_wgpu::Result<()> {
 //! // The devices: one CPU device here; two GPUs, e.g. from `device::request_burn_devices(&[0, 1])`.
-//! #[allow(deprecated)] // Burn 0.22 deprecates NdArray for Flex (built here by `learner` only)
-//! let devices = vec![Device::ndarray().autodiff()];
+//! let devices = vec![Device::flex().autodiff()];
 //! let model = Encoder { linear: LinearConfig::new(16, 8).init(&devices[0]) };
 //! let loss = SupConLossConfig::new().init();
 //! let parallel = DataParallelConfig::new(devices.clone()).try_init()?;

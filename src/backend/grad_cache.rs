@@ -68,8 +68,7 @@ pub trait CachedForward<const D: usize>: Module {
 /// }
 ///
 /// # fn main() -> supcon_wgpu::Result<()> {
-/// #[allow(deprecated)] // Burn 0.22 deprecates NdArray for Flex (built here by `learner` only)
-/// let device = Device::ndarray().autodiff();
+/// let device = Device::flex().autodiff();
 /// let model = Encoder { linear: LinearConfig::new(16, 8).init(&device) };
 /// let loss = SupConLossConfig::new().init();
 /// let mut optim = SgdConfig::new().init();

@@ -161,8 +161,7 @@ impl SupConLoss {
     /// use supcon_wgpu::kernels::supcon::{conformance::LOSS_TOLERANCE, reference};
     /// use supcon_wgpu::{Positives, SupConOptions, SupConShape};
     ///
-    /// #[allow(deprecated)] // Burn 0.22 deprecates NdArray for Flex (built here by `learner` only)
-    /// let device = Device::ndarray();
+    /// let device = Device::flex();
     /// let x: Vec<f32> = (0..3 * 2 * 4).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
     /// let features = Tensor::<3>::from_data(TensorData::new(x.clone(), [3, 2, 4]), &device);
     /// let labels = Tensor::<1, Int>::from_ints([0, 1, 0], &device);
@@ -234,8 +233,7 @@ impl SupConLoss {
     /// use burn::tensor::{Device, Distribution, Int, Tensor};
     /// use supcon_wgpu::backend::SupConLossConfig;
     ///
-    /// #[allow(deprecated)] // Burn 0.22 deprecates NdArray for Flex (built here by `learner` only)
-    /// let device = Device::ndarray().autodiff();
+    /// let device = Device::flex().autodiff();
     /// let normal = Distribution::Normal(0.0, 1.0);
     /// let features = Tensor::<3>::random([2, 2, 8], normal, &device).require_grad();
     /// let keys = Tensor::<2>::random([4, 8], normal, &device).require_grad();

@@ -7,8 +7,7 @@
 //! # fn main() -> supcon_wgpu::Result<()> {
 //! // Burn's CPU backend, with autodiff: `Implementation::Auto` takes the composed ops there,
 //! // the fused WGSL kernels on a wgpu device (`Device::wgpu(..)`, `device::request_burn_device`).
-//! #[allow(deprecated)] // Burn 0.22 deprecates NdArray for Flex (built here by `learner` only)
-//! let device = Device::ndarray().autodiff();
+//! let device = Device::flex().autodiff();
 //! // [bsz = 2, n_views = 2, dim = 3]: raw projection-head output, labels [bsz].
 //! let features = Tensor::<3>::from_floats(
 //!     [[[1.0, 0.2, 0.0], [0.9, 0.3, 0.1]], [[0.0, 1.0, 0.5], [0.1, 0.8, 0.6]]],
@@ -35,7 +34,7 @@
 //!   device's own handles ([`device::burn_device`], [`device::request_burn_device`]).
 //! - With the `remote` feature, on the devices of a server opened by `remote::connect` it runs
 //!   the same kernels on the server (module `remote`, Burn's remote backend).
-//! - On every other backend (NdArray, Flex, CUDA, ...) it runs [`composed`], the same loss from
+//! - On every other backend (Flex, CUDA, ...) it runs [`composed`], the same loss from
 //!   Burn tensor ops — also the benchmark's baseline on wgpu.
 
 mod autodiff;

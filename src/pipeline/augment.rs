@@ -8,7 +8,7 @@
 //! Random parameters are drawn on the CPU from a seeded generator ([`AugmentConfig::sample`]:
 //! a few numbers per image); the pixels never leave the device. [`augment`] turns the
 //! parameters into tensors and applies every op to the whole batch with Burn tensor ops, so it
-//! runs on any Burn backend (wgpu, NdArray, ...). Crop and resize are two batched matrix
+//! runs on any Burn backend (wgpu, Flex, ...). Crop and resize are two batched matrix
 //! products with per-sample bilinear interpolation matrices built on the device; the colour ops
 //! are element-wise. [`reference`](mod@reference) applies the same parameters pixel by pixel in
 //! f64.

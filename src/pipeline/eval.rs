@@ -254,15 +254,14 @@ fn argmax(v: &[f64]) -> usize {
 pub const LINEAR_EVAL_CPU_MAX: usize = 1 << 26;
 
 /// Where linear evaluation of `n_train` features of dimension `d` in `n_classes` classes runs:
-/// Burn's NdArray backend on the CPU when the problem is at most [`LINEAR_EVAL_CPU_MAX`]
+/// Burn's Flex backend on the CPU when the problem is at most [`LINEAR_EVAL_CPU_MAX`]
 /// (there its hundreds of tiny steps take about a second, where a GPU spends longer compiling
 /// and launching their kernels than computing), else `device`.
 pub fn linear_eval_device(n_train: usize, d: usize, n_classes: usize, device: &Device) -> Device {
     let work = n_train.saturating_mul(d).saturating_mul(n_classes);
     if work <= LINEAR_EVAL_CPU_MAX {
-        // The CPU backend this crate builds (Burn's `ndarray` feature).
-        #[allow(deprecated)]
-        Device::ndarray()
+        // The CPU backend this crate builds (Burn's `flex` feature).
+        Device::flex()
     } else {
         device.clone()
     }

@@ -8,7 +8,7 @@
 use crate::common;
 
 use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
-use common::burn_tensors::{features, labels, ndarray_device, to_vec, wgpu_device};
+use common::burn_tensors::{features, flex_device, labels, to_vec, wgpu_device};
 use common::*;
 use rand::Rng;
 use supcon_wgpu::backend::{
@@ -42,7 +42,7 @@ fn fused_on_wgpu_and_composed_elsewhere() {
         fused_available(&wgpu),
         "the autodiff wgpu device runs the fused kernels"
     );
-    assert!(!fused_available(&ndarray_device()));
+    assert!(!fused_available(&flex_device()));
 }
 
 #[test]
@@ -78,7 +78,7 @@ fn gradient_flows_only_to_tracked_inputs() {
 #[test]
 fn cosine_similarity_and_its_gradient() {
     let Some(wgpu) = wgpu_device() else { return };
-    let ndarray = ndarray_device();
+    let flex = flex_device();
     let mut rng = rng(41);
     for (n, m, d) in [(3, 5, 2), (70, 65, 33)] {
         let a = random_features(&mut rng, n * d);
@@ -99,7 +99,7 @@ fn cosine_similarity_and_its_gradient() {
             )
         };
         let (sw, gaw, gbw) = run(&wgpu);
-        let (sn, gan, gbn) = run(&ndarray);
+        let (sn, gan, gbn) = run(&flex);
         let want = supcon_wgpu::kernels::similarity::reference::cosine_similarity(
             &to_f64(&a),
             &to_f64(&b),
@@ -121,7 +121,7 @@ fn cosine_similarity_and_its_gradient() {
 #[test]
 fn linear_layer_trained_with_the_loss() {
     let Some(wgpu) = wgpu_device() else { return };
-    let ndarray = ndarray_device();
+    let flex = flex_device();
     // 24 samples of 6 features, 3 classes, 2 noisy views; a 6 -> 4 linear map trained by SGD (lr 2).
     let mut rng = rng(51);
     let centers: Vec<f32> = random_features(&mut rng, 3 * 6);
@@ -157,7 +157,7 @@ fn linear_layer_trained_with_the_loss() {
         (losses, first_grad.unwrap(), to_vec(w))
     };
     let (lw, gw, ww) = train(&wgpu);
-    let (ln, gn, wn) = train(&ndarray);
+    let (ln, gn, wn) = train(&flex);
     // Each anchor has 15 positives among 47 rows, so L_out >= ln 15 (all positives alike, the
     // negatives negligible): training must close most of the gap to that floor.
     let floor = 15f32.ln();
@@ -180,7 +180,7 @@ fn linear_layer_trained_with_the_loss() {
 
 #[test]
 fn bad_input_is_a_typed_error_or_a_precise_panic() {
-    let device = ndarray_device();
+    let device = flex_device();
     let loss = SupConLossConfig::new().init();
     let x = Tensor::<3>::ones([4, 2, 3], &device);
     assert!(matches!(
@@ -256,8 +256,7 @@ fn bad_input_is_a_typed_error_or_a_precise_panic() {
         ),
         Err(Error::Keys(_))
     ));
-    let panic =
-        std::panic::catch_unwind(|| loss.forward(x, Some(labels(&[0, 1], &ndarray_device()))));
+    let panic = std::panic::catch_unwind(|| loss.forward(x, Some(labels(&[0, 1], &flex_device()))));
     let message = *panic
         .expect_err("forward panics on bad input")
         .downcast::<String>()
@@ -330,7 +329,7 @@ fn non_finite_features_give_nan_loss_and_gradient() {
     // As Burn's own ops: NaN or Inf in the features makes the loss and every gradient entry NaN
     // (never a plausible 0), on the fused path (both strategies, one pass and several) and on the
     // composed one.
-    let mut devices = vec![("composed on NdArray", ndarray_device(), None, None)];
+    let mut devices = vec![("composed on Flex", flex_device(), None, None)];
     if let Some(wgpu) = wgpu_device() {
         for strategy in [Strategy::Direct, Strategy::Tiles] {
             devices.push(("fused", wgpu.clone(), Some(strategy), None));
@@ -364,11 +363,10 @@ fn non_finite_features_give_nan_loss_and_gradient() {
                 );
             }
             // Without autodiff too.
-            #[allow(deprecated)]
             let plain_device = if strategy.is_some() {
                 crate::common::burn_tensors::wgpu_device().unwrap().inner()
             } else {
-                Device::ndarray()
+                Device::flex()
             };
             let plain =
                 Tensor::<3>::from_data(TensorData::new(x.clone(), [70, 2, 6]), &plain_device);
@@ -553,7 +551,7 @@ fn problems_beyond_the_device_limits_are_typed_errors() {
 
 #[test]
 fn cosine_similarity_of_mismatched_or_empty_inputs_is_a_typed_error() {
-    let mut devices = vec![ndarray_device()];
+    let mut devices = vec![flex_device()];
     devices.extend(wgpu_device());
     for device in devices {
         let zeros = |n: usize, d: usize| Tensor::<2>::zeros([n, d], &device);
@@ -571,7 +569,7 @@ fn cosine_similarity_of_mismatched_or_empty_inputs_is_a_typed_error() {
 #[test]
 fn shapes_beyond_32_bit_indexing_are_typed_errors() {
     // A broadcast view: N·D = 4.9e9 elements without allocating them (on the wgpu device with
-    // fusion, whose expand is lazy; NdArray would materialise it).
+    // fusion, whose expand is lazy; Flex would materialise it).
     if let Some(device) = wgpu_device() {
         let huge = Tensor::<3>::zeros([1, 1, 1], &device).expand([70_000, 1, 70_000]);
         let loss = SupConLossConfig::new().init();
@@ -593,7 +591,7 @@ fn shapes_beyond_32_bit_indexing_are_typed_errors() {
 fn labels_of_64_bits_never_collide() {
     // Hashed ids that differ only above bit 31 (I64 tensors): compared at full width, they are 5
     // classes; narrowed to 32 bits they would be one.
-    let mut devices = vec![("composed", ndarray_device())];
+    let mut devices = vec![("composed", flex_device())];
     devices.extend(wgpu_device().map(|d| ("fused", d)));
     let shape = SupConShape::new(40, 2, 16);
     let mut rng = rng(47);

@@ -1,5 +1,5 @@
 //! Gradient caching (`backend::grad_cache`): a step computed in chunks gives the parameter
-//! gradients of the unchunked step, on NdArray (composed loss) and on wgpu (fused loss).
+//! gradients of the unchunked step, on Flex (composed loss) and on wgpu (fused loss).
 //! Data parallelism (`backend::data_parallel`): a step over two wgpu devices gives the
 //! gradients of the one-device step (with batch norm: of one device's step in chunks of the
 //! shards), with and without gradient caching.
@@ -20,7 +20,7 @@ use supcon_wgpu::backend::{
 };
 use supcon_wgpu::pipeline::model::{HeadKind, ModelPreset, PretrainModel, ProjectionHead, Stem};
 
-use crate::common::burn_tensors::{devices_of_test_adapter, ndarray_device, to_vec, wgpu_device};
+use crate::common::burn_tensors::{devices_of_test_adapter, flex_device, to_vec, wgpu_device};
 use crate::common::gpu;
 
 const GRAD_TOLERANCE: f64 = 1e-4;
@@ -161,8 +161,8 @@ fn chunked_equals_unchunked(device: &Device) {
 }
 
 #[test]
-fn chunked_gradients_equal_unchunked_ndarray() {
-    chunked_equals_unchunked(&ndarray_device());
+fn chunked_gradients_equal_unchunked_flex() {
+    chunked_equals_unchunked(&flex_device());
 }
 
 #[test]
@@ -177,7 +177,7 @@ fn chunked_gradients_equal_unchunked_wgpu() {
 #[test]
 fn batch_norm_statistics_move_once() {
     use burn::store::ModuleSnapshot;
-    let device = ndarray_device();
+    let device = flex_device();
     let build = || small_model(&device);
     let snapshot = |m: &PretrainModel| -> Vec<(String, Vec<f32>)> {
         m.collect(None, None, false)
@@ -263,7 +263,7 @@ fn assert_same_gradients(got: &[Vec<f32>], want: &[Vec<f32>]) {
 
 #[test]
 fn bad_arguments_are_errors() {
-    let device = ndarray_device();
+    let device = flex_device();
     assert!(GradCacheConfig::new(0).try_init().is_err());
     let model = Mlp::new(&device);
     let cache = GradCacheConfig::new(2).init();
@@ -273,8 +273,7 @@ fn bad_arguments_are_errors() {
     let mut v = views(4, &device);
     v[1] = v[1].clone().narrow(0, 0, 3);
     assert!(run(&v).is_err());
-    #[allow(deprecated)]
-    let plain = Device::ndarray();
+    let plain = Device::flex();
     assert!(run(&views(4, &plain)).is_err(), "not an autodiff device");
     // A loss that ignores the features.
     let v = views(4, &device);
@@ -390,15 +389,14 @@ fn two_devices_with_batch_norm_equal_chunks_of_the_shards() {
 #[test]
 fn data_parallel_bad_arguments_are_errors() {
     use supcon_wgpu::Error;
-    let device = ndarray_device();
+    let device = flex_device();
     fn devices_error<T>(r: supcon_wgpu::Result<T>) -> bool {
         matches!(r, Err(Error::Devices(_)))
     }
     assert!(devices_error(DataParallelConfig::new(vec![]).try_init()));
     let twice = DataParallelConfig::new(vec![device.clone(), device.clone()]).try_init();
     assert!(devices_error(twice), "a device twice");
-    #[allow(deprecated)]
-    let plain = DataParallelConfig::new(vec![Device::ndarray()]).try_init();
+    let plain = DataParallelConfig::new(vec![Device::flex()]).try_init();
     assert!(matches!(plain, Err(Error::Unsupported(_))), "no autodiff");
     let chunk = DataParallelConfig::new(vec![device.clone()]).with_grad_cache_chunk(Some(0));
     assert!(matches!(chunk.try_init(), Err(Error::InvalidShape(_))));

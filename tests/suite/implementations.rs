@@ -1,6 +1,6 @@
 //! One test body for every implementation of the loss against the f64 CPU reference: the raw
 //! wgpu API with each strategy, the Burn extension's fused kernels with each strategy, and the
-//! composed Burn tensor ops on NdArray — one option grid, one [`assert_matches_reference`], one
+//! composed Burn tensor ops on Flex — one option grid, one [`assert_matches_reference`], one
 //! tolerance table (`tests/suite/common/mod.rs`). The GPU ones run on lavapipe in CI.
 //!
 //! The raw path runs `Tiles` under WebGPU's default limits and `Direct` under the adapter's own
@@ -28,7 +28,7 @@ enum Implementation {
     /// The Burn extension's fused kernels on an autodiff burn-wgpu device.
     #[cfg(feature = "burn")]
     BurnFused { strategy: Strategy },
-    /// The Burn extension's composed tensor ops on an autodiff NdArray device.
+    /// The Burn extension's composed tensor ops on an autodiff Flex device.
     #[cfg(feature = "burn")]
     BurnComposed,
 }
@@ -146,7 +146,7 @@ impl Implementation {
             }
             #[cfg(feature = "burn")]
             BurnComposed => {
-                let device = common::burn_tensors::ndarray_device();
+                let device = common::burn_tensors::flex_device();
                 let loss =
                     burn_ops::config(options, supcon_wgpu::backend::Implementation::Composed)
                         .init();

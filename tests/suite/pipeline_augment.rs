@@ -1,5 +1,5 @@
 //! The device augmentation (Burn ops) against its f64 CPU reference, op by op and all together,
-//! on the NdArray backend and on wgpu (lavapipe in CI; a missing adapter fails under CI=true).
+//! on the Flex backend and on wgpu (lavapipe in CI; a missing adapter fails under CI=true).
 //!
 //! Tolerance: 2e-5 absolute on normalised values (f32 matrix products and colour maths of values
 //! in [0, 1], divided by a std of 0.25: a few ulps of 1).
@@ -13,9 +13,8 @@ use supcon_wgpu::pipeline::augment::{AugmentConfig, AugmentParams, augment, refe
 
 const TOL: f32 = 2e-5;
 
-#[allow(deprecated)]
 fn devices() -> Vec<(&'static str, Device)> {
-    let mut d = vec![("ndarray", Device::ndarray())];
+    let mut d = vec![("flex", Device::flex())];
     if let Some(device) = common::burn_tensors::shared_device() {
         d.push(("wgpu", device));
     }

@@ -78,8 +78,7 @@ fn summary(out: &Path) -> Summary {
 /// The exported encoder's tensors, by name.
 fn encoder(out: &Path) -> Vec<(String, Vec<f32>)> {
     use burn::store::{ModuleSnapshot, SafetensorsStore};
-    #[allow(deprecated)]
-    let cpu = burn::tensor::Device::ndarray();
+    let cpu = burn::tensor::Device::flex();
     let mut module = ModelPreset::Small.config(1, Stem::Cifar).init(&cpu);
     let mut store = SafetensorsStore::from_file(out.join("encoder.safetensors"));
     let applied = module.load_from(&mut store).expect("encoder loads");

@@ -1,4 +1,4 @@
-//! LARS against a hand computation on the NdArray backend: one and two steps of a linear layer
+//! LARS against a hand computation on the Flex backend: one and two steps of a linear layer
 //! (trust-scaled, weight-decayed update of the weight matrix; plain momentum for the bias).
 #![cfg(feature = "pipeline")]
 
@@ -8,9 +8,8 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 use supcon_wgpu::pipeline::lars::LarsConfig;
 
-#[allow(deprecated)]
 fn device() -> Device {
-    Device::ndarray().autodiff()
+    Device::flex().autodiff()
 }
 
 fn values<const D: usize>(t: Tensor<D>) -> Vec<f64> {

@@ -13,9 +13,8 @@ use supcon_wgpu::pipeline::model::{
     HeadKind, ModelPreset, PretrainModel, ProjectionHead, Stem, batch_norm,
 };
 
-#[allow(deprecated)]
 fn cpu() -> Device {
-    Device::ndarray()
+    Device::flex()
 }
 
 #[test]

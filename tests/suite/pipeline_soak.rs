@@ -1,7 +1,7 @@
-//! Memory over a long run: the small model trained on half the digits (every other image of the
-//! training and test splits) for many steps in a process of its own (the test binary runs itself
-//! as `soak_child`, so other tests' allocations do not count), sampled at every epoch end (11
-//! steps of 64 images): the host memory the process holds (its resident anonymous and shared
+//! Memory over a long run: the small model trained on part of the digits for many steps in a
+//! process of its own (the test binary runs itself as `soak_child`, so other tests' allocations do
+//! not count), sampled at every epoch end (11 steps: every other image of the training and test
+//! splits in batches of 64, or every fourth in batches of 32): the host memory the process holds (its resident anonymous and shared
 //! pages: heap, thread stacks, lavapipe's device memory) and Burn's reserved device memory. The
 //! resident pages of mapped files (the program's and its libraries' code, which the kernel reads
 //! in and drops as it pleases) are printed, not bounded.
@@ -24,9 +24,10 @@
 //! depend on timing. Pinned, the memory held follows what the process holds; a leak stays
 //! resident either way.
 //!
-//! `cargo test` runs 77 steps with kNN every epoch (a window of 44 steps in four intervals, from
-//! step 22 to 66: the bound's 4 MiB floor then catches a leak of about 95 KiB a step or more);
-//! the 1,980-step version, kNN every 198 steps (docs/training.md, "Reliability"):
+//! `cargo test` runs 77 steps of 32 images with kNN every epoch (a window of 44 steps in four
+//! intervals, from step 22 to 66: the bound's 4 MiB floor then catches a leak of about 95 KiB a
+//! step or more; batches of 32 halve the test's time, and what leaks per step leaks at any batch
+//! size); the 1,980-step version, batches of 64, kNN every 198 steps (docs/training.md, "Reliability"):
 //! `cargo test --test suite pipeline_soak::soak_1980_steps -- --ignored --nocapture`.
 #![cfg(feature = "pipeline")]
 #![cfg(target_os = "linux")]
@@ -45,6 +46,7 @@ use supcon_wgpu::pipeline::train::{EpochObserver, Method, RunOptions, TrainConfi
 const STEPS_ENV: &str = "SUPCON_SOAK_STEPS";
 const DIR_ENV: &str = "SUPCON_SOAK_DIR";
 const KNN_ENV: &str = "SUPCON_SOAK_KNN_EPOCHS";
+const BATCH_ENV: &str = "SUPCON_SOAK_BATCH";
 /// Memory the run may gain per step of the window, and at least.
 const BOUND_PER_STEP: u64 = 8 << 10;
 const BOUND_FLOOR: u64 = 4 << 20;
@@ -52,14 +54,15 @@ const BOUND_FLOOR: u64 = 4 << 20;
 /// 12.7 MiB on loaded machines, once each in the window of a run).
 const JUMP_BOUND: u64 = 16 << 20;
 /// Training steps per epoch: every other image of the digits' training split (719 of 1,437) in
-/// batches of 64.
+/// batches of 64, or every fourth (360) in batches of 32.
 const STEPS_PER_EPOCH: usize = 11;
 
 /// The pipeline tests' small model on every image it is given (no cap on the steps of an
-/// epoch), kNN every `knn_epochs` epochs, `epochs` epochs.
-fn config(epochs: usize, knn_epochs: usize) -> TrainConfig {
+/// epoch) in batches of `batch`, kNN every `knn_epochs` epochs, `epochs` epochs.
+fn config(epochs: usize, knn_epochs: usize, batch: usize) -> TrainConfig {
     TrainConfig {
         epochs,
+        batch_size: batch,
         warmup_epochs: 1,
         knn_every: knn_epochs,
         max_steps_per_epoch: None,
@@ -80,20 +83,25 @@ fn config(epochs: usize, knn_epochs: usize) -> TrainConfig {
 #[test]
 #[ignore = "the training process of the soak tests; runs only under their environment"]
 fn soak_child() {
-    let (Ok(steps), Ok(dir), Ok(knn)) = (
+    let (Ok(steps), Ok(dir), Ok(knn), Ok(batch)) = (
         std::env::var(STEPS_ENV),
         std::env::var(DIR_ENV),
         std::env::var(KNN_ENV),
+        std::env::var(BATCH_ENV),
     ) else {
         return;
     };
     let steps: usize = steps.parse().expect("a step count");
     let knn_epochs: usize = knn.parse().expect("an epoch count");
+    let batch: usize = batch.parse().expect("a batch size");
+    // The share of the digits that makes STEPS_PER_EPOCH steps of `batch` images.
+    let stride = 128 / batch;
     let (device, _) = supcon_wgpu::backend::device::request_burn_device().expect("device");
     let all = data::digits().unwrap();
     let (train, test) = data::stratified_split(&all.labels, 0.2, 0).unwrap();
-    let half = |split: Vec<usize>| all.subset(&split.into_iter().step_by(2).collect::<Vec<_>>());
-    let (train, test) = (half(train), half(test));
+    let part =
+        |split: Vec<usize>| all.subset(&split.into_iter().step_by(stride).collect::<Vec<_>>());
+    let (train, test) = (part(train), part(test));
     let probe = device.clone();
     let options = RunOptions {
         on_epoch_end: Some(EpochObserver(Arc::new(move |_, step| {
@@ -109,7 +117,7 @@ fn soak_child() {
     };
     let epochs = steps.div_ceil(STEPS_PER_EPOCH);
     run(
-        &config(epochs, knn_epochs),
+        &config(epochs, knn_epochs, batch),
         &train,
         &test,
         &PathBuf::from(dir),
@@ -121,9 +129,9 @@ fn soak_child() {
     .expect("the run finishes");
 }
 
-/// Runs `steps` steps in a child process, kNN every `knn_epochs` epochs, and checks the growth
-/// after the first kNN pass.
-fn soak(steps: usize, knn_epochs: usize) {
+/// Runs `steps` steps of `batch` images (32 or 64) in a child process, kNN every `knn_epochs`
+/// epochs, and checks the growth after the first kNN pass.
+fn soak(steps: usize, knn_epochs: usize, batch: usize) {
     if gpu().is_none() {
         return;
     }
@@ -133,6 +141,7 @@ fn soak(steps: usize, knn_epochs: usize) {
         .env(STEPS_ENV, steps.to_string())
         .env(DIR_ENV, &dir)
         .env(KNN_ENV, knn_epochs.to_string())
+        .env(BATCH_ENV, batch.to_string())
         .env("GLIBC_TUNABLES", ALLOCATOR_TUNABLES)
         .output()
         .expect("spawn the training process");
@@ -226,11 +235,11 @@ fn growth(window: &[[u64; 4]], column: usize) -> Growth {
 
 #[test]
 fn soak_77_steps() {
-    soak(77, 1);
+    soak(77, 1, 32);
 }
 
 #[test]
 #[ignore = "a quarter of an hour or more on lavapipe (2 cores); the figure in docs/training.md"]
 fn soak_1980_steps() {
-    soak(1_980, 18);
+    soak(1_980, 18, 64);
 }

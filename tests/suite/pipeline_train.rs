@@ -108,8 +108,7 @@ fn pretrain_checkpoint_resume_evaluate() {
     {
         use burn::module::Module;
         use burn::store::{ModuleSnapshot, SafetensorsStore};
-        #[allow(deprecated)]
-        let cpu = Device::ndarray();
+        let cpu = Device::flex();
         let mut fresh = ModelPreset::Small.config(1, Stem::Cifar).init(&cpu);
         let before = first_weights(&fresh);
         let mut store = SafetensorsStore::from_file(a_dir.join("encoder.safetensors"));

@@ -60,9 +60,8 @@ pub fn devices_of_test_adapter(n: usize) -> Option<Vec<(Device, supcon_wgpu::wgp
     Some(all.take(n).collect())
 }
 
-#[allow(deprecated)]
-pub fn ndarray_device() -> Device {
-    Device::ndarray().autodiff()
+pub fn flex_device() -> Device {
+    Device::flex().autodiff()
 }
 
 /// `x` as tracked `[bsz, n_views, dim]` features.
