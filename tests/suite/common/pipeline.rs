@@ -35,7 +35,7 @@ pub fn small_digits() -> (ImageDataset, ImageDataset) {
     (all.subset(&train), all.subset(&test))
 }
 
-/// The small model, 3 epochs of 4 steps of 64 images, kNN every epoch, 20 epochs of linear
+/// The small model, 3 epochs of 4 steps of 32 images, kNN every epoch, 20 epochs of linear
 /// evaluation.
 pub fn config(method: Method) -> TrainConfig {
     TrainConfig {
@@ -45,7 +45,7 @@ pub fn config(method: Method) -> TrainConfig {
         head: HeadKind::Mlp,
         projection_dim: 32,
         epochs: 3,
-        batch_size: 64,
+        batch_size: 32,
         lr: 0.05,
         momentum: 0.9,
         weight_decay: 1e-4,
